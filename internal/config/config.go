@@ -1,0 +1,381 @@
+// Package config reads every setting of the api and the worker from the
+// environment, once, into one struct with typed defaults, and validates it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"go.uber.org/zap"
+)
+
+// Config is everything the api and the worker can be told.
+type Config struct {
+	HTTPAddr string // EMBED_HTTP_ADDR
+	NATSURL  string // NATS_URL; empty starts an embedded nats-server
+	NATSAddr string // EMBED_NATS_ADDR: where the embedded nats-server listens
+
+	OllamaHost *url.URL // OLLAMA_HOST
+	Model      string   // EMBED_MODEL
+	Dimensions int      // EMBED_DIMENSIONS
+	DataDir    string   // EMBED_DATA_DIR
+
+	RequestTimeout   time.Duration
+	MaxDocuments     int
+	MaxDocumentBytes int
+	MaxBodyBytes     int64
+
+	BatchSize    int
+	BatchWait    time.Duration
+	ModelTimeout time.Duration
+	KeepAlive    time.Duration // negative keeps the model loaded for ever
+	Truncate     bool
+	Pull         bool
+	QueryTask    string
+
+	AckWait    time.Duration
+	MaxDeliver int
+
+	StreamMaxMsgs  int64
+	StreamMaxBytes int64
+
+	HeartbeatInterval time.Duration
+	ShutdownTimeout   time.Duration
+	Worker            string // EMBED_WORKER: auto, on or off (in-process worker in the api)
+	WorkerID          string
+
+	LogFormat string
+	LogLevel  zap.AtomicLevel
+}
+
+type setting struct {
+	env, def, help string
+	set            func(c *Config, v string) error
+}
+
+// settings is the single list of knobs: Load parses it, Usage prints it and
+// a test checks the README documents each one.
+var settings = []setting{
+	{"EMBED_HTTP_ADDR", "127.0.0.1:8000", "HTTP listen address of the api", func(c *Config, v string) error {
+		c.HTTPAddr = v
+		return checkHostPort(v)
+	}},
+	{"NATS_URL", "", "NATS server URL(s), comma separated; empty starts an embedded nats-server in the api", func(c *Config, v string) error {
+		c.NATSURL = v
+		return nil
+	}},
+	{"EMBED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded nats-server (only when NATS_URL is empty)", func(c *Config, v string) error {
+		c.NATSAddr = v
+		return checkHostPort(v)
+	}},
+	{"OLLAMA_HOST", "http://127.0.0.1:11434", "Ollama base URL (host:port and bare hosts are accepted, as Ollama does)", func(c *Config, v string) (err error) {
+		c.OllamaHost, err = ParseOllamaHost(v)
+		return err
+	}},
+	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", func(c *Config, v string) error {
+		c.Model = v
+		if strings.TrimSpace(v) == "" {
+			return errors.New("must not be empty")
+		}
+		return nil
+	}},
+	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; every reply is checked against it", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
+	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", func(c *Config, v string) error {
+		c.DataDir = v
+		if v == "" {
+			return errors.New("must not be empty")
+		}
+		return nil
+	}},
+	{"EMBED_REQUEST_TIMEOUT", "60s", "longest an /embed request waits for its vectors before 504", durationIn(func(c *Config) *time.Duration { return &c.RequestTimeout }, time.Millisecond, 24*time.Hour)},
+	{"EMBED_MAX_DOCUMENTS", "1024", "documents per request (413 above)", intIn(func(c *Config) *int { return &c.MaxDocuments }, 1, 1_000_000)},
+	{"EMBED_MAX_DOCUMENT_BYTES", "131072", "bytes per document (413 above); must fit one NATS message", intIn(func(c *Config) *int { return &c.MaxDocumentBytes }, 1, 64<<20)},
+	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return fmt.Errorf("want a positive number of bytes, got %q", v)
+		}
+		c.MaxBodyBytes = n
+		return nil
+	}},
+	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to Ollama in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
+	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
+	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},
+	{"EMBED_KEEP_ALIVE", "-1", "how long Ollama keeps the model loaded after a call; -1 for ever", func(c *Config, v string) error {
+		if v == "-1" {
+			c.KeepAlive = -1
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("want -1 or a duration such as 30m, got %q", v)
+		}
+		c.KeepAlive = d
+		return nil
+	}},
+	{"EMBED_TRUNCATE", "true", "let Ollama truncate inputs longer than the context; false refuses them (400) instead", boolVar(func(c *Config) *bool { return &c.Truncate })},
+	{"EMBED_QUERY_TASK", "Given a question, retrieve passages that answer the question", "task named in the instruction prefix of query inputs (input_type \"query\")", func(c *Config, v string) error {
+		c.QueryTask = v
+		if v == "" {
+			return errors.New("must not be empty")
+		}
+		return nil
+	}},
+	{"EMBED_PULL", "false", "worker pulls a missing model at start instead of exiting", boolVar(func(c *Config) *bool { return &c.Pull })},
+	{"EMBED_ACK_WAIT", "30s", "JetStream ack wait of a job; workers report progress during longer model calls", durationIn(func(c *Config) *time.Duration { return &c.AckWait }, time.Second, time.Hour)},
+	{"EMBED_MAX_DELIVER", "5", "attempts per job before it fails with an error reply", intIn(func(c *Config) *int { return &c.MaxDeliver }, 1, 1000)},
+	{"EMBED_STREAM_MAX_MSGS", "100000", "most jobs the queue holds; more are refused with 429", func(c *Config, v string) error {
+		return parsePositive64(v, &c.StreamMaxMsgs)
+	}},
+	{"EMBED_STREAM_MAX_BYTES", "1073741824", "most bytes the queue holds; more are refused with 429", func(c *Config, v string) error {
+		return parsePositive64(v, &c.StreamMaxBytes)
+	}},
+	{"EMBED_HEARTBEAT_INTERVAL", "2s", "how often workers announce they are alive; the api counts a worker gone after 3 missed", durationIn(func(c *Config) *time.Duration { return &c.HeartbeatInterval }, 10*time.Millisecond, time.Minute)},
+	{"EMBED_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long in-flight requests and batches get to finish", durationIn(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0, time.Hour)},
+	{"EMBED_WORKER", "auto", "run a worker inside the api: auto (only with the embedded nats-server), on, off", func(c *Config, v string) error {
+		switch v {
+		case "auto", "on", "off":
+			c.Worker = v
+			return nil
+		}
+		return fmt.Errorf("want auto, on or off, got %q", v)
+	}},
+	{"EMBED_WORKER_ID", "", "worker name in logs and heartbeats; empty means host-pid", func(c *Config, v string) error {
+		if v == "" {
+			host, _ := os.Hostname()
+			v = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		for _, r := range v {
+			if !(unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-_.", r)) {
+				return fmt.Errorf("only letters, digits, '-', '_' and '.' are allowed, got %q", v)
+			}
+		}
+		c.WorkerID = v
+		return nil
+	}},
+	{"EMBED_LOG_FORMAT", "json", "json or console", func(c *Config, v string) error {
+		if v != "json" && v != "console" {
+			return fmt.Errorf("want json or console, got %q", v)
+		}
+		c.LogFormat = v
+		return nil
+	}},
+	{"EMBED_LOG_LEVEL", "info", "debug, info, warn or error", func(c *Config, v string) (err error) {
+		c.LogLevel, err = zap.ParseAtomicLevel(v)
+		return err
+	}},
+}
+
+// Load reads the environment through lookup (os.LookupEnv in production),
+// applies defaults and validates. All problems are reported at once.
+func Load(lookup func(string) (string, bool)) (Config, error) {
+	var c Config
+	var errs []error
+	for _, s := range settings {
+		v, ok := lookup(s.env)
+		if !ok {
+			v = s.def
+		}
+		if err := s.set(&c, strings.TrimSpace(v)); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.env, v, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return c, nil
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if int64(c.MaxDocumentBytes) > c.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("EMBED_MAX_DOCUMENT_BYTES (%d) is larger than EMBED_MAX_BODY_BYTES (%d)", c.MaxDocumentBytes, c.MaxBodyBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Embedded says whether the api starts its own nats-server.
+func (c Config) Embedded() bool { return c.NATSURL == "" }
+
+// InProcessWorker says whether the api runs a worker next to the HTTP server.
+func (c Config) InProcessWorker() bool {
+	return c.Worker == "on" || (c.Worker == "auto" && c.Embedded())
+}
+
+// LogFields is the configuration as log fields, for the one line at start.
+// NATS_URL may carry credentials, so its user info is redacted.
+func (c Config) LogFields() []zap.Field {
+	return []zap.Field{
+		zap.String("http_addr", c.HTTPAddr),
+		zap.String("nats_url", redactURLs(c.NATSURL)),
+		zap.String("nats_addr", c.NATSAddr),
+		zap.Stringer("ollama_host", c.OllamaHost),
+		zap.String("model", c.Model),
+		zap.Int("dimensions", c.Dimensions),
+		zap.String("data_dir", c.DataDir),
+		zap.Duration("request_timeout", c.RequestTimeout),
+		zap.Int("max_documents", c.MaxDocuments),
+		zap.Int("max_document_bytes", c.MaxDocumentBytes),
+		zap.Int64("max_body_bytes", c.MaxBodyBytes),
+		zap.Int("batch_size", c.BatchSize),
+		zap.Duration("batch_wait", c.BatchWait),
+		zap.Duration("model_timeout", c.ModelTimeout),
+		zap.Duration("keep_alive", c.KeepAlive),
+		zap.Bool("truncate", c.Truncate),
+		zap.Bool("pull", c.Pull),
+		zap.String("query_task", c.QueryTask),
+		zap.Duration("ack_wait", c.AckWait),
+		zap.Int("max_deliver", c.MaxDeliver),
+		zap.Int64("stream_max_msgs", c.StreamMaxMsgs),
+		zap.Int64("stream_max_bytes", c.StreamMaxBytes),
+		zap.Duration("heartbeat_interval", c.HeartbeatInterval),
+		zap.Duration("shutdown_timeout", c.ShutdownTimeout),
+		zap.String("worker", c.Worker),
+		zap.String("worker_id", c.WorkerID),
+		zap.String("log_format", c.LogFormat),
+		zap.Stringer("log_level", c.LogLevel),
+	}
+}
+
+// Usage prints every setting with its default and meaning.
+func Usage(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.env, def, s.help)
+	}
+	tw.Flush()
+}
+
+// Names lists every environment variable Load reads.
+func Names() []string {
+	names := make([]string, len(settings))
+	for i, s := range settings {
+		names[i] = s.env
+	}
+	return names
+}
+
+// ParseOllamaHost accepts what Ollama's own OLLAMA_HOST accepts: a URL, a
+// host:port, a bare host or IP (port 11434), or empty (127.0.0.1:11434).
+func ParseOllamaHost(s string) (*url.URL, error) {
+	defaultPort := "11434"
+	scheme, hostport, ok := strings.Cut(s, "://")
+	switch {
+	case !ok:
+		scheme, hostport = "http", s
+	case scheme == "http":
+		defaultPort = "80"
+	case scheme == "https":
+		defaultPort = "443"
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q", scheme)
+	}
+	hostport, path, _ := strings.Cut(hostport, "/")
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = "127.0.0.1", defaultPort
+		if ip := net.ParseIP(strings.Trim(hostport, "[]")); ip != nil {
+			host = ip.String()
+		} else if hostport != "" {
+			host = hostport
+		}
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("invalid port %q", port)
+	}
+	u := &url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}
+	if path != "" {
+		u.Path = "/" + path
+	}
+	return u, nil
+}
+
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port %q", port)
+	}
+	return nil
+}
+
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func intIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("want an integer, got %q", v)
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("want %d..%d, got %d", lo, hi, n)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func durationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("want a duration such as 500ms or 2m, got %q", v)
+		}
+		if d < lo || d > hi {
+			return fmt.Errorf("want %s..%s, got %s", lo, hi, d)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func boolVar(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func parsePositive64(v string, dst *int64) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return fmt.Errorf("want a positive integer, got %q", v)
+	}
+	*dst = n
+	return nil
+}

@@ -1,0 +1,83 @@
+package embed
+
+import "time"
+
+// FlushReason says why a batch left the batcher; it is counted in metrics and
+// logged with each model call.
+type FlushReason string
+
+const (
+	FlushFull  FlushReason = "full"  // the document limit was reached
+	FlushWait  FlushReason = "wait"  // EMBED_BATCH_WAIT elapsed since the first document
+	FlushDrain FlushReason = "drain" // the queue had nothing more right now
+	FlushStop  FlushReason = "stop"  // the worker is stopping
+)
+
+// Batcher groups items (jobs of one or more documents) into batches of at
+// most MaxDocs documents. It is a plain value with no goroutines: the worker
+// loop adds, asks how long it may still wait, and flushes. An item larger than
+// MaxDocs on its own is still accepted into an empty batch; the model client
+// splits its call.
+type Batcher[T any] struct {
+	maxDocs int
+	wait    time.Duration
+	now     func() time.Time
+
+	items   []T
+	docs    int
+	started time.Time
+}
+
+// NewBatcher returns a batcher. now is the clock (time.Now outside tests).
+func NewBatcher[T any](maxDocs int, wait time.Duration, now func() time.Time) *Batcher[T] {
+	if maxDocs < 1 {
+		maxDocs = 1
+	}
+	return &Batcher[T]{maxDocs: maxDocs, wait: wait, now: now}
+}
+
+// Add puts an item of docs documents into the batch. It returns false, and
+// keeps nothing, when the item does not fit a non-empty batch: the caller
+// holds it for the next one.
+func (b *Batcher[T]) Add(item T, docs int) bool {
+	if len(b.items) > 0 && b.docs+docs > b.maxDocs {
+		return false
+	}
+	if len(b.items) == 0 {
+		b.started = b.now()
+	}
+	b.items = append(b.items, item)
+	b.docs += docs
+	return true
+}
+
+// Len is the number of items in the batch.
+func (b *Batcher[T]) Len() int { return len(b.items) }
+
+// Docs is the number of documents in the batch.
+func (b *Batcher[T]) Docs() int { return b.docs }
+
+// Room is how many more documents fit.
+func (b *Batcher[T]) Room() int { return max(0, b.maxDocs-b.docs) }
+
+// Full reports whether no further document fits.
+func (b *Batcher[T]) Full() bool { return b.docs >= b.maxDocs }
+
+// Until is how much longer the batch may wait for more documents: zero when
+// the wait is over or the batch is empty.
+func (b *Batcher[T]) Until() time.Duration {
+	if len(b.items) == 0 {
+		return 0
+	}
+	return max(0, b.wait-b.now().Sub(b.started))
+}
+
+// Items are the batch's items so far; the slice is the batcher's own.
+func (b *Batcher[T]) Items() []T { return b.items }
+
+// Flush empties the batcher and returns its items in the order added.
+func (b *Batcher[T]) Flush() []T {
+	items := b.items
+	b.items, b.docs = nil, 0
+	return items
+}

@@ -1,0 +1,68 @@
+package embed
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func TestBatcher(t *testing.T) {
+	t.Parallel()
+
+	setup := func(maxDocs int, wait time.Duration) (*Batcher[string], *fakeClock) {
+		clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+		return NewBatcher[string](maxDocs, wait, clock.now), clock
+	}
+
+	t.Run("FillsToTheLimitAndRefusesTheOverflow", func(t *testing.T) {
+		t.Parallel()
+		b, _ := setup(10, 0)
+		require.True(t, b.Add("a", 4))
+		require.True(t, b.Add("b", 6))
+		require.True(t, b.Full())
+		require.Zero(t, b.Room())
+		require.False(t, b.Add("c", 1))
+		require.Equal(t, []string{"a", "b"}, b.Flush())
+		require.Zero(t, b.Len())
+		require.Zero(t, b.Docs())
+		require.False(t, b.Full())
+	})
+
+	t.Run("AcceptsAnOversizeItemIntoAnEmptyBatch", func(t *testing.T) {
+		t.Parallel()
+		b, _ := setup(8, 0)
+		require.True(t, b.Add("big", 64))
+		require.True(t, b.Full())
+		require.False(t, b.Add("small", 1))
+		require.Equal(t, []string{"big"}, b.Flush())
+	})
+
+	t.Run("WaitCountsFromTheFirstItem", func(t *testing.T) {
+		t.Parallel()
+		b, clock := setup(8, 10*time.Millisecond)
+		require.Zero(t, b.Until(), "an empty batch has nothing to wait for")
+		require.True(t, b.Add("a", 1))
+		require.Equal(t, 10*time.Millisecond, b.Until())
+		clock.t = clock.t.Add(4 * time.Millisecond)
+		require.True(t, b.Add("b", 1))
+		require.Equal(t, 6*time.Millisecond, b.Until())
+		clock.t = clock.t.Add(time.Hour)
+		require.Zero(t, b.Until())
+		b.Flush()
+		require.True(t, b.Add("c", 1))
+		require.Equal(t, 10*time.Millisecond, b.Until(), "a new batch starts a new wait")
+	})
+
+	t.Run("ZeroWaitNeverWaits", func(t *testing.T) {
+		t.Parallel()
+		b, _ := setup(8, 0)
+		require.True(t, b.Add("lone", 1))
+		require.Zero(t, b.Until())
+		require.False(t, b.Full())
+	})
+}

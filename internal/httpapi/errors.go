@@ -1,0 +1,43 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
+)
+
+// errNoWorker means no live worker can embed now.
+var errNoWorker = errors.New("no worker can serve")
+
+// statusOf maps every error the handlers meet to an HTTP status and a short
+// code. It is the only place that does.
+func statusOf(err error) (int, string) {
+	var re *requestError
+	switch {
+	case errors.As(err, &re):
+		if re.status == http.StatusRequestEntityTooLarge {
+			return re.status, "too_large"
+		}
+		if re.status == http.StatusUnsupportedMediaType {
+			return re.status, "unsupported_media_type"
+		}
+		return re.status, "bad_request"
+	case errors.Is(err, queue.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, embed.ErrRejected):
+		return http.StatusBadRequest, "rejected_by_model"
+	case errors.Is(err, queue.ErrQueueFull):
+		return http.StatusTooManyRequests, "queue_full"
+	case errors.Is(err, errNoWorker), errors.Is(err, embed.ErrUnavailable), errors.Is(err, embed.ErrModelNotFound), errors.Is(err, queue.ErrQueue):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, queue.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "timeout"
+	case errors.Is(err, context.Canceled):
+		return 499, "client_closed_request" // nginx's code; the client is gone anyway
+	default:
+		return http.StatusInternalServerError, "internal"
+	}
+}

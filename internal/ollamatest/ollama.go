@@ -1,0 +1,305 @@
+// Package ollamatest runs a real Ollama for tests: it builds the server from
+// the Go module proxy once into a cache outside the repository, starts it on
+// a free loopback port with its own model store, and creates a tiny
+// deterministic BERT model generated here (no download).
+//
+// Outside CI, a machine that cannot build Ollama skips the tests that need
+// it; with CI=true they fail instead.
+package ollamatest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Version is the Ollama release the tests build and run. Later releases
+// fail to build from the module proxy (their module zips lack vendored
+// headers).
+const Version = "v0.10.1"
+
+// ModelName is the name the tiny model is created under.
+const ModelName = "waywo-tiny"
+
+// BinEnv names an existing ollama binary to use instead of building one.
+const BinEnv = "WAYWO_OLLAMA_BIN"
+
+// Binary returns the path of an ollama binary, building it into the user
+// cache on first use. Concurrent test processes wait on a file lock rather
+// than build twice.
+func Binary() (string, error) {
+	if p := os.Getenv(BinEnv); p != "" {
+		return p, nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache directory: %w", err)
+	}
+	dir := filepath.Join(cache, "waywo-embed", "ollama-"+Version)
+	bin := filepath.Join(dir, "ollama")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", dir, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil // another process built it while we waited
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install", "github.com/ollama/ollama@"+Version)
+	cmd.Dir = dir // outside any module, so go.mod of the caller is not consulted
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=1", "GOFLAGS=-mod=mod")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go install github.com/ollama/ollama@%s: %w\n%s", Version, err, tail(out, 4000))
+	}
+	return bin, nil
+}
+
+// Server is a running Ollama with the tiny model created.
+type Server struct {
+	URL   string // http://127.0.0.1:port
+	Model string
+	Dims  int
+
+	bin  string
+	dir  string
+	port int
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	logf *os.File
+}
+
+// Unavailable ends a test that needs Ollama when none can be had: a failure
+// under CI=true, a skip elsewhere.
+func Unavailable(tb testing.TB, err error) {
+	tb.Helper()
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("Ollama is required under CI=true: %v", err)
+	}
+	tb.Skipf("Ollama unavailable (set %s or let the test build it): %v", BinEnv, err)
+}
+
+// Start runs a private Ollama for one test and stops it at cleanup.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := start(tb.TempDir())
+	if err != nil {
+		Unavailable(tb, err)
+	}
+	tb.Cleanup(func() { s.Stop() })
+	return s
+}
+
+var shared struct {
+	once sync.Once
+	s    *Server
+	dir  string
+	err  error
+}
+
+// Shared returns one Ollama for the whole test binary; StopShared, called
+// from TestMain, stops it.
+func Shared(tb testing.TB) *Server {
+	tb.Helper()
+	shared.once.Do(func() {
+		shared.dir, shared.err = os.MkdirTemp("", "ollamatest-")
+		if shared.err == nil {
+			shared.s, shared.err = start(shared.dir)
+		}
+	})
+	if shared.err != nil {
+		Unavailable(tb, shared.err)
+	}
+	return shared.s
+}
+
+// StopShared stops the shared server, if one was started.
+func StopShared() {
+	if shared.s != nil {
+		shared.s.Stop()
+	}
+	if shared.dir != "" {
+		_ = os.RemoveAll(shared.dir)
+	}
+}
+
+func start(dir string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	m := DefaultTinyBERT()
+	s := &Server{Model: ModelName, Dims: m.Dims, bin: bin, dir: dir}
+	if err := s.launch(); err != nil {
+		return nil, err
+	}
+	gguf := filepath.Join(dir, "model.gguf")
+	f, err := os.Create(gguf)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	if err := m.WriteGGUF(f); err != nil {
+		f.Close()
+		s.Stop()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	modelfile := filepath.Join(dir, "Modelfile")
+	if err := os.WriteFile(modelfile, []byte("FROM "+gguf+"\n"), 0o644); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "create", ModelName, "-f", modelfile)
+	cmd.Env = s.env()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("ollama create: %w\n%s", err, tail(out, 2000))
+	}
+	return s, nil
+}
+
+func (s *Server) env() []string {
+	return append(os.Environ(),
+		"OLLAMA_HOST=127.0.0.1:"+strconv.Itoa(s.port),
+		"OLLAMA_MODELS="+filepath.Join(s.dir, "models"),
+		"HOME="+s.dir, // ollama writes its key pair under $HOME/.ollama
+		"OLLAMA_NOPRUNE=1",
+	)
+}
+
+// launch starts `ollama serve` and waits until it answers.
+func (s *Server) launch() error {
+	if s.port == 0 {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		s.port = port
+		s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
+	}
+	logf, err := os.OpenFile(filepath.Join(s.dir, "serve.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "serve")
+	cmd.Env = s.env()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so Stop also ends the runner it spawns; and
+	// killed with the test binary if that dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start ollama serve: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done, s.logf = cmd, done, logf
+	s.mu.Unlock()
+	if err := s.waitUp(30*time.Second, done); err != nil {
+		s.Stop()
+		return fmt.Errorf("%w\n%s", err, s.Log())
+	}
+	return nil
+}
+
+func (s *Server) waitUp(limit time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if resp, err := client.Get(s.URL + "/api/version"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("ollama serve exited during start")
+		case <-tick.C:
+		}
+	}
+	return fmt.Errorf("ollama serve did not answer on %s within %s", s.URL, limit)
+}
+
+// Stop ends the server and its runners. It is safe to call twice.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, done, logf := s.cmd, s.done, s.logf
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	// A runner that outlived serve is in the same group.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	logf.Close()
+}
+
+// Restart starts the server again on the same port with the same models.
+func (s *Server) Restart() error {
+	s.Stop()
+	return s.launch()
+}
+
+// Log returns the end of the server's log, for failure messages.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "serve.log"))
+	return tail(b, 4000)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(b []byte, n int) string {
+	b = bytes.TrimSpace(b)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

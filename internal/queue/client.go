@@ -1,0 +1,233 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"go.uber.org/zap"
+)
+
+var (
+	// ErrQueueFull means the jobs stream is at its limits.
+	ErrQueueFull = errors.New("queue full")
+	// ErrTimeout means not every reply came before the request's deadline.
+	ErrTimeout = errors.New("timed out waiting for embeddings")
+	// ErrTooLarge means a document cannot travel in one NATS message.
+	ErrTooLarge = errors.New("document too large for the queue")
+	// ErrQueue means NATS or JetStream failed the publish.
+	ErrQueue = errors.New("queue unavailable")
+)
+
+// replyOverhead is what headers take in a reply or job message, generously.
+const replyOverhead = 4 << 10
+
+// Client publishes requests as jobs and waits for the workers' replies on
+// one inbox subscription per process.
+type Client struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	dims  int
+	inbox string
+	sub   *nats.Subscription
+	log   *zap.Logger
+	now   func() time.Time
+
+	mu    sync.Mutex
+	calls map[string]*call
+}
+
+type call struct {
+	jobs    int
+	replies chan *nats.Msg
+}
+
+// NewClient subscribes the process's reply inbox. dims is the vector length
+// every reply must have.
+func NewClient(nc *nats.Conn, js jetstream.JetStream, dims int, now func() time.Time, log *zap.Logger) (*Client, error) {
+	if dims*4+replyOverhead > int(nc.MaxPayload()) {
+		return nil, fmt.Errorf("a %d-dimensional vector does not fit the server's max payload of %d bytes", dims, nc.MaxPayload())
+	}
+	c := &Client{
+		nc: nc, js: js, dims: dims, now: now,
+		inbox: ReplyPrefix + "." + nuid.Next(),
+		log:   log.Named("queue"),
+		calls: map[string]*call{},
+	}
+	sub, err := nc.Subscribe(c.inbox+".>", c.onReply)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe reply inbox: %w", err)
+	}
+	// Replies are small in count and handled quickly; lift the slow-consumer
+	// limits so a burst of 4096-d vectors is not dropped.
+	_ = sub.SetPendingLimits(-1, 512<<20)
+	c.sub = sub
+	return c, nil
+}
+
+// Close unsubscribes the inbox.
+func (c *Client) Close() error { return c.sub.Unsubscribe() }
+
+// Request is one embedding request.
+type Request struct {
+	ID        string
+	InputType string
+	Documents []string
+}
+
+// Result holds one vector per document, in input order.
+type Result struct {
+	Vectors [][]float32
+	Tokens  int
+	Jobs    int
+}
+
+// DocumentError names the document a failure belongs to, as an index into
+// the request's documents.
+type DocumentError struct {
+	Index int
+	Err   error
+}
+
+func (e *DocumentError) Error() string { return fmt.Sprintf("document %d: %v", e.Index, e.Err) }
+func (e *DocumentError) Unwrap() error { return e.Err }
+
+// Split cuts docs into jobs that fit maxPayload both ways: the documents
+// going out and the vectors coming back.
+func Split(docs []string, dims int, maxPayload int64) ([][2]int, error) {
+	perJob := int((maxPayload - replyOverhead) / int64(dims*4))
+	budget := int(maxPayload - replyOverhead)
+	var spans [][2]int
+	start, bytes := 0, 0
+	for i, d := range docs {
+		size := len(d) + 10 // uvarint length, generously
+		if size > budget {
+			return nil, &DocumentError{Index: i, Err: fmt.Errorf("%w: %d bytes, the queue carries at most %d per document", ErrTooLarge, len(d), budget-10)}
+		}
+		if i > start && (i-start >= perJob || bytes+size > budget) {
+			spans = append(spans, [2]int{start, i})
+			start, bytes = i, 0
+		}
+		bytes += size
+	}
+	if len(docs) > start {
+		spans = append(spans, [2]int{start, len(docs)})
+	}
+	return spans, nil
+}
+
+// Embed publishes req as jobs and waits until every job is answered or ctx
+// ends. The vectors come back in input order.
+func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
+	if req.ID == "" {
+		req.ID = nuid.Next()
+	}
+	spans, err := Split(req.Documents, c.dims, c.nc.MaxPayload())
+	if err != nil {
+		return Result{}, err
+	}
+	cl := &call{jobs: len(spans), replies: make(chan *nats.Msg, len(spans))}
+	c.mu.Lock()
+	c.calls[req.ID] = cl
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, req.ID)
+		c.mu.Unlock()
+	}()
+
+	deadline, _ := ctx.Deadline()
+	for _, sp := range spans {
+		job := Job{
+			RequestID: req.ID,
+			ReplyTo:   c.inbox + "." + req.ID + "." + strconv.Itoa(sp[0]),
+			Deadline:  deadline,
+			InputType: req.InputType,
+			Offset:    sp[0],
+			Documents: req.Documents[sp[0]:sp[1]],
+		}
+		if _, err := c.js.PublishMsg(ctx, job.Msg(JobsSubject)); err != nil {
+			return Result{}, publishError(ctx, err)
+		}
+	}
+
+	res := Result{Vectors: make([][]float32, len(req.Documents)), Jobs: len(spans)}
+	done := make(map[int]bool, len(spans))
+	for len(done) < len(spans) {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return Result{}, fmt.Errorf("%w: %d of %d jobs answered", ErrTimeout, len(done), len(spans))
+			}
+			return Result{}, ctx.Err()
+		case m := <-cl.replies:
+			off, _ := strconv.Atoi(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
+			end := spanEnd(spans, off)
+			if end < 0 || done[off] {
+				continue // a duplicate, from a redelivered job
+			}
+			r, err := DecodeReply(m.Header, m.Data, end-off, c.dims)
+			if err != nil {
+				c.log.Error("bad reply", zap.String("request_id", req.ID), zap.String("worker", m.Header.Get(HeaderWorker)), zap.Error(err))
+				return Result{}, fmt.Errorf("%w: %w", ErrQueue, err)
+			}
+			if r.Err != nil {
+				if r.Err.Index >= 0 {
+					return Result{}, &DocumentError{Index: off + r.Err.Index, Err: &ReplyError{Code: r.Err.Code, Message: r.Err.Message, Index: -1}}
+				}
+				return Result{}, r.Err
+			}
+			copy(res.Vectors[off:end], r.Vectors)
+			res.Tokens += r.Tokens
+			done[off] = true
+		}
+	}
+	return res, nil
+}
+
+func spanEnd(spans [][2]int, off int) int {
+	for _, sp := range spans {
+		if sp[0] == off {
+			return sp[1]
+		}
+	}
+	return -1
+}
+
+func (c *Client) onReply(m *nats.Msg) {
+	// Subject: <inbox>.<request id>.<offset>
+	rest := strings.TrimPrefix(m.Subject, c.inbox+".")
+	id, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	cl := c.calls[id]
+	c.mu.Unlock()
+	if cl == nil {
+		c.log.Debug("late or unknown reply dropped", zap.String("request_id", id))
+		return
+	}
+	select {
+	case cl.replies <- m:
+	default: // more replies than jobs: duplicates, safe to drop
+	}
+}
+
+func publishError(ctx context.Context, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || strings.Contains(apiErr.Description, "maximum")) {
+		return fmt.Errorf("%w: %s", ErrQueueFull, apiErr.Description)
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		return fmt.Errorf("%w: publishing: %w", ErrTimeout, err)
+	}
+	return fmt.Errorf("%w: publish: %w", ErrQueue, err)
+}

@@ -1,0 +1,70 @@
+package queue
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/zap"
+)
+
+// EmbeddedOptions configure the nats-server the api starts when no NATS_URL
+// is given.
+type EmbeddedOptions struct {
+	Addr     string // host:port to listen on; port -1 picks a free one
+	StoreDir string // JetStream file store
+	Log      *zap.Logger
+}
+
+// StartEmbedded starts a JetStream-enabled nats-server in this process and
+// waits until it accepts connections. Stop it with Shutdown and
+// WaitForShutdown.
+func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats address %q: %w", o.Addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "waywo-embed",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoSigs:     true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if o.Log != nil {
+		ns.SetLoggerV2(natsLogger{o.Log.Named("nats").Sugar()}, false, false, false)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("embedded nats did not start listening on %s within 30s", o.Addr)
+	}
+	return ns, nil
+}
+
+// natsLogger adapts zap to nats-server's logger.
+type natsLogger struct{ s *zap.SugaredLogger }
+
+// Notices (the start-up banner among them) are debug: the api logs its own
+// line when the server is ready.
+func (l natsLogger) Noticef(format string, v ...any) { l.s.Debugf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.s.Warnf(format, v...) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.s.Errorf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
+func (l natsLogger) Tracef(format string, v ...any)  { l.s.Debugf(format, v...) }

@@ -1,0 +1,128 @@
+package queue
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+)
+
+// Heartbeat is what a worker announces on HeartbeatSubject every interval,
+// on a ping, and once more with Stopping set when it leaves.
+type Heartbeat struct {
+	ID        string        `json:"id"`
+	Model     string        `json:"model"`
+	Dims      int           `json:"dimensions"`
+	Ready     bool          `json:"ready"`            // at least one endpoint can embed now
+	Reason    string        `json:"reason,omitempty"` // why not, when not ready
+	Endpoints []string      `json:"endpoints"`
+	Busy      int           `json:"busy"` // endpoints computing a batch now
+	TTL       time.Duration `json:"ttl"`  // count the worker gone if nothing follows within this
+	Stopping  bool          `json:"stopping,omitempty"`
+}
+
+// WorkerStatus is a worker as the api last heard of it.
+type WorkerStatus struct {
+	Heartbeat
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// Registry tracks live workers from their heartbeats. The api's /health and
+// /embed ask it whether anything can serve an embedding now.
+type Registry struct {
+	nc  *nats.Conn
+	sub *nats.Subscription
+	now func() time.Time
+	log *zap.Logger
+
+	mu      sync.Mutex
+	workers map[string]WorkerStatus
+}
+
+// WatchWorkers subscribes to heartbeats and pings the workers so that those
+// already running answer at once instead of at their next interval.
+func WatchWorkers(nc *nats.Conn, now func() time.Time, log *zap.Logger) (*Registry, error) {
+	r := &Registry{nc: nc, now: now, log: log.Named("workers"), workers: map[string]WorkerStatus{}}
+	sub, err := nc.Subscribe(HeartbeatSubject, r.onHeartbeat)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", HeartbeatSubject, err)
+	}
+	r.sub = sub
+	if err := nc.Publish(PingSubject, nil); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("ping workers: %w", err)
+	}
+	return r, nil
+}
+
+func (r *Registry) onHeartbeat(m *nats.Msg) {
+	var hb Heartbeat
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.ID == "" || hb.TTL <= 0 {
+		r.log.Warn("ignoring malformed heartbeat", zap.Error(err), zap.Int("bytes", len(m.Data)))
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev, known := r.workers[hb.ID]
+	if hb.Stopping {
+		delete(r.workers, hb.ID)
+		r.log.Info("worker left", zap.String("worker", hb.ID))
+		return
+	}
+	r.workers[hb.ID] = WorkerStatus{Heartbeat: hb, LastSeen: r.now()}
+	switch {
+	case !known || prev.LastSeen.Add(prev.TTL).Before(r.now()):
+		r.log.Info("worker joined", zap.String("worker", hb.ID), zap.Bool("ready", hb.Ready),
+			zap.String("model", hb.Model), zap.Strings("endpoints", hb.Endpoints))
+	case prev.Ready != hb.Ready:
+		r.log.Info("worker readiness changed", zap.String("worker", hb.ID), zap.Bool("ready", hb.Ready), zap.String("reason", hb.Reason))
+	}
+}
+
+// Live returns the workers heard from within their TTL, sorted by id.
+func (r *Registry) Live() []WorkerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var out []WorkerStatus
+	for id, w := range r.workers {
+		if now.Sub(w.LastSeen) > w.TTL {
+			delete(r.workers, id)
+			r.log.Warn("worker gone silent", zap.String("worker", id), zap.Time("last_seen", w.LastSeen))
+			continue
+		}
+		out = append(out, w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Ready says how many live workers can embed now and, when none can, why.
+func (r *Registry) Ready() (int, string) {
+	live := r.Live()
+	n := 0
+	var reasons []string
+	for _, w := range live {
+		if w.Ready {
+			n++
+		} else {
+			reasons = append(reasons, w.ID+": "+w.Reason)
+		}
+	}
+	switch {
+	case n > 0:
+		return n, ""
+	case len(live) == 0:
+		return 0, "no live worker: start one (go run ./cmd/worker) or wait for it to announce itself"
+	default:
+		return 0, "no worker can embed now: " + strings.Join(reasons, "; ")
+	}
+}
+
+// Close stops listening.
+func (r *Registry) Close() error { return r.sub.Unsubscribe() }

@@ -1,0 +1,84 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/embed"
+)
+
+// Connect opens a NATS connection that reconnects for ever and logs each
+// change of state. With ns set it connects in-process to that server.
+func Connect(url, name string, ns *server.Server, log *zap.Logger) (*nats.Conn, error) {
+	log = log.Named("nats")
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", zap.String("url", c.ConnectedUrlRedacted())) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS async error", zap.String("subject", subject), zap.Error(err))
+		}),
+	}
+	if ns != nil {
+		opts = append(opts, nats.InProcessServer(ns))
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (NATS_URL): %w", url, err)
+	}
+	return nc, nil
+}
+
+// NewConfiguredWorker builds the worker cfg describes: one endpoint per
+// Ollama host, each checked (and pulled with EMBED_PULL) and warmed before
+// the worker takes any job.
+func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, log *zap.Logger) (*Worker, error) {
+	js, err := newJetStream(nc)
+	if err != nil {
+		return nil, err
+	}
+	client := embed.NewOllamaClient(cfg.OllamaHost)
+	model := embed.NewModel(client, cfg.OllamaHost.String(), embed.ModelOptions{
+		Name:      cfg.Model,
+		Dims:      cfg.Dimensions,
+		MaxBatch:  cfg.BatchSize,
+		Timeout:   cfg.ModelTimeout,
+		KeepAlive: cfg.KeepAlive,
+		Truncate:  cfg.Truncate,
+	})
+	if err := embed.Prepare(ctx, client, model, cfg.Pull, log); err != nil {
+		return nil, err
+	}
+	ep := Endpoint{Model: model, Probe: func(ctx context.Context, full bool) error {
+		return embed.Probe(ctx, client, model, full)
+	}}
+	return NewWorker(nc, js, []Endpoint{ep}, WorkerOptions{
+		ID:                cfg.WorkerID,
+		Dims:              cfg.Dimensions,
+		QueryTask:         cfg.QueryTask,
+		BatchSize:         cfg.BatchSize,
+		BatchWait:         cfg.BatchWait,
+		Consumer:          ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
+		Limits:            StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes},
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+	}, log), nil
+}

@@ -1,0 +1,110 @@
+// Package queue carries embedding work over NATS JetStream: the jobs stream
+// and its consumer, the job and reply envelopes, the api's publish-and-await
+// client, worker liveness, and the worker's pull loop.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names on the wire. Changing one is a breaking change for running fleets.
+const (
+	JobsStream      = "EMBED_JOBS"
+	JobsSubject     = "embed.jobs"
+	WorkersConsumer = "embed-workers"
+
+	HeartbeatSubject = "embed.workers.heartbeat"
+	PingSubject      = "embed.workers.ping"
+
+	// ReplyPrefix starts every reply inbox; each api process adds its own id.
+	ReplyPrefix = "_INBOX.embed"
+)
+
+// StreamLimits bound the jobs stream: when it is full, publishing fails at
+// once and the api answers 429.
+type StreamLimits struct {
+	MaxMsgs  int64
+	MaxBytes int64
+}
+
+// JobsStreamConfig is the work-queue stream of embedding jobs. Jobs are
+// only useful while their requester waits, so they expire after an hour
+// whatever happens.
+func JobsStreamConfig(l StreamLimits) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        JobsStream,
+		Description: "embedding jobs; one message per slice of a request",
+		Subjects:    []string{JobsSubject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     l.MaxMsgs,
+		MaxBytes:    l.MaxBytes,
+		MaxAge:      time.Hour,
+		Duplicates:  2 * time.Minute,
+	}
+}
+
+// ConsumerOptions configure the shared durable pull consumer.
+type ConsumerOptions struct {
+	AckWait    time.Duration
+	MaxDeliver int
+}
+
+// WorkersConsumerConfig is the one durable pull consumer all workers share.
+// No BackOff: it would replace AckWait; workers nak with their own delay.
+func WorkersConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       WorkersConsumer,
+		Description:   "embedding workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		MaxAckPending: 10_000,
+		MaxWaiting:    1024,
+	}
+}
+
+// EnsureJobsStream creates the jobs stream or brings its limits up to date.
+// The api owns the stream's configuration.
+func EnsureJobsStream(ctx context.Context, js jetstream.JetStream, l StreamLimits) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, JobsStreamConfig(l))
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", JobsStream, err)
+	}
+	return s, nil
+}
+
+// EnsureWorkersConsumer makes sure the jobs stream exists (creating it when a
+// worker starts before any api) and creates or updates the consumer.
+func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, l StreamLimits, o ConsumerOptions) (jetstream.Consumer, error) {
+	s, err := js.Stream(ctx, JobsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, JobsStreamConfig(l))
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, JobsStream)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find stream %s: %w", JobsStream, err)
+	}
+	c, err := s.CreateOrUpdateConsumer(ctx, WorkersConsumerConfig(o))
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s: %w", WorkersConsumer, err)
+	}
+	return c, nil
+}
+
+func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return js, nil
+}
