@@ -21,8 +21,13 @@ func statusOf(err error) (int, string) {
 		if re.status == http.StatusRequestEntityTooLarge {
 			return re.status, "too_large"
 		}
-		if re.status == http.StatusUnsupportedMediaType {
+		switch re.status {
+		case http.StatusUnsupportedMediaType:
 			return re.status, "unsupported_media_type"
+		case http.StatusNotFound:
+			return re.status, "not_found"
+		case http.StatusMethodNotAllowed:
+			return re.status, "method_not_allowed"
 		}
 		return re.status, "bad_request"
 	case errors.Is(err, queue.ErrTooLarge):

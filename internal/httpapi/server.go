@@ -54,6 +54,12 @@ func New(emb Embedder, ready Readiness, opts Options, log *zap.Logger) *Server {
 	s := &Server{emb: emb, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /embed", s.handleEmbed)
 	s.mux.HandleFunc("GET /health", s.handleHealth)
+	// Errors are JSON everywhere, including for unknown routes and methods.
+	s.mux.HandleFunc("/embed", s.methodNotAllowed("POST"))
+	s.mux.HandleFunc("/health", s.methodNotAllowed("GET"))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, &requestError{http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
+	})
 	return s
 }
 
@@ -72,6 +78,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		s.writeError(w, r, &requestError{http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, allow)})
+	}
 }
 
 type requestIDKey struct{}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/queue"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	ollamatest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// The default mode — no NATS_URL — is the whole system in one process: an
+// embedded nats-server others can reach, an in-process worker, the HTTP API.
+// On stop, a request in flight still gets its answer.
+func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
+	t.Parallel()
+	ol := ollamatest.Shared(t)
+	natsAddr := freeAddr(t)
+	cfg, err := config.Load(func(k string) (string, bool) {
+		v, ok := map[string]string{
+			"EMBED_HTTP_ADDR":          "127.0.0.1:0",
+			"EMBED_NATS_ADDR":          natsAddr,
+			"EMBED_DATA_DIR":           t.TempDir(),
+			"OLLAMA_HOST":              ol.URL,
+			"EMBED_MODEL":              ol.Model,
+			"EMBED_DIMENSIONS":         strconv.Itoa(ol.Dims),
+			"EMBED_HEARTBEAT_INTERVAL": "50ms",
+		}[k]
+		return v, ok
+	})
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrCh, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
+	}()
+	var base string
+	select {
+	case a := <-addrCh:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("run returned early: %v", err)
+	}
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 10*time.Millisecond)
+
+	post := func(docs []string) (int, [][]float32) {
+		body, _ := json.Marshal(map[string]any{"documents": docs})
+		resp, err := http.Post(base+"/embed", "application/json", bytes.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out struct{ Embeddings [][]float32 }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return resp.StatusCode, out.Embeddings
+	}
+	status, vecs := post([]string{"hello rust"})
+	require.Equal(t, http.StatusOK, status)
+	require.Len(t, vecs[0], ol.Dims)
+
+	// The embedded nats-server listens where EMBED_NATS_ADDR says.
+	nc, err := nats.Connect("nats://" + natsAddr)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	big := make([]string, 600)
+	for i := range big {
+		big[i] = ollamatest.Sentence(uint64(i), 10)
+	}
+	type result struct {
+		status int
+		n      int
+	}
+	got := make(chan result, 1)
+	go func() {
+		s, v := post(big)
+		got <- result{s, len(v)}
+	}()
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(context.Background(), queue.JobsStream, queue.WorkersConsumer)
+		if err != nil {
+			return false
+		}
+		ci, err := info.Info(context.Background())
+		return err == nil && ci.NumAckPending > 0
+	}, 10*time.Second, time.Millisecond, "the big request reached the worker")
+	cancel() // as SIGTERM does
+
+	r := <-got
+	require.Equal(t, http.StatusOK, r.status, "a request in flight at shutdown is still answered")
+	require.Equal(t, len(big), r.n)
+	require.NoError(t, <-done)
+	_, err = http.Get(base + "/health")
+	require.Error(t, err, "nothing listens after stop")
+}

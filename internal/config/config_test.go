@@ -1,0 +1,140 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := kv[k]
+		return v, ok
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8000", c.HTTPAddr)
+	require.Equal(t, "", c.NATSURL)
+	require.True(t, c.Embedded())
+	require.True(t, c.InProcessWorker())
+	require.Equal(t, "127.0.0.1:4222", c.NATSAddr)
+	require.Equal(t, "http://127.0.0.1:11434", c.OllamaHost.String())
+	require.Equal(t, 4096, c.Dimensions)
+	require.Equal(t, "./data", c.DataDir)
+	require.Equal(t, 60*time.Second, c.RequestTimeout)
+	require.Equal(t, time.Duration(0), c.BatchWait)
+	require.Equal(t, time.Duration(-1), c.KeepAlive)
+	require.True(t, c.Truncate)
+	require.False(t, c.Pull)
+	require.NotEmpty(t, c.WorkerID)
+	require.Equal(t, "json", c.LogFormat)
+}
+
+func TestLoadOverrides(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		env   map[string]string
+		check func(t *testing.T, c Config)
+	}{
+		{"ExternalNATSRunsNoWorker", map[string]string{"NATS_URL": "nats://n:4222"}, func(t *testing.T, c Config) {
+			require.False(t, c.Embedded())
+			require.False(t, c.InProcessWorker())
+		}},
+		{"WorkerOnWithExternalNATS", map[string]string{"NATS_URL": "nats://n:4222", "EMBED_WORKER": "on"}, func(t *testing.T, c Config) {
+			require.True(t, c.InProcessWorker())
+		}},
+		{"WorkerOffEmbedded", map[string]string{"EMBED_WORKER": "off"}, func(t *testing.T, c Config) {
+			require.False(t, c.InProcessWorker())
+		}},
+		{"OllamaHostPortOnly", map[string]string{"OLLAMA_HOST": "10.0.0.5:11500"}, func(t *testing.T, c Config) {
+			require.Equal(t, "http://10.0.0.5:11500", c.OllamaHost.String())
+		}},
+		{"OllamaBareHost", map[string]string{"OLLAMA_HOST": "gpu1"}, func(t *testing.T, c Config) {
+			require.Equal(t, "http://gpu1:11434", c.OllamaHost.String())
+		}},
+		{"OllamaHTTPS", map[string]string{"OLLAMA_HOST": "https://ollama.example"}, func(t *testing.T, c Config) {
+			require.Equal(t, "https://ollama.example:443", c.OllamaHost.String())
+		}},
+		{"KeepAliveDuration", map[string]string{"EMBED_KEEP_ALIVE": "30m"}, func(t *testing.T, c Config) {
+			require.Equal(t, 30*time.Minute, c.KeepAlive)
+		}},
+		{"Knobs", map[string]string{"EMBED_BATCH_SIZE": "8", "EMBED_BATCH_WAIT": "5ms", "EMBED_DIMENSIONS": "384", "EMBED_PULL": "1", "EMBED_TRUNCATE": "false"}, func(t *testing.T, c Config) {
+			require.Equal(t, 8, c.BatchSize)
+			require.Equal(t, 5*time.Millisecond, c.BatchWait)
+			require.Equal(t, 384, c.Dimensions)
+			require.True(t, c.Pull)
+			require.False(t, c.Truncate)
+		}},
+		{"WhitespaceTrimmed", map[string]string{"EMBED_MODEL": "  nomic  "}, func(t *testing.T, c Config) {
+			require.Equal(t, "nomic", c.Model)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(env(tc.env))
+			require.NoError(t, err)
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"EMBED_DIMENSIONS": "0"}, "EMBED_DIMENSIONS"},
+		{map[string]string{"EMBED_DIMENSIONS": "many"}, "want an integer"},
+		{map[string]string{"EMBED_HTTP_ADDR": "8000"}, "EMBED_HTTP_ADDR"},
+		{map[string]string{"EMBED_REQUEST_TIMEOUT": "60"}, "want a duration"},
+		{map[string]string{"EMBED_BATCH_SIZE": "-1"}, "EMBED_BATCH_SIZE"},
+		{map[string]string{"EMBED_KEEP_ALIVE": "forever"}, "EMBED_KEEP_ALIVE"},
+		{map[string]string{"EMBED_PULL": "yes please"}, "want true or false"},
+		{map[string]string{"EMBED_WORKER": "maybe"}, "want auto, on or off"},
+		{map[string]string{"EMBED_LOG_FORMAT": "xml"}, "json or console"},
+		{map[string]string{"EMBED_MODEL": " "}, "EMBED_MODEL"},
+		{map[string]string{"OLLAMA_HOST": "ftp://x"}, "unsupported scheme"},
+		{map[string]string{"OLLAMA_HOST": "x:99999"}, "invalid port"},
+		{map[string]string{"EMBED_WORKER_ID": "a b"}, "EMBED_WORKER_ID"},
+		{map[string]string{"EMBED_MAX_BODY_BYTES": "1000"}, "larger than EMBED_MAX_BODY_BYTES"},
+	} {
+		_, err := Load(env(tc.env))
+		require.ErrorContains(t, err, tc.want, "%v", tc.env)
+	}
+	// Every problem is reported at once.
+	_, err := Load(env(map[string]string{"EMBED_DIMENSIONS": "0", "EMBED_BATCH_SIZE": "0"}))
+	require.ErrorContains(t, err, "EMBED_DIMENSIONS")
+	require.ErrorContains(t, err, "EMBED_BATCH_SIZE")
+}
+
+func TestLogFieldsRedactCredentials(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"NATS_URL": "nats://user:secret@n1:4222,nats://n2:4222"}))
+	require.NoError(t, err)
+	for _, f := range c.LogFields() {
+		require.NotContains(t, f.String, "secret")
+	}
+}
+
+// The README's configuration table documents every variable Load reads.
+func TestReadmeDocumentsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	var usage bytes.Buffer
+	Usage(&usage)
+	for _, name := range Names() {
+		require.Contains(t, string(readme), "`"+name+"`", "README lacks %s", name)
+		require.True(t, strings.Contains(usage.String(), name))
+	}
+}

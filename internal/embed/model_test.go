@@ -1,0 +1,170 @@
+package embed_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollamatest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	ollamatest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func realModel(t *testing.T, mutate func(*embed.ModelOptions)) (*embed.Model, *api.Client, *ollamatest.Server) {
+	t.Helper()
+	ol := ollamatest.Shared(t)
+	u, err := url.Parse(ol.URL)
+	require.NoError(t, err)
+	client := embed.NewOllamaClient(u)
+	opts := embed.ModelOptions{Name: ol.Model, Dims: ol.Dims, MaxBatch: 8, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	return embed.NewModel(client, ol.URL, opts), client, ol
+}
+
+func TestPrepareChecksModelAndDimensions(t *testing.T) {
+	t.Parallel()
+	m, client, _ := realModel(t, nil)
+	require.NoError(t, embed.Prepare(context.Background(), client, m, false, zap.NewNop()))
+	require.NoError(t, embed.Probe(context.Background(), client, m, true))
+	require.NoError(t, embed.Probe(context.Background(), client, m, false))
+
+	wrong, client, _ := realModel(t, func(o *embed.ModelOptions) { o.Dims = 4096 })
+	err := embed.Prepare(context.Background(), client, wrong, false, zap.NewNop())
+	require.ErrorContains(t, err, "384-dimensional")
+	require.ErrorContains(t, err, "EMBED_DIMENSIONS is 4096")
+}
+
+func TestPrepareNamesAMissingModelAndTheHost(t *testing.T) {
+	t.Parallel()
+	m, client, ol := realModel(t, func(o *embed.ModelOptions) { o.Name = "no-such-model" })
+	err := embed.Prepare(context.Background(), client, m, false, zap.NewNop())
+	require.ErrorIs(t, err, embed.ErrModelNotFound)
+	require.ErrorContains(t, err, `"no-such-model"`)
+	require.ErrorContains(t, err, ol.URL)
+	require.ErrorContains(t, err, "EMBED_PULL")
+	require.ErrorIs(t, embed.Probe(context.Background(), client, m, true), embed.ErrModelNotFound)
+}
+
+func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
+	t.Parallel()
+	u, _ := url.Parse("http://127.0.0.1:1")
+	client := embed.NewOllamaClient(u)
+	m := embed.NewModel(client, u.String(), embed.ModelOptions{Name: "x", Dims: 4, Timeout: time.Second})
+	err := embed.Prepare(context.Background(), client, m, false, zap.NewNop())
+	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorContains(t, err, "cannot reach Ollama at http://127.0.0.1:1")
+}
+
+// With truncation off, a real Ollama refuses an input over the context
+// length and fails the whole call; EmbedAll finds the culprit and still
+// returns its neighbours' vectors.
+func TestEmbedAllIsolatesARejectedInputInRealOllama(t *testing.T) {
+	t.Parallel()
+	m, client, ol := realModel(t, func(o *embed.ModelOptions) { o.Truncate = false })
+	inputs := []string{"rust web", "garden", "kitchen recipe", strings.Repeat("word ", 600), "music synth", "a b c"}
+	out, err := m.EmbedAll(context.Background(), inputs)
+	require.NoError(t, err)
+	require.ErrorIs(t, out.Rejected[3], embed.ErrRejected)
+	require.ErrorContains(t, out.Rejected[3], "context length")
+	require.Nil(t, out.Vectors[3])
+	require.Greater(t, out.Calls, 1)
+
+	good := []string{inputs[0], inputs[1], inputs[2], inputs[4], inputs[5]}
+	ref, err := client.Embed(context.Background(), &api.EmbedRequest{Model: ol.Model, Input: good})
+	require.NoError(t, err)
+	for i, j := range []int{0, 1, 2, 4, 5} {
+		require.Nil(t, out.Rejected[j])
+		require.InDelta(t, 1.0, ollamatest.Cosine(ref.Embeddings[i], out.Vectors[j]), 1e-6)
+	}
+	require.Positive(t, out.Tokens)
+}
+
+type fakeClient func(req *api.EmbedRequest) (*api.EmbedResponse, error)
+
+func (f fakeClient) Embed(_ context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+	return f(req)
+}
+
+func TestEmbedAllChunksAndBisects(t *testing.T) {
+	t.Parallel()
+	var sizes []int
+	client := fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		in := req.Input.([]string)
+		sizes = append(sizes, len(in))
+		out := &api.EmbedResponse{}
+		for _, s := range in {
+			if s == "bad" {
+				return nil, api.StatusError{StatusCode: http.StatusBadRequest, ErrorMessage: "input length exceeds maximum context length"}
+			}
+			out.Embeddings = append(out.Embeddings, []float32{float32(len(s)), 0})
+		}
+		return out, nil
+	})
+	m := embed.NewModel(client, "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	out, err := m.EmbedAll(context.Background(), []string{"a", "bb", "ccc", "bad", "eeeee", "ffffff"})
+	require.NoError(t, err)
+	// Chunk 1 (4 inputs) fails, halves [a bb] ok, [ccc bad] fails, [ccc] ok,
+	// [bad] fails; chunk 2 (2 inputs) ok.
+	require.Equal(t, []int{4, 2, 2, 1, 1, 2}, sizes)
+	require.Equal(t, 6, out.Calls)
+	require.Error(t, out.Rejected[3])
+	for i, want := range []float32{1, 2, 3, 0, 5, 6} {
+		if i == 3 {
+			continue
+		}
+		require.Equal(t, []float32{want, 0}, out.Vectors[i])
+	}
+
+	// A server error is not the input's fault: nothing is bisected.
+	sizes = nil
+	down := embed.NewModel(fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		sizes = append(sizes, 1)
+		return nil, api.StatusError{StatusCode: http.StatusInternalServerError, ErrorMessage: "oom"}
+	}), "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	_, err = down.EmbedAll(context.Background(), []string{"a", "b"})
+	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.Len(t, sizes, 1)
+
+	nan := embed.NewModel(fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		return &api.EmbedResponse{Embeddings: [][]float32{{float32(0) / float32(zero()), 1}}}, nil
+	}), "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	_, err = nan.EmbedAll(context.Background(), []string{"a"})
+	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorContains(t, err, "non-finite")
+
+	missing := embed.NewModel(fakeClient(func(*api.EmbedRequest) (*api.EmbedResponse, error) {
+		return nil, api.StatusError{StatusCode: http.StatusNotFound, ErrorMessage: `model "m" not found`}
+	}), "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	_, err = missing.EmbedAll(context.Background(), []string{"a"})
+	require.True(t, errors.Is(err, embed.ErrModelNotFound))
+}
+
+func zero() float32 { return 0 }
+
+func TestQueryInput(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "Instruct: find things\nQuery: rust", embed.QueryInput("find things", "rust"))
+}

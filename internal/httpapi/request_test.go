@@ -1,0 +1,220 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
+)
+
+var testLimits = Limits{MaxDocuments: 4, MaxDocumentBytes: 32, MaxBodyBytes: 1024}
+
+func TestDecodeEmbedRequest(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		msg        string
+	}{
+		{"Valid", `{"documents":["a","b"]}`, 0, ""},
+		{"ValidQuery", `{"documents":["a"],"input_type":"query"}`, 0, ""},
+		{"UnknownFieldIgnored", `{"documents":["a"],"model":"x"}`, 0, ""},
+		{"NullInputType", `{"documents":["a"],"input_type":null}`, 0, ""},
+		{"NotJSON", `documents=a`, 400, "invalid JSON"},
+		{"Truncated", `{"documents":["a"`, 400, "invalid JSON"},
+		{"Empty", ``, 400, "invalid JSON"},
+		{"TopLevelArray", `["a"]`, 400, "must be a JSON object"},
+		{"TopLevelString", `"a"`, 400, "must be a JSON object"},
+		{"Missing", `{}`, 400, `"documents" is required`},
+		{"Null", `{"documents":null}`, 400, `"documents" is required`},
+		{"EmptyArray", `{"documents":[]}`, 400, "must not be empty"},
+		{"StringNotArray", `{"documents":"a"}`, 400, "must be an array of strings, got a string"},
+		{"ObjectNotArray", `{"documents":{"a":1}}`, 400, "got an object"},
+		{"NumberItem", `{"documents":["a",3]}`, 400, "documents[1] must be a string, got a number"},
+		{"NullItem", `{"documents":[null]}`, 400, "documents[0] must be a string, got null"},
+		{"ArrayItem", `{"documents":["a",["b"]]}`, 400, "documents[1] must be a string, got an array"},
+		{"BoolItem", `{"documents":[true]}`, 400, "got a boolean"},
+		{"EmptyItem", `{"documents":["a",""]}`, 400, "documents[1] is empty"},
+		{"BlankItem", `{"documents":[" \n\t "]}`, 400, "documents[0] is empty"},
+		{"NulItem", `{"documents":["a\u0000b"]}`, 400, "NUL"},
+		{"InvalidUTF8", "{\"documents\":[\"a\xff\"]}", 400, "not valid UTF-8"},
+		{"BadInputType", `{"documents":["a"],"input_type":"passage"}`, 400, "input_type"},
+		{"NumberInputType", `{"documents":["a"],"input_type":1}`, 400, "input_type"},
+		{"TooMany", `{"documents":["a","b","c","d","e"]}`, 413, "at most 4 per request"},
+		{"TooLong", `{"documents":["` + strings.Repeat("x", 33) + `"]}`, 413, "at most 32 per document"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := decodeEmbedRequest([]byte(tc.body), testLimits)
+			if tc.status == 0 {
+				require.NoError(t, err)
+				require.NotEmpty(t, req.Documents)
+				return
+			}
+			require.Error(t, err)
+			status, _ := statusOf(err)
+			require.Equal(t, tc.status, status)
+			require.Contains(t, err.Error(), tc.msg)
+		})
+	}
+}
+
+func FuzzDecodeEmbedRequest(f *testing.F) {
+	for _, s := range []string{`{"documents":["a","b"]}`, `{"documents":[1]}`, `{"documents":"x"}`, `[]`, `{"documents":["\u0000"]}`, `{"input_type":"query","documents":["q"]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeEmbedRequest(body, testLimits)
+		if err != nil {
+			status, _ := statusOf(err)
+			require.Contains(t, []int{400, 413}, status, "%v", err)
+			return
+		}
+		require.NotEmpty(t, req.Documents)
+		require.LessOrEqual(t, len(req.Documents), testLimits.MaxDocuments)
+		for _, d := range req.Documents {
+			require.NotEmpty(t, strings.TrimSpace(d))
+			require.LessOrEqual(t, len(d), testLimits.MaxDocumentBytes)
+		}
+	})
+}
+
+func TestAppendEmbeddingsIsValidJSONThatRoundTrips(t *testing.T) {
+	t.Parallel()
+	vecs := [][]float32{{0.1, -2.5e-8, 1, 0, float32(math.Copysign(0, -1))}, {3.4028235e38, 1.4e-45, -0.33333334}}
+	b := AppendEmbeddings(nil, vecs)
+	var got struct{ Embeddings [][]float32 }
+	require.NoError(t, json.Unmarshal(b, &got))
+	require.Equal(t, vecs, got.Embeddings)
+	std, err := json.Marshal(map[string][][]float32{"embeddings": vecs})
+	require.NoError(t, err)
+	require.JSONEq(t, string(std), string(b))
+}
+
+// fakeEmbedder answers from a function, for refusals that need no queue.
+type fakeEmbedder func(ctx context.Context, req queue.Request) (queue.Result, error)
+
+func (f fakeEmbedder) Embed(ctx context.Context, req queue.Request) (queue.Result, error) {
+	return f(ctx, req)
+}
+
+type fixedReadiness struct {
+	n      int
+	reason string
+}
+
+func (r fixedReadiness) Ready() (int, string) { return r.n, r.reason }
+
+func TestHTTPStatuses(t *testing.T) {
+	t.Parallel()
+	newServer := func(emb fakeEmbedder, ready Readiness) *httptest.Server {
+		s := New(emb, ready, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
+			Broker: func() error { return nil }}, zap.NewNop())
+		srv := httptest.NewServer(s)
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	ok := fakeEmbedder(func(_ context.Context, req queue.Request) (queue.Result, error) {
+		out := make([][]float32, len(req.Documents))
+		for i := range out {
+			out[i] = []float32{float32(i), 1}
+		}
+		return queue.Result{Vectors: out}, nil
+	})
+	failWith := func(err error) fakeEmbedder {
+		return func(context.Context, queue.Request) (queue.Result, error) { return queue.Result{}, err }
+	}
+	ready := fixedReadiness{n: 1}
+
+	for _, tc := range []struct {
+		name        string
+		emb         fakeEmbedder
+		ready       Readiness
+		contentType string
+		body        string
+		status      int
+		code        string
+	}{
+		{"OK", ok, ready, "application/json", `{"documents":["a","b"]}`, 200, ""},
+		{"OKCharset", ok, ready, "application/json; charset=utf-8", `{"documents":["a"]}`, 200, ""},
+		{"OKNoContentType", ok, ready, "", `{"documents":["a"]}`, 200, ""},
+		{"WrongContentType", ok, ready, "text/plain", `{"documents":["a"]}`, 415, "unsupported_media_type"},
+		{"FormContentType", ok, ready, "application/x-www-form-urlencoded", `{"documents":["a"]}`, 415, "unsupported_media_type"},
+		{"BodyTooLarge", ok, ready, "application/json", `{"documents":["` + strings.Repeat("a", 2000) + `"]}`, 413, "too_large"},
+		{"NoWorker", ok, fixedReadiness{reason: "no live worker"}, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
+		{"QueueFull", failWith(queue.ErrQueueFull), ready, "application/json", `{"documents":["a"]}`, 429, "queue_full"},
+		{"Timeout", failWith(queue.ErrTimeout), ready, "application/json", `{"documents":["a"]}`, 504, "timeout"},
+		{"ModelDown", failWith(embed.ErrUnavailable), ready, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
+		{"Rejected", failWith(&queue.DocumentError{Index: 3, Err: &queue.ReplyError{Code: queue.StatusRejected, Message: "too long", Index: -1}}), ready, "application/json", `{"documents":["a"]}`, 400, "rejected_by_model"},
+		{"Unexpected", failWith(errors.New("boom")), ready, "application/json", `{"documents":["a"]}`, 500, "internal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(tc.emb, tc.ready)
+			req, err := http.NewRequest(http.MethodPost, srv.URL+"/embed", strings.NewReader(tc.body))
+			require.NoError(t, err)
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, tc.status, resp.StatusCode)
+			require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			require.NotEmpty(t, resp.Header.Get("X-Request-Id"))
+			var body map[string]any
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+			if tc.code == "" {
+				require.Contains(t, body, "embeddings")
+				return
+			}
+			require.Equal(t, tc.code, body["code"])
+			require.NotEmpty(t, body["error"])
+			require.Equal(t, resp.Header.Get("X-Request-Id"), body["request_id"])
+			if tc.status == 429 || tc.status == 503 {
+				require.Equal(t, "1", resp.Header.Get("Retry-After"))
+			}
+		})
+	}
+
+	t.Run("MethodNotAllowed", func(t *testing.T) {
+		t.Parallel()
+		srv := newServer(ok, ready)
+		resp, err := http.Get(srv.URL + "/embed")
+		require.NoError(t, err)
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+		require.Equal(t, "POST", resp.Header.Get("Allow"))
+		require.Equal(t, "method_not_allowed", body["code"])
+
+		resp, err = http.Get(srv.URL + "/nope")
+		require.NoError(t, err)
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		require.Equal(t, http.StatusNotFound, resp.StatusCode)
+		require.Equal(t, "not_found", body["code"])
+	})
+
+	t.Run("HealthWithoutBroker", func(t *testing.T) {
+		t.Parallel()
+		s := New(ok, ready, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
+			Broker: func() error { return errors.New("connection is RECONNECTING") }}, zap.NewNop())
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/health", nil))
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		require.Contains(t, rec.Body.String(), "RECONNECTING")
+	})
+}

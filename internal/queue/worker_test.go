@@ -1,0 +1,309 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/ollama/ollama/api"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/waywo/embed/internal/embed"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeOllama is fault injection: the model's reply comes from a function.
+type fakeOllama struct {
+	calls atomic.Int64
+	fn    func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error)
+}
+
+func (f *fakeOllama) Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+	return f.fn(f.calls.Add(1), req)
+}
+
+// vectorsFor gives every input a distinct 4-d vector derived from its length.
+func vectorsFor(req *api.EmbedRequest) *api.EmbedResponse {
+	in := req.Input.([]string)
+	out := &api.EmbedResponse{Embeddings: make([][]float32, len(in)), PromptEvalCount: len(in)}
+	for i, s := range in {
+		out.Embeddings[i] = []float32{float32(len(s)), 1, 0, 0}
+	}
+	return out
+}
+
+type qbundle struct {
+	t      *testing.T
+	ns     *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	client *Client
+	reg    *Registry
+	log    *zap.Logger
+}
+
+const dims = 4
+
+func qsetup(t *testing.T) *qbundle {
+	t.Helper()
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	ns, err := StartEmbedded(EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := Connect("", "test-api", ns, log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = EnsureJobsStream(context.Background(), js, StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26})
+	require.NoError(t, err)
+	client, err := NewClient(nc, js, dims, time.Now, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	reg, err := WatchWorkers(nc, time.Now, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = reg.Close() })
+	return &qbundle{t: t, ns: ns, nc: nc, js: js, client: client, reg: reg, log: log}
+}
+
+type wopts struct {
+	fake       *fakeOllama
+	probe      func(ctx context.Context, full bool) error
+	maxDeliver int
+	onBatch    func(BatchInfo)
+}
+
+func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
+	b.t.Helper()
+	if o.probe == nil {
+		o.probe = func(context.Context, bool) error { return nil }
+	}
+	if o.maxDeliver == 0 {
+		o.maxDeliver = 5
+	}
+	wnc, err := Connect("", "test-worker", b.ns, b.log)
+	require.NoError(b.t, err)
+	wjs, err := jetstream.New(wnc)
+	require.NoError(b.t, err)
+	model := embed.NewModel(o.fake, "fake:1", embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true})
+	w := NewWorker(wnc, wjs, []Endpoint{{Model: model, Probe: o.probe}}, WorkerOptions{
+		ID: "w1", Dims: dims, QueryTask: "task", BatchSize: 16,
+		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver},
+		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
+		ShutdownTimeout: 10 * time.Second, OnBatch: o.onBatch,
+	}, b.log)
+	ctx, stop := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() {
+		ch <- w.Run(ctx)
+		wnc.Close()
+	}()
+	var once sync.Once
+	cancel = func() {
+		once.Do(func() {
+			stop()
+			require.NoError(b.t, <-ch)
+		})
+	}
+	b.t.Cleanup(cancel)
+	return cancel, ch
+}
+
+func (b *qbundle) queued() uint64 {
+	s, err := b.js.Stream(context.Background(), JobsStream)
+	require.NoError(b.t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(b.t, err)
+	return info.State.Msgs
+}
+
+func (b *qbundle) embed(timeout time.Duration, docs ...string) (Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return b.client.Embed(ctx, Request{Documents: docs})
+}
+
+func TestTransientModelErrorIsRetried(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		if n == 1 {
+			return nil, api.StatusError{StatusCode: http.StatusInternalServerError, ErrorMessage: "runner crashed"}
+		}
+		return vectorsFor(req), nil
+	}}
+	b.worker(wopts{fake: fake})
+	res, err := b.embed(20*time.Second, "one", "three")
+	require.NoError(t, err)
+	require.Equal(t, [][]float32{{3, 1, 0, 0}, {5, 1, 0, 0}}, res.Vectors)
+	require.EqualValues(t, 2, fake.calls.Load())
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	fake := &fakeOllama{fn: func(int64, *api.EmbedRequest) (*api.EmbedResponse, error) {
+		return nil, errors.New("connection refused")
+	}}
+	b.worker(wopts{fake: fake, maxDeliver: 2})
+	_, err := b.embed(20*time.Second, "doc")
+	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorContains(t, err, "after 2 attempts")
+	require.EqualValues(t, 2, fake.calls.Load())
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"a terminated job leaves the work queue")
+}
+
+func TestWrongDimensionsAreNotPassedOn(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	fake := &fakeOllama{fn: func(int64, *api.EmbedRequest) (*api.EmbedResponse, error) {
+		return &api.EmbedResponse{Embeddings: [][]float32{{1, 2, 3}}}, nil
+	}}
+	b.worker(wopts{fake: fake, maxDeliver: 1})
+	_, err := b.embed(20*time.Second, "doc")
+	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorContains(t, err, "3-dimensional")
+}
+
+func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
+	replies, err := b.nc.SubscribeSync("test.reply")
+	require.NoError(t, err)
+
+	m := nats.NewMsg(JobsSubject)
+	m.Header.Set(HeaderRequestID, "r1")
+	m.Header.Set(HeaderReply, "test.reply")
+	m.Header.Set(HeaderOffset, "0")
+	m.Data = []byte("not a job body")
+	_, err = b.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+	b.worker(wopts{fake: fake})
+
+	rm, err := replies.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	r, err := DecodeReply(rm.Header, rm.Data, 1, dims)
+	require.NoError(t, err)
+	require.Equal(t, StatusBadJob, r.Err.Code)
+	require.ErrorIs(t, r.Err, ErrBadJob)
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Zero(t, fake.calls.Load())
+
+	// The worker carries on with good work.
+	res, err := b.embed(10*time.Second, "ok")
+	require.NoError(t, err)
+	require.Len(t, res.Vectors, 1)
+}
+
+func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
+	job := Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
+	_, err := b.js.PublishMsg(context.Background(), job.Msg(JobsSubject))
+	require.NoError(t, err)
+	b.worker(wopts{fake: fake})
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Zero(t, fake.calls.Load())
+}
+
+// SIGTERM during a model call: the worker stops fetching, but the batch in
+// flight finishes, is replied to and acked.
+func TestStopFinishesTheBatchInFlight(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		if n == 1 {
+			close(started)
+			<-release
+		}
+		return vectorsFor(req), nil
+	}}
+	cancel, done := b.worker(wopts{fake: fake})
+
+	type out struct {
+		res Result
+		err error
+	}
+	got := make(chan out, 1)
+	go func() {
+		res, err := b.embed(20*time.Second, "in flight")
+		got <- out{res, err}
+	}()
+	<-started
+	go cancel()
+	// Run must not return while the call is in flight.
+	select {
+	case <-done:
+		t.Fatal("worker returned with a batch in flight")
+	default:
+	}
+	close(release)
+	o := <-got
+	require.NoError(t, o.err)
+	require.Equal(t, [][]float32{{9, 1, 0, 0}}, o.res.Vectors)
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond, "the job was acked")
+}
+
+// A worker whose Ollama does not answer announces it is not ready, with the
+// reason, takes no jobs, and recovers when Ollama is back.
+func TestUnreadyEndpointTakesNoWork(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	var down atomic.Bool
+	down.Store(true)
+	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
+	b.worker(wopts{fake: fake, probe: func(context.Context, bool) error {
+		if down.Load() {
+			return errors.New("dial tcp 127.0.0.1:11434: connection refused")
+		}
+		return nil
+	}})
+	require.Eventually(t, func() bool {
+		n, reason := b.reg.Ready()
+		return n == 0 && len(b.reg.Live()) == 1 && reason != "" && strings.Contains(reason, "connection refused")
+	}, 5*time.Second, 5*time.Millisecond)
+
+	job := Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
+	_, err := b.js.PublishMsg(context.Background(), job.Msg(JobsSubject))
+	require.NoError(t, err)
+	down.Store(false)
+	require.Eventually(t, func() bool { n, _ := b.reg.Ready(); return n == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.EqualValues(t, 1, fake.calls.Load())
+}
+
+func TestQueueFullIsRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	_, err := EnsureJobsStream(context.Background(), b.js, StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	for range 2 {
+		_, err := b.js.PublishMsg(context.Background(), Job{RequestID: nuid.Next(), ReplyTo: "x.y", Documents: []string{"a"}}.Msg(JobsSubject))
+		require.NoError(t, err)
+	}
+	start := time.Now()
+	_, err = b.embed(10*time.Second, "one too many")
+	require.ErrorIs(t, err, ErrQueueFull)
+	require.Less(t, time.Since(start), 5*time.Second)
+}
