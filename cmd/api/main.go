@@ -17,10 +17,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/httpapi"
+	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -99,6 +102,19 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 		return err
 	}
 	defer client.Close()
+	cache, err := embed.NewCache(cfg.CacheSize)
+	if err != nil {
+		return err
+	}
+	reg := metrics.NewRegistry()
+	apiMetrics := metrics.NewAPI(reg, func() (int, int) {
+		ready, _ := workers.Ready()
+		return len(workers.Live()), ready
+	}, func() (queue.Stats, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return queue.ReadStats(ctx, js)
+	})
 
 	// The in-process worker has its own connection so that its drain at
 	// shutdown does not cut the api's.
@@ -111,7 +127,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 			return err
 		}
 		defer wnc.Close()
-		w, err := queue.NewConfiguredWorker(ctx, wnc, cfg, log)
+		w, err := queue.NewConfiguredWorker(ctx, wnc, cfg, metrics.NewWorker(reg), log)
 		if err != nil {
 			return err
 		}
@@ -133,6 +149,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 			MaxBodyBytes:     cfg.MaxBodyBytes,
 		},
 		RequestTimeout: cfg.RequestTimeout,
+		Cache:          cache,
+		Metrics:        apiMetrics,
+		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Broker: func() error {
 			if s := nc.Status(); s != nats.CONNECTED {
 				return fmt.Errorf("connection is %s", s)

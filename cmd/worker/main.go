@@ -5,15 +5,22 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -54,13 +61,50 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 		return err
 	}
 	defer nc.Close()
-	w, err := queue.NewConfiguredWorker(ctx, nc, cfg, log)
+	reg := metrics.NewRegistry()
+	w, err := queue.NewConfiguredWorker(ctx, nc, cfg, metrics.NewWorker(reg), log)
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		stop, err := serveMetrics(cfg.MetricsAddr, reg, w, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	err = w.Run(ctx)
 	if derr := nc.Drain(); derr != nil {
 		log.Warn("nats drain", zap.Error(derr))
 	}
 	return err
+}
+
+// serveMetrics serves /metrics and a /health that is 200 while the worker
+// can embed (for container healthchecks).
+func serveMetrics(addr string, reg *prometheus.Registry, w *queue.Worker, log *zap.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health", func(rw http.ResponseWriter, _ *http.Request) {
+		ready, reason := w.Ready()
+		status, body := http.StatusOK, map[string]any{"status": "healthy", "model_loaded": true}
+		if !ready {
+			status, body = http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "model_loaded": false, "reason": reason}
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(status)
+		_ = json.NewEncoder(rw).Encode(body)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (EMBED_METRICS_ADDR): %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("metrics listening", zap.String("addr", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }

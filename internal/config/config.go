@@ -50,6 +50,8 @@ type Config struct {
 
 	HeartbeatInterval time.Duration
 	ShutdownTimeout   time.Duration
+	CacheSize         int
+	MetricsAddr       string
 	Worker            string // EMBED_WORKER: auto, on or off (in-process worker in the api)
 	WorkerID          string
 
@@ -141,6 +143,14 @@ var settings = []setting{
 	}},
 	{"EMBED_HEARTBEAT_INTERVAL", "2s", "how often workers announce they are alive; the api counts a worker gone after 3 missed", durationIn(func(c *Config) *time.Duration { return &c.HeartbeatInterval }, 10*time.Millisecond, time.Minute)},
 	{"EMBED_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long in-flight requests and batches get to finish", durationIn(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0, time.Hour)},
+	{"EMBED_CACHE_SIZE", "1024", "vectors the api keeps for repeated (model, input type, text); 0 turns the cache off", intIn(func(c *Config) *int { return &c.CacheSize }, 0, 10_000_000)},
+	{"EMBED_METRICS_ADDR", "127.0.0.1:9464", "listen address of a standalone worker's /metrics and /health; empty turns it off (the api serves /metrics on EMBED_HTTP_ADDR)", func(c *Config, v string) error {
+		c.MetricsAddr = v
+		if v == "" {
+			return nil
+		}
+		return checkHostPort(v)
+	}},
 	{"EMBED_WORKER", "auto", "run a worker inside the api: auto (only with the embedded nats-server), on, off", func(c *Config, v string) error {
 		switch v {
 		case "auto", "on", "off":
@@ -242,6 +252,8 @@ func (c Config) LogFields() []zap.Field {
 		zap.Int64("stream_max_bytes", c.StreamMaxBytes),
 		zap.Duration("heartbeat_interval", c.HeartbeatInterval),
 		zap.Duration("shutdown_timeout", c.ShutdownTimeout),
+		zap.Int("cache_size", c.CacheSize),
+		zap.String("metrics_addr", c.MetricsAddr),
 		zap.String("worker", c.Worker),
 		zap.String("worker_id", c.WorkerID),
 		zap.String("log_format", c.LogFormat),

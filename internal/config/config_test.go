@@ -134,7 +134,7 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 	var usage bytes.Buffer
 	Usage(&usage)
 	for _, name := range Names() {
-		require.Contains(t, string(readme), "`"+name+"`", "README lacks %s", name)
+		require.True(t, strings.Contains(string(readme), "`"+name+"`"), "README lacks %s", name)
 		require.True(t, strings.Contains(usage.String(), name))
 	}
 }

@@ -40,6 +40,8 @@ type ModelOptions struct {
 	Timeout   time.Duration // deadline of one call
 	KeepAlive time.Duration // negative: keep loaded for ever
 	Truncate  bool
+	// OnCall, when set, is told the outcome of every Ollama call.
+	OnCall func(inputs int, took time.Duration, err error)
 }
 
 // Model calls one Ollama endpoint and checks what comes back.
@@ -113,6 +115,15 @@ func (m *Model) embedRange(ctx context.Context, inputs []string, lo, hi int, out
 // call is one Ollama /api/embed round trip with a deadline, its reply checked
 // for count, length and finite values.
 func (m *Model) call(ctx context.Context, inputs []string) ([][]float32, int, error) {
+	start := time.Now()
+	vecs, tokens, err := m.callOnce(ctx, inputs)
+	if m.opts.OnCall != nil {
+		m.opts.OnCall(len(inputs), time.Since(start), err)
+	}
+	return vecs, tokens, err
+}
+
+func (m *Model) callOnce(ctx context.Context, inputs []string) ([][]float32, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
 	defer cancel()
 	truncate := m.opts.Truncate

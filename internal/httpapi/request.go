@@ -59,13 +59,10 @@ func decodeEmbedRequest(body []byte, l Limits) (embedRequest, error) {
 		}
 		return embedRequest{}, badRequest("invalid JSON: %v", err)
 	}
-	req := embedRequest{InputType: queue.InputDocument}
-	if it := bytes.TrimSpace(raw.InputType); len(it) > 0 && string(it) != "null" {
-		var s string
-		if err := json.Unmarshal(it, &s); err != nil || (s != queue.InputDocument && s != queue.InputQuery) {
-			return embedRequest{}, badRequest("input_type must be \"document\" or \"query\", got %s", truncateBytes(it, 40))
-		}
-		req.InputType = s
+	var req embedRequest
+	var err error
+	if req.InputType, err = decodeInputType(raw.InputType); err != nil {
+		return embedRequest{}, err
 	}
 	docs := bytes.TrimSpace(raw.Documents)
 	if len(docs) == 0 || string(docs) == "null" {
@@ -78,32 +75,52 @@ func decodeEmbedRequest(body []byte, l Limits) (embedRequest, error) {
 	if err := json.Unmarshal(docs, &items); err != nil {
 		return embedRequest{}, badRequest("\"documents\": %v", err)
 	}
+	req.Documents, err = decodeTexts(items, "documents", l)
+	return req, err
+}
+
+// decodeTexts checks each item is a non-empty string without NUL, within
+// the limits, and names the first that is not as field[i].
+func decodeTexts(items []json.RawMessage, field string, l Limits) ([]string, error) {
 	if len(items) == 0 {
-		return embedRequest{}, badRequest("\"documents\" must not be empty")
+		return nil, badRequest("%q must not be empty", field)
 	}
 	if len(items) > l.MaxDocuments {
-		return embedRequest{}, tooLarge("%d documents; at most %d per request (EMBED_MAX_DOCUMENTS)", len(items), l.MaxDocuments)
+		return nil, tooLarge("%d documents; at most %d per request (EMBED_MAX_DOCUMENTS)", len(items), l.MaxDocuments)
 	}
-	req.Documents = make([]string, len(items))
+	texts := make([]string, len(items))
 	for i, it := range items {
 		if len(it) == 0 || it[0] != '"' {
-			return embedRequest{}, badRequest("documents[%d] must be a string, got %s", i, jsonKind(it))
+			return nil, badRequest("%s[%d] must be a string, got %s", field, i, jsonKind(it))
 		}
 		var s string
 		if err := json.Unmarshal(it, &s); err != nil {
-			return embedRequest{}, badRequest("documents[%d]: %v", i, err)
+			return nil, badRequest("%s[%d]: %v", field, i, err)
 		}
 		switch {
 		case len(s) > l.MaxDocumentBytes:
-			return embedRequest{}, tooLarge("documents[%d] is %d bytes; at most %d per document (EMBED_MAX_DOCUMENT_BYTES)", i, len(s), l.MaxDocumentBytes)
+			return nil, tooLarge("%s[%d] is %d bytes; at most %d per document (EMBED_MAX_DOCUMENT_BYTES)", field, i, len(s), l.MaxDocumentBytes)
 		case strings.TrimSpace(s) == "":
-			return embedRequest{}, badRequest("documents[%d] is empty", i)
+			return nil, badRequest("%s[%d] is empty", field, i)
 		case strings.IndexByte(s, 0) >= 0:
-			return embedRequest{}, badRequest("documents[%d] contains a NUL character", i)
+			return nil, badRequest("%s[%d] contains a NUL character", field, i)
 		}
-		req.Documents[i] = s
+		texts[i] = s
 	}
-	return req, nil
+	return texts, nil
+}
+
+// decodeInputType reads an optional "input_type".
+func decodeInputType(raw json.RawMessage) (string, error) {
+	it := bytes.TrimSpace(raw)
+	if len(it) == 0 || string(it) == "null" {
+		return queue.InputDocument, nil
+	}
+	var s string
+	if err := json.Unmarshal(it, &s); err != nil || (s != queue.InputDocument && s != queue.InputQuery) {
+		return "", badRequest("input_type must be \"document\" or \"query\", got %s", truncateBytes(it, 40))
+	}
+	return s, nil
 }
 
 func jsonKind(b []byte) string {

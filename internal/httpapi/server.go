@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -38,6 +40,11 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Broker reports whether NATS is usable; nil error means it is.
 	Broker func() error
+	// Cache, when set, answers repeated texts without a model call.
+	Cache *embed.Cache
+	// Metrics counts requests; MetricsHandler, when set, serves /metrics.
+	Metrics        *metrics.API
+	MetricsHandler http.Handler
 }
 
 // Server serves the HTTP API.
@@ -53,21 +60,36 @@ type Server struct {
 func New(emb Embedder, ready Readiness, opts Options, log *zap.Logger) *Server {
 	s := &Server{emb: emb, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /embed", s.handleEmbed)
+	s.mux.HandleFunc("POST /v1/embeddings", s.handleOpenAI)
 	s.mux.HandleFunc("GET /health", s.handleHealth)
 	// Errors are JSON everywhere, including for unknown routes and methods.
 	s.mux.HandleFunc("/embed", s.methodNotAllowed("POST"))
+	s.mux.HandleFunc("/v1/embeddings", s.methodNotAllowed("POST"))
 	s.mux.HandleFunc("/health", s.methodNotAllowed("GET"))
+	if opts.MetricsHandler != nil {
+		s.mux.Handle("GET /metrics", opts.MetricsHandler)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &requestError{http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 	})
 	return s
 }
 
-// ServeHTTP tags each request with an id, recovers panics and routes.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP tags each request with an id, recovers panics, routes and
+// counts the outcome by route.
+func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	id := nuid.Next()
+	w := &statusWriter{ResponseWriter: rw, status: http.StatusOK}
 	w.Header().Set("X-Request-Id", id)
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	defer func() {
+		route := r.Pattern // set by the mux on this request
+		if route == "" {
+			route = "unmatched"
+		}
+		s.opts.Metrics.Request(route, w.status, time.Since(start))
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -87,6 +109,18 @@ func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 type requestIDKey struct{}
 
 func requestID(r *http.Request) string {
@@ -96,22 +130,8 @@ func requestID(r *http.Request) string {
 
 func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	id := requestID(r)
-	log := s.log.With(zap.String("request_id", id))
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			s.writeError(w, r, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type must be application/json, got %q", ct)})
-			return
-		}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	body, err := s.readJSONBody(w, r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			err = tooLarge("request body is over %d bytes (EMBED_MAX_BODY_BYTES)", mbe.Limit)
-		} else {
-			err = badRequest("reading body: %v", err)
-		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -120,13 +140,7 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if n, reason := s.ready.Ready(); n == 0 {
-		s.writeError(w, r, fmt.Errorf("%w: %s", errNoWorker, reason))
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
-	defer cancel()
-	res, err := s.emb.Embed(ctx, queue.Request{ID: id, InputType: req.InputType, Documents: req.Documents})
+	res, err := s.embedDocs(r, req.InputType, req.Documents)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -135,8 +149,84 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
 	_, _ = w.Write(buf)
-	log.Info("embedded", zap.Int("documents", len(req.Documents)), zap.Int("jobs", res.Jobs),
-		zap.String("input_type", req.InputType), zap.Duration("took", time.Since(start)))
+	s.log.Info("embedded", zap.String("request_id", requestID(r)), zap.Int("documents", len(req.Documents)),
+		zap.Int("cached", res.cached), zap.Int("jobs", res.Jobs), zap.String("input_type", req.InputType),
+		zap.Duration("took", time.Since(start)))
+}
+
+// readJSONBody checks the content type and reads a body within the limit.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return nil, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge("request body is over %d bytes (EMBED_MAX_BODY_BYTES)", mbe.Limit)
+		}
+		return nil, badRequest("reading body: %v", err)
+	}
+	return body, nil
+}
+
+type embedResult struct {
+	queue.Result
+	cached int
+}
+
+// embedDocs answers each distinct text once: from the cache when it can,
+// the rest through the queue in one request. Repeats within the request
+// share one model input.
+func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (embedResult, error) {
+	s.opts.Metrics.Documents(inputType, len(docs))
+	out := embedResult{Result: queue.Result{Vectors: make([][]float32, len(docs))}}
+	keys := make([]embed.CacheKey, len(docs))
+	slot := map[embed.CacheKey]int{} // key -> index into missing
+	var missing []string
+	var first []int // first document index of each missing text
+	for i, d := range docs {
+		keys[i] = embed.NewCacheKey(s.opts.Model, inputType, d)
+		if v, ok := s.opts.Cache.Get(keys[i]); ok {
+			out.Vectors[i] = v
+			out.cached++
+			continue
+		}
+		if _, ok := slot[keys[i]]; !ok {
+			slot[keys[i]] = len(missing)
+			missing = append(missing, d)
+			first = append(first, i)
+		}
+	}
+	s.opts.Metrics.Cache(out.cached, len(docs)-out.cached)
+	if len(missing) == 0 {
+		return out, nil
+	}
+	if n, reason := s.ready.Ready(); n == 0 {
+		return out, fmt.Errorf("%w: %s", errNoWorker, reason)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
+	defer cancel()
+	res, err := s.emb.Embed(ctx, queue.Request{ID: requestID(r), InputType: inputType, Documents: missing})
+	if err != nil {
+		var de *queue.DocumentError
+		if errors.As(err, &de) && de.Index >= 0 && de.Index < len(first) {
+			err = &queue.DocumentError{Index: first[de.Index], Err: de.Err}
+		}
+		return out, err
+	}
+	for i, k := range keys {
+		if out.Vectors[i] == nil {
+			out.Vectors[i] = res.Vectors[slot[k]]
+		}
+	}
+	for j, v := range res.Vectors {
+		s.opts.Cache.Add(keys[first[j]], v)
+	}
+	out.Tokens, out.Jobs = res.Tokens, res.Jobs
+	return out, nil
 }
 
 // AppendEmbeddings writes {"embeddings":[[...],...]} without reflection:
@@ -147,16 +237,20 @@ func AppendEmbeddings(buf []byte, vecs [][]float32) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, '[')
-		for j, f := range v {
-			if j > 0 {
-				buf = append(buf, ',')
-			}
-			buf = strconv.AppendFloat(buf, float64(f), 'g', -1, 32)
-		}
-		buf = append(buf, ']')
+		buf = appendFloats(buf, v)
 	}
 	return append(buf, "]}"...)
+}
+
+func appendFloats(buf []byte, v []float32) []byte {
+	buf = append(buf, '[')
+	for j, f := range v {
+		if j > 0 {
+			buf = append(buf, ',')
+		}
+		buf = strconv.AppendFloat(buf, float64(f), 'g', -1, 32)
+	}
+	return append(buf, ']')
 }
 
 type healthResponse struct {
@@ -190,7 +284,17 @@ type errorResponse struct {
 }
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := s.logError(r, err)
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, errorResponse{Error: err.Error(), Code: code, RequestID: requestID(r)})
+}
+
+// logError logs and counts a failed request and returns its status and code.
+func (s *Server) logError(r *http.Request, err error) (int, string) {
 	status, code := statusOf(err)
+	s.opts.Metrics.Error(code)
 	fields := []zap.Field{zap.String("request_id", requestID(r)), zap.String("path", r.URL.Path),
 		zap.Int("status", status), zap.String("code", code), zap.Error(err)}
 	switch {
@@ -199,10 +303,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		s.log.Info("request refused", fields...)
 	}
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
-	}
-	writeJSON(w, status, errorResponse{Error: err.Error(), Code: code, RequestID: requestID(r)})
+	return status, code
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,12 +17,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollama/ollama/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/httpapi"
+	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/queue"
 )
@@ -33,10 +37,13 @@ type bundle struct {
 	ns      *server.Server
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	reg     *queue.Registry
+	workers *queue.Registry
 	ollama  *ollamatest.Server
 	log     *zap.Logger
 	batches chan queue.BatchInfo
+	reg     *prometheus.Registry
+	// modelInputs counts the inputs every worker sent to Ollama.
+	modelInputs atomic.Int64
 
 	workerConns []*nats.Conn
 }
@@ -47,6 +54,7 @@ type setupOptions struct {
 	readiness      httpapi.Readiness
 	requestTimeout time.Duration
 	limits         httpapi.Limits
+	cacheSize      int
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
@@ -80,13 +88,21 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	if o.readiness != nil {
 		ready = o.readiness
 	}
+	cache, err := embed.NewCache(o.cacheSize)
+	require.NoError(t, err)
+	promReg := prometheus.NewRegistry()
+	apiMetrics := metrics.NewAPI(promReg, func() (int, int) {
+		n, _ := reg.Ready()
+		return len(reg.Live()), n
+	}, func() (queue.Stats, error) { return queue.ReadStats(context.Background(), js) })
 	srv := httptest.NewServer(httpapi.New(client, ready, httpapi.Options{
 		Model: ol.Model, Dims: ol.Dims, Limits: o.limits, RequestTimeout: o.requestTimeout,
 		Broker: func() error { return nil },
+		Cache:  cache, Metrics: apiMetrics, MetricsHandler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	}, log))
 	t.Cleanup(srv.Close)
-	return &bundle{t: t, url: srv.URL, ns: ns, nc: nc, js: js, reg: reg, ollama: ol, log: log,
-		batches: make(chan queue.BatchInfo, 10_000)}
+	return &bundle{t: t, url: srv.URL, ns: ns, nc: nc, js: js, workers: reg, ollama: ol, log: log,
+		batches: make(chan queue.BatchInfo, 10_000), reg: promReg}
 }
 
 type workerOptions struct {
@@ -118,9 +134,20 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 	u, err := url.Parse(o.ollamaURL)
 	require.NoError(t, err)
 	client := embed.NewOllamaClient(u)
+	// The first worker reports to the api's registry, as the in-process
+	// worker does; later ones to their own.
+	wreg := prometheus.NewRegistry()
+	if len(b.workerConns) == 1 {
+		wreg = b.reg
+	}
+	wm := metrics.NewWorker(wreg)
 	model := embed.NewModel(client, o.ollamaURL, embed.ModelOptions{
 		Name: b.ollama.Model, Dims: b.ollama.Dims, MaxBatch: o.batchSize,
 		Timeout: 30 * time.Second, KeepAlive: -1, Truncate: truncate,
+		OnCall: func(inputs int, took time.Duration, err error) {
+			b.modelInputs.Add(int64(inputs))
+			wm.ModelCall(o.ollamaURL, took, err)
+		},
 	})
 	w := queue.NewWorker(wnc, wjs, []queue.Endpoint{{
 		Model: model,
@@ -131,11 +158,15 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 		Limits:            queue.StreamLimits{MaxMsgs: 10_000, MaxBytes: 1 << 30},
 		HeartbeatInterval: 50 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond,
 		ShutdownTimeout: 10 * time.Second,
-		OnBatch: func(bi queue.BatchInfo) {
-			select {
-			case b.batches <- bi:
-			default:
-			}
+		Observer: queue.ObserverFuncs{
+			OnBatch: func(bi queue.BatchInfo) {
+				wm.Batch(bi)
+				select {
+				case b.batches <- bi:
+				default:
+				}
+			},
+			OnJobError: wm.JobError,
 		},
 	}, b.log)
 	ctx, cancel := context.WithCancel(context.Background())

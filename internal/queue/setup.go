@@ -49,20 +49,25 @@ func Connect(url, name string, ns *server.Server, log *zap.Logger) (*nats.Conn, 
 
 // NewConfiguredWorker builds the worker cfg describes: one endpoint per
 // Ollama host, each checked (and pulled with EMBED_PULL) and warmed before
-// the worker takes any job.
-func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, log *zap.Logger) (*Worker, error) {
+// the worker takes any job. obs may be nil.
+func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, obs Observer, log *zap.Logger) (*Worker, error) {
+	if obs == nil {
+		obs = ObserverFuncs{}
+	}
+	host := cfg.OllamaHost.String()
 	js, err := newJetStream(nc)
 	if err != nil {
 		return nil, err
 	}
 	client := embed.NewOllamaClient(cfg.OllamaHost)
-	model := embed.NewModel(client, cfg.OllamaHost.String(), embed.ModelOptions{
+	model := embed.NewModel(client, host, embed.ModelOptions{
 		Name:      cfg.Model,
 		Dims:      cfg.Dimensions,
 		MaxBatch:  cfg.BatchSize,
 		Timeout:   cfg.ModelTimeout,
 		KeepAlive: cfg.KeepAlive,
 		Truncate:  cfg.Truncate,
+		OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
 	})
 	if err := embed.Prepare(ctx, client, model, cfg.Pull, log); err != nil {
 		return nil, err
@@ -80,5 +85,6 @@ func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, 
 		Limits:            StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
+		Observer:          obs,
 	}, log), nil
 }

@@ -108,3 +108,37 @@ func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	}
 	return js, nil
 }
+
+// Stats is the state of the jobs stream and the workers' consumer.
+type Stats struct {
+	Messages   uint64
+	Bytes      uint64
+	AckPending int
+	Waiting    int // pull requests of idle workers
+}
+
+// ReadStats reads Stats; a consumer no worker has created yet counts zero.
+func ReadStats(ctx context.Context, js jetstream.JetStream) (Stats, error) {
+	s, err := js.Stream(ctx, JobsStream)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stream %s: %w", JobsStream, err)
+	}
+	si, err := s.Info(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stream %s info: %w", JobsStream, err)
+	}
+	st := Stats{Messages: si.State.Msgs, Bytes: si.State.Bytes}
+	c, err := s.Consumer(ctx, WorkersConsumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("consumer %s: %w", WorkersConsumer, err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return st, fmt.Errorf("consumer %s info: %w", WorkersConsumer, err)
+	}
+	st.AckPending, st.Waiting = ci.NumAckPending, ci.NumWaiting
+	return st, nil
+}

@@ -37,9 +37,44 @@ type WorkerOptions struct {
 	ProbeTimeout      time.Duration // default 2s
 	ShutdownTimeout   time.Duration
 	Now               func() time.Time
-	// OnBatch, when set, is told about every batch after its model call:
-	// the seam for metrics and for tests.
-	OnBatch func(BatchInfo)
+	// Observer, when set, is told about every batch and every job that did
+	// not simply succeed: the seam for metrics and for tests.
+	Observer Observer
+}
+
+// Observer is what a worker reports to; metrics.Worker is one.
+type Observer interface {
+	Batch(BatchInfo)
+	// JobError counts a job by kind: retried, failed, rejected, bad_job,
+	// reply_failed.
+	JobError(kind string)
+	// ModelCall is told about every Ollama call.
+	ModelCall(endpoint string, took time.Duration, err error)
+}
+
+// ObserverFuncs adapts functions to Observer; nil fields are skipped.
+type ObserverFuncs struct {
+	OnBatch     func(BatchInfo)
+	OnJobError  func(kind string)
+	OnModelCall func(endpoint string, took time.Duration, err error)
+}
+
+func (o ObserverFuncs) ModelCall(endpoint string, took time.Duration, err error) {
+	if o.OnModelCall != nil {
+		o.OnModelCall(endpoint, took, err)
+	}
+}
+
+func (o ObserverFuncs) Batch(b BatchInfo) {
+	if o.OnBatch != nil {
+		o.OnBatch(b)
+	}
+}
+
+func (o ObserverFuncs) JobError(kind string) {
+	if o.OnJobError != nil {
+		o.OnJobError(kind)
+	}
 }
 
 // BatchInfo describes one batch a worker ran.
@@ -50,6 +85,8 @@ type BatchInfo struct {
 	Documents int
 	Reason    embed.FlushReason
 	Calls     int // Ollama calls, bisection of rejected inputs included
+	Rejected  int // documents the model refused
+	Tokens    int // prompt tokens Ollama reported
 	Took      time.Duration
 	Err       error
 }
@@ -100,6 +137,9 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts
 	}
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = 2 * time.Second
+	}
+	if opts.Observer == nil {
+		opts.Observer = ObserverFuncs{}
 	}
 	w := &Worker{
 		nc: nc, js: js, opts: opts,
@@ -273,6 +313,7 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 			w.reply(job.ReplyTo, Reply{Err: &ReplyError{Code: StatusBadJob, Message: err.Error(), Index: -1}})
 		}
 		_ = m.TermWithReason(truncate(err.Error(), 200))
+		w.opts.Observer.JobError("bad_job")
 		return nil
 	}
 	if !job.Deadline.IsZero() && w.opts.Now().After(job.Deadline) {
@@ -367,10 +408,15 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	out, err := r.ep.Model.EmbedAll(workCtx, inputs)
 	stop()
 	took := w.opts.Now().Sub(start)
-	if w.opts.OnBatch != nil {
-		w.opts.OnBatch(BatchInfo{Endpoint: r.ep.Model.Host(), Jobs: len(batch), Requests: len(requests),
-			Documents: len(inputs), Reason: b.reason, Calls: out.Calls, Took: took, Err: err})
+	rejected := 0
+	for _, e := range out.Rejected {
+		if e != nil {
+			rejected++
+		}
 	}
+	w.opts.Observer.Batch(BatchInfo{Endpoint: r.ep.Model.Host(), Jobs: len(batch), Requests: len(requests),
+		Documents: len(inputs), Reason: b.reason, Calls: out.Calls, Rejected: rejected, Tokens: out.Tokens,
+		Took: took, Err: err})
 
 	if err != nil {
 		w.log.Warn("model call failed", zap.String("ollama", r.ep.Model.Host()), zap.Int("jobs", len(batch)),
@@ -395,6 +441,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 				rep = Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Err: &ReplyError{Code: StatusRejected, Message: rej.Error(), Index: i}}
 				w.log.Info("document rejected by the model", zap.String("request_id", p.job.RequestID),
 					zap.Int("document", p.job.Offset+i), zap.Error(rej))
+				w.opts.Observer.JobError("rejected")
 				break
 			}
 		}
@@ -405,6 +452,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		}
 		at += n
 		if err := w.reply(p.job.ReplyTo, rep); err != nil {
+			w.opts.Observer.JobError("reply_failed")
 			continue // not acked: JetStream redelivers after the ack wait
 		}
 		if err := p.msg.Ack(); err != nil {
@@ -437,7 +485,9 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 		_ = w.reply(p.job.ReplyTo, Reply{Worker: w.opts.ID, Err: &ReplyError{Code: StatusUnavailable, Message: msg, Index: -1}})
 		_ = p.msg.TermWithReason(truncate(msg, 200))
 		log.Error("job failed", zap.Error(cause), zap.Bool("last_attempt", last))
+		w.opts.Observer.JobError("failed")
 	default:
+		w.opts.Observer.JobError("retried")
 		_ = p.msg.NakWithDelay(delay)
 		log.Info("job will be retried", zap.Duration("delay", delay), zap.Error(cause))
 	}
@@ -542,6 +592,22 @@ func (w *Worker) announce(stopping bool) {
 	if err := w.nc.Publish(HeartbeatSubject, b); err != nil {
 		w.log.Debug("heartbeat not sent", zap.Error(err))
 	}
+}
+
+// Ready says whether any endpoint can embed now and, if none can, why.
+func (w *Worker) Ready() (bool, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reason := ""
+	for _, r := range w.runners {
+		if r.ready {
+			return true, ""
+		}
+		if reason == "" {
+			reason = r.ep.Model.Host() + ": " + r.reason
+		}
+	}
+	return false, reason
 }
 
 func (w *Worker) readiness(r *runner) (<-chan struct{}, bool) {

@@ -106,7 +106,7 @@ func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
 		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver},
 		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second, OnBatch: o.onBatch,
+		ShutdownTimeout: 10 * time.Second, Observer: ObserverFuncs{OnBatch: o.onBatch},
 	}, b.log)
 	ctx, stop := context.WithCancel(context.Background())
 	ch := make(chan error, 1)

@@ -1,0 +1,25 @@
+package embed
+
+import (
+	"strings"
+	"unicode"
+)
+
+// ProjectText builds a WAYWO project's text exactly as the backend does:
+// f"{title}\n{description}\n{hashtag_str}".strip(), where hashtag_str is
+// the tags as "#tag" joined by single spaces (empty when there are none).
+func ProjectText(title, description string, hashtags []string) string {
+	tags := make([]string, len(hashtags))
+	for i, t := range hashtags {
+		tags[i] = "#" + t
+	}
+	return pyStrip(title + "\n" + description + "\n" + strings.Join(tags, " "))
+}
+
+// pyStrip trims what Python's str.strip() trims: Go's Unicode spaces plus
+// the ASCII separators U+001C..U+001F, which Python counts as whitespace.
+func pyStrip(s string) string {
+	return strings.TrimFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f)
+	})
+}

@@ -1,0 +1,235 @@
+// Package metrics defines the Prometheus series of the api and the worker,
+// all prefixed embed_. Each type is a small seam: callers count where the
+// event happens, and every method is safe on a nil receiver so metrics stay
+// optional.
+package metrics
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
+)
+
+const ns = "embed"
+
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// API counts what the HTTP front door sees.
+type API struct {
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	documents *prometheus.CounterVec
+	cache     *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+}
+
+// Workers reports live and ready workers at scrape time.
+type Workers func() (live, ready int)
+
+// NewAPI registers the api's series on reg.
+func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func() (queue.Stats, error)) *API {
+	m := &API{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "http", Name: "requests_total",
+			Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "HTTP request latency by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route"}),
+		documents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "documents_total",
+			Help: "Documents asked for, by input type.",
+		}, []string{"input_type"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "cache", Name: "lookups_total",
+			Help: "Embedding cache lookups by result (hit or miss).",
+		}, []string{"result"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "http", Name: "errors_total",
+			Help: "Failed HTTP requests by error kind.",
+		}, []string{"kind"}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.documents, m.cache, m.errors)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "workers_live", Help: "Workers heard from within their heartbeat TTL.",
+	}, func() float64 { live, _ := workers(); return float64(live) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Name: "workers_ready", Help: "Live workers that can embed now.",
+	}, func() float64 { _, ready := workers(); return float64(ready) }))
+	reg.MustRegister(&queueCollector{stats: queueStats})
+	return m
+}
+
+// Request counts one finished HTTP request.
+func (m *API) Request(route string, code int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Documents counts documents asked for.
+func (m *API) Documents(inputType string, n int) {
+	if m == nil {
+		return
+	}
+	m.documents.WithLabelValues(inputType).Add(float64(n))
+}
+
+// Cache counts cache lookups.
+func (m *API) Cache(hits, misses int) {
+	if m == nil {
+		return
+	}
+	m.cache.WithLabelValues("hit").Add(float64(hits))
+	m.cache.WithLabelValues("miss").Add(float64(misses))
+}
+
+// Error counts a failed request by kind (the error code in the response).
+func (m *API) Error(kind string) {
+	if m == nil {
+		return
+	}
+	m.errors.WithLabelValues(kind).Inc()
+}
+
+type queueCollector struct {
+	stats func() (queue.Stats, error)
+}
+
+var (
+	queueMessages   = prometheus.NewDesc(ns+"_queue_messages", "Jobs waiting in the EMBED_JOBS stream.", nil, nil)
+	queueBytes      = prometheus.NewDesc(ns+"_queue_bytes", "Bytes of jobs in the EMBED_JOBS stream.", nil, nil)
+	queueAckPending = prometheus.NewDesc(ns+"_queue_ack_pending", "Jobs delivered to workers and not yet acked.", nil, nil)
+	queueWaiting    = prometheus.NewDesc(ns+"_queue_waiting_pulls", "Pull requests of idle workers waiting for jobs.", nil, nil)
+	queueUp         = prometheus.NewDesc(ns+"_queue_up", "1 when the queue's state could be read at this scrape.", nil, nil)
+)
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{queueMessages, queueBytes, queueAckPending, queueWaiting, queueUp} {
+		ch <- d
+	}
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.stats()
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(queueMessages, prometheus.GaugeValue, float64(s.Messages))
+	ch <- prometheus.MustNewConstMetric(queueBytes, prometheus.GaugeValue, float64(s.Bytes))
+	ch <- prometheus.MustNewConstMetric(queueAckPending, prometheus.GaugeValue, float64(s.AckPending))
+	ch <- prometheus.MustNewConstMetric(queueWaiting, prometheus.GaugeValue, float64(s.Waiting))
+}
+
+// Worker counts what a worker does. It implements queue.Observer.
+type Worker struct {
+	batchDocs  prometheus.Histogram
+	batchJobs  prometheus.Histogram
+	flushes    *prometheus.CounterVec
+	batchTime  prometheus.Histogram
+	modelCalls *prometheus.HistogramVec
+	tokens     prometheus.Counter
+	embedded   prometheus.Counter
+	errors     *prometheus.CounterVec
+}
+
+var _ queue.Observer = (*Worker)(nil)
+
+// NewWorker registers a worker's series on reg.
+func NewWorker(reg prometheus.Registerer) *Worker {
+	m := &Worker{
+		batchDocs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "batch", Name: "documents",
+			Help:    "Documents per batch sent to the model.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		batchJobs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "batch", Name: "jobs",
+			Help:    "Jobs merged into one batch.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "batch", Name: "flushes_total",
+			Help: "Batches by why they were sent: full, drain (queue empty), wait (EMBED_BATCH_WAIT).",
+		}, []string{"reason"}),
+		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "batch", Name: "duration_seconds",
+			Help:    "Time to embed one batch, all its model calls included.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}),
+		modelCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "model", Name: "call_duration_seconds",
+			Help:    "Latency of one Ollama /api/embed call, by endpoint and result.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"endpoint", "result"}),
+		tokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "model", Name: "tokens_total",
+			Help: "Prompt tokens embedded, as Ollama reports them.",
+		}),
+		embedded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "model", Name: "documents_total",
+			Help: "Documents embedded by the model.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "worker", Name: "errors_total",
+			Help: "Job failures by kind: retried, failed, rejected, bad_job, reply_failed.",
+		}, []string{"kind"}),
+	}
+	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.tokens, m.embedded, m.errors)
+	return m
+}
+
+// Batch counts one batch.
+func (m *Worker) Batch(b queue.BatchInfo) {
+	if m == nil {
+		return
+	}
+	m.batchDocs.Observe(float64(b.Documents))
+	m.batchJobs.Observe(float64(b.Jobs))
+	m.flushes.WithLabelValues(string(b.Reason)).Inc()
+	m.batchTime.Observe(b.Took.Seconds())
+	if b.Err == nil {
+		m.tokens.Add(float64(b.Tokens))
+		m.embedded.Add(float64(b.Documents - b.Rejected))
+	}
+}
+
+// JobError counts a job that did not simply succeed.
+func (m *Worker) JobError(kind string) {
+	if m == nil {
+		return
+	}
+	m.errors.WithLabelValues(kind).Inc()
+}
+
+// ModelCall counts one Ollama call.
+func (m *Worker) ModelCall(endpoint string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+		if errors.Is(err, embed.ErrRejected) {
+			result = "rejected"
+		}
+	}
+	m.modelCalls.WithLabelValues(endpoint, result).Observe(d.Seconds())
+}
