@@ -24,10 +24,11 @@ type Config struct {
 	NATSURL  string // NATS_URL; empty starts an embedded nats-server
 	NATSAddr string // EMBED_NATS_ADDR: where the embedded nats-server listens
 
-	OllamaHost *url.URL // OLLAMA_HOST
-	Model      string   // EMBED_MODEL
-	Dimensions int      // EMBED_DIMENSIONS
-	DataDir    string   // EMBED_DATA_DIR
+	OllamaHost  *url.URL   // OLLAMA_HOST
+	OllamaHosts []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
+	Model       string     // EMBED_MODEL
+	Dimensions  int        // EMBED_DIMENSIONS
+	DataDir     string     // EMBED_DATA_DIR
 
 	RequestTimeout   time.Duration
 	MaxDocuments     int
@@ -82,6 +83,20 @@ var settings = []setting{
 	{"OLLAMA_HOST", "http://127.0.0.1:11434", "Ollama base URL (host:port and bare hosts are accepted, as Ollama does)", func(c *Config, v string) (err error) {
 		c.OllamaHost, err = ParseOllamaHost(v)
 		return err
+	}},
+	{"EMBED_OLLAMA_HOSTS", "", "comma-separated Ollama URLs one worker drives, one batch at a time each; empty means OLLAMA_HOST alone", func(c *Config, v string) error {
+		c.OllamaHosts = nil
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
+			u, err := ParseOllamaHost(h)
+			if err != nil {
+				return err
+			}
+			c.OllamaHosts = append(c.OllamaHosts, u)
+		}
+		return nil
 	}},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", func(c *Config, v string) error {
 		c.Model = v
@@ -202,6 +217,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration: %w", err)
 	}
+	if len(c.OllamaHosts) == 0 {
+		c.OllamaHosts = []*url.URL{c.OllamaHost}
+	}
 	if err := c.validate(); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration: %w", err)
 	}
@@ -232,6 +250,7 @@ func (c Config) LogFields() []zap.Field {
 		zap.String("nats_url", redactURLs(c.NATSURL)),
 		zap.String("nats_addr", c.NATSAddr),
 		zap.Stringer("ollama_host", c.OllamaHost),
+		zap.Stringers("ollama_hosts", c.OllamaHosts),
 		zap.String("model", c.Model),
 		zap.Int("dimensions", c.Dimensions),
 		zap.String("data_dir", c.DataDir),

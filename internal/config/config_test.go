@@ -27,6 +27,7 @@ func TestLoadDefaults(t *testing.T) {
 	require.True(t, c.InProcessWorker())
 	require.Equal(t, "127.0.0.1:4222", c.NATSAddr)
 	require.Equal(t, "http://127.0.0.1:11434", c.OllamaHost.String())
+	require.Len(t, c.OllamaHosts, 1, "OLLAMA_HOST alone when EMBED_OLLAMA_HOSTS is empty")
 	require.Equal(t, 4096, c.Dimensions)
 	require.Equal(t, "./data", c.DataDir)
 	require.Equal(t, 60*time.Second, c.RequestTimeout)
@@ -63,6 +64,10 @@ func TestLoadOverrides(t *testing.T) {
 		}},
 		{"OllamaHTTPS", map[string]string{"OLLAMA_HOST": "https://ollama.example"}, func(t *testing.T, c Config) {
 			require.Equal(t, "https://ollama.example:443", c.OllamaHost.String())
+		}},
+		{"SeveralOllamas", map[string]string{"EMBED_OLLAMA_HOSTS": "127.0.0.1:11434, gpu2:11434"}, func(t *testing.T, c Config) {
+			require.Len(t, c.OllamaHosts, 2)
+			require.Equal(t, "http://gpu2:11434", c.OllamaHosts[1].String())
 		}},
 		{"KeepAliveDuration", map[string]string{"EMBED_KEEP_ALIVE": "30m"}, func(t *testing.T, c Config) {
 			require.Equal(t, 30*time.Minute, c.KeepAlive)
@@ -105,6 +110,7 @@ func TestLoadRejects(t *testing.T) {
 		{map[string]string{"EMBED_MODEL": " "}, "EMBED_MODEL"},
 		{map[string]string{"OLLAMA_HOST": "ftp://x"}, "unsupported scheme"},
 		{map[string]string{"OLLAMA_HOST": "x:99999"}, "invalid port"},
+		{map[string]string{"EMBED_OLLAMA_HOSTS": "a:1,ftp://b"}, "EMBED_OLLAMA_HOSTS"},
 		{map[string]string{"EMBED_WORKER_ID": "a b"}, "EMBED_WORKER_ID"},
 		{map[string]string{"EMBED_MAX_BODY_BYTES": "1000"}, "larger than EMBED_MAX_BODY_BYTES"},
 	} {

@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -48,34 +50,44 @@ func Connect(url, name string, ns *server.Server, log *zap.Logger) (*nats.Conn, 
 }
 
 // NewConfiguredWorker builds the worker cfg describes: one endpoint per
-// Ollama host, each checked (and pulled with EMBED_PULL) and warmed before
-// the worker takes any job. obs may be nil.
+// Ollama host (EMBED_OLLAMA_HOSTS, or OLLAMA_HOST), each checked (and
+// pulled with EMBED_PULL) and warmed, concurrently, before the worker takes
+// any job. obs may be nil.
 func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, obs Observer, log *zap.Logger) (*Worker, error) {
 	if obs == nil {
 		obs = ObserverFuncs{}
 	}
-	host := cfg.OllamaHost.String()
 	js, err := newJetStream(nc)
 	if err != nil {
 		return nil, err
 	}
-	client := embed.NewOllamaClient(cfg.OllamaHost)
-	model := embed.NewModel(client, host, embed.ModelOptions{
-		Name:      cfg.Model,
-		Dims:      cfg.Dimensions,
-		MaxBatch:  cfg.BatchSize,
-		Timeout:   cfg.ModelTimeout,
-		KeepAlive: cfg.KeepAlive,
-		Truncate:  cfg.Truncate,
-		OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
-	})
-	if err := embed.Prepare(ctx, client, model, cfg.Pull, log); err != nil {
+	endpoints := make([]Endpoint, len(cfg.OllamaHosts))
+	errs := make([]error, len(cfg.OllamaHosts))
+	var wg sync.WaitGroup
+	for i, u := range cfg.OllamaHosts {
+		wg.Go(func() {
+			host := u.String()
+			client := embed.NewOllamaClient(u)
+			model := embed.NewModel(client, host, embed.ModelOptions{
+				Name:      cfg.Model,
+				Dims:      cfg.Dimensions,
+				MaxBatch:  cfg.BatchSize,
+				Timeout:   cfg.ModelTimeout,
+				KeepAlive: cfg.KeepAlive,
+				Truncate:  cfg.Truncate,
+				OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
+			})
+			errs[i] = embed.Prepare(ctx, client, model, cfg.Pull, log)
+			endpoints[i] = Endpoint{Model: model, Probe: func(ctx context.Context, full bool) error {
+				return embed.Probe(ctx, client, model, full)
+			}}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	ep := Endpoint{Model: model, Probe: func(ctx context.Context, full bool) error {
-		return embed.Probe(ctx, client, model, full)
-	}}
-	return NewWorker(nc, js, []Endpoint{ep}, WorkerOptions{
+	return NewWorker(nc, js, endpoints, WorkerOptions{
 		ID:                cfg.WorkerID,
 		Dims:              cfg.Dimensions,
 		QueryTask:         cfg.QueryTask,

@@ -307,3 +307,46 @@ func TestQueueFullIsRefusedAtOnce(t *testing.T) {
 	require.ErrorIs(t, err, ErrQueueFull)
 	require.Less(t, time.Since(start), 5*time.Second)
 }
+
+// One worker with two endpoints keeps a batch in flight on each: the second
+// batch starts while the first is still computing.
+func TestWorkerDrivesEveryEndpoint(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	inFlight := make(chan string, 2)
+	release := make(chan struct{})
+	endpoint := func(name string) Endpoint {
+		fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+			inFlight <- name
+			<-release
+			return vectorsFor(req), nil
+		}}
+		m := embed.NewModel(fake, name, embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 1, Timeout: 10 * time.Second})
+		return Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
+	}
+	wnc, err := Connect("", "test-worker", b.ns, b.log)
+	require.NoError(t, err)
+	wjs, err := jetstream.New(wnc)
+	require.NoError(t, err)
+	w := NewWorker(wnc, wjs, []Endpoint{endpoint("gpu0"), endpoint("gpu1")}, WorkerOptions{
+		ID: "w2", Dims: dims, BatchSize: 1,
+		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: 5},
+		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+		HeartbeatInterval: 20 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
+	}, b.log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx); wnc.Close() }()
+
+	results := make(chan error, 2)
+	for _, d := range []string{"first", "second"} {
+		go func() { _, err := b.embed(20*time.Second, d); results <- err }()
+	}
+	got := map[string]bool{<-inFlight: true, <-inFlight: true}
+	require.Equal(t, map[string]bool{"gpu0": true, "gpu1": true}, got, "both endpoints compute at once")
+	close(release)
+	require.NoError(t, <-results)
+	require.NoError(t, <-results)
+	cancel()
+	require.NoError(t, <-done)
+}
