@@ -120,8 +120,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	// shutdown does not cut the api's.
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
-	workerDone := make(chan error, 1)
+	var workerDone chan error // stays nil, never ready, without an in-process worker
 	if cfg.InProcessWorker() {
+		workerDone = make(chan error, 1)
 		wnc, err := queue.Connect(cfg.NATSURL, "embed-worker-"+cfg.WorkerID, ns, log)
 		if err != nil {
 			return err
@@ -136,8 +137,6 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 			_ = wnc.Drain()
 			workerDone <- err
 		}()
-	} else {
-		workerDone <- nil
 	}
 
 	api := httpapi.New(client, workers, httpapi.Options{
@@ -183,8 +182,8 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	case err := <-serveErr:
 		runErr = fmt.Errorf("http server: %w", err)
 	case err := <-workerDone:
-		runErr = fmt.Errorf("in-process worker stopped: %w", err)
-		workerDone <- err
+		runErr = fmt.Errorf("in-process worker stopped: %v", err)
+		workerDone = nil
 	}
 
 	log.Info("api stopping: finishing requests in flight", zap.Duration("timeout", cfg.ShutdownTimeout))
@@ -194,8 +193,10 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 		log.Warn("http shutdown incomplete", zap.Error(err))
 	}
 	stopWorker()
-	if err := <-workerDone; err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
-		runErr = err
+	if workerDone != nil {
+		if err := <-workerDone; err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
+			runErr = err
+		}
 	}
 	if err := nc.Drain(); err != nil {
 		log.Warn("nats drain", zap.Error(err))

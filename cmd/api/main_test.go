@@ -136,3 +136,42 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 	_, err = http.Get(base + "/health")
 	require.Error(t, err, "nothing listens after stop")
 }
+
+// EMBED_WORKER=off: the api serves alone, says why it cannot embed, and
+// stops cleanly.
+func TestRunWithoutWorkerStaysUp(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load(func(k string) (string, bool) {
+		v, ok := map[string]string{
+			"EMBED_HTTP_ADDR": "127.0.0.1:0", "EMBED_NATS_ADDR": "127.0.0.1:0",
+			"EMBED_DATA_DIR": t.TempDir(), "EMBED_WORKER": "off",
+		}[k]
+		return v, ok
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrCh, done := make(chan string, 1), make(chan error, 1)
+	go func() { done <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a }) }()
+	var base string
+	select {
+	case a := <-addrCh:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("run returned early: %v", err)
+	}
+	resp, err := http.Get(base + "/health")
+	require.NoError(t, err)
+	var h map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&h))
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Contains(t, h["reason"], "no live worker")
+	select {
+	case err := <-done:
+		t.Fatalf("run returned while serving: %v", err)
+	default:
+	}
+	cancel()
+	require.NoError(t, <-done)
+}
