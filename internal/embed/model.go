@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -164,20 +162,6 @@ func (m *Model) classify(err error) error {
 		return fmt.Errorf("%w: ollama at %s: %s", ErrUnavailable, m.host, se.Error())
 	}
 	return fmt.Errorf("%w: ollama at %s: %w", ErrUnavailable, m.host, err)
-}
-
-// NewOllamaClient returns an Ollama client for base with a transport fit for
-// many small calls. It sets no overall timeout: every call carries a context
-// deadline instead.
-func NewOllamaClient(base *url.URL) *api.Client {
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        64,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	return api.NewClient(base, &http.Client{Transport: tr})
 }
 
 // Prepare makes sure Ollama at the model's host has the model — pulling it

@@ -41,7 +41,7 @@ func realModel(t *testing.T, mutate func(*embed.ModelOptions)) (*embed.Model, *a
 	if mutate != nil {
 		mutate(&opts)
 	}
-	return embed.NewModel(client, ol.URL, opts), client, ol
+	return embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, opts), client, ol
 }
 
 func TestPrepareChecksModelAndDimensions(t *testing.T) {
@@ -72,7 +72,7 @@ func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
 	t.Parallel()
 	u, _ := url.Parse("http://127.0.0.1:1")
 	client := embed.NewOllamaClient(u)
-	m := embed.NewModel(client, u.String(), embed.ModelOptions{Name: "x", Dims: 4, Timeout: time.Second})
+	m := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), u.String(), embed.ModelOptions{Name: "x", Dims: 4, Timeout: time.Second})
 	err := embed.Prepare(context.Background(), client, m, false, zap.NewNop())
 	require.ErrorIs(t, err, embed.ErrUnavailable)
 	require.ErrorContains(t, err, "cannot reach Ollama at http://127.0.0.1:1")
@@ -167,4 +167,32 @@ func zero() float32 { return 0 }
 func TestQueryInput(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "Instruct: find things\nQuery: rust", embed.QueryInput("find things", "rust"))
+}
+
+// The fast embedder and Ollama's own client agree on replies and errors.
+func TestOllamaEmbedderMatchesOllamasClient(t *testing.T) {
+	t.Parallel()
+	_, client, ol := realModel(t, nil)
+	u, _ := url.Parse(ol.URL)
+	fast := embed.NewOllamaEmbedder(u, embed.NewHTTPClient())
+	req := &api.EmbedRequest{Model: ol.Model, Input: []string{"rust web", "garden"}}
+	want, err := client.Embed(context.Background(), req)
+	require.NoError(t, err)
+	got, err := fast.Embed(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, want.Embeddings, got.Embeddings)
+	require.Equal(t, want.PromptEvalCount, got.PromptEvalCount)
+
+	noTrunc := false
+	bad := &api.EmbedRequest{Model: ol.Model, Input: []string{strings.Repeat("word ", 600)}, Truncate: &noTrunc}
+	_, wantErr := client.Embed(context.Background(), bad)
+	_, gotErr := fast.Embed(context.Background(), bad)
+	var we, ge api.StatusError
+	require.ErrorAs(t, wantErr, &we)
+	require.ErrorAs(t, gotErr, &ge)
+	require.Equal(t, we, ge)
+
+	_, gotErr = fast.Embed(context.Background(), &api.EmbedRequest{Model: "missing", Input: []string{"x"}})
+	require.ErrorAs(t, gotErr, &ge)
+	require.Equal(t, http.StatusNotFound, ge.StatusCode)
 }

@@ -141,7 +141,7 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 		wreg = b.reg
 	}
 	wm := metrics.NewWorker(wreg)
-	model := embed.NewModel(client, o.ollamaURL, embed.ModelOptions{
+	model := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), o.ollamaURL, embed.ModelOptions{
 		Name: b.ollama.Model, Dims: b.ollama.Dims, MaxBatch: o.batchSize,
 		Timeout: 30 * time.Second, KeepAlive: -1, Truncate: truncate,
 		OnCall: func(inputs int, took time.Duration, err error) {

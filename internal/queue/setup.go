@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/ollama/ollama/api"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
@@ -67,8 +68,9 @@ func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, 
 	for i, u := range cfg.OllamaHosts {
 		wg.Go(func() {
 			host := u.String()
-			client := embed.NewOllamaClient(u)
-			model := embed.NewModel(client, host, embed.ModelOptions{
+			hc := embed.NewHTTPClient()
+			client := api.NewClient(u, hc)
+			model := embed.NewModel(embed.NewOllamaEmbedder(u, hc), host, embed.ModelOptions{
 				Name:      cfg.Model,
 				Dims:      cfg.Dimensions,
 				MaxBatch:  cfg.BatchSize,

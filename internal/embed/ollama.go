@@ -1,0 +1,89 @@
+package embed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+	"github.com/ollama/ollama/api"
+)
+
+// maxReplyBytes bounds what the worker reads from Ollama: far above any
+// batch (32 inputs x 4096 floats x ~12 bytes is 1.6 MB) yet finite.
+const maxReplyBytes = 512 << 20
+
+// NewHTTPClient returns the HTTP client for Ollama calls: pooled
+// connections, a dial timeout, and no overall timeout — every call carries a
+// context deadline instead.
+func NewHTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+// NewOllamaClient returns Ollama's own client, for show, pull and heartbeat.
+func NewOllamaClient(base *url.URL) *api.Client { return api.NewClient(base, NewHTTPClient()) }
+
+// OllamaEmbedder calls Ollama's POST /api/embed with the ollama/api request,
+// response and error types, but decodes the reply with goccy/go-json: the
+// worker's profile showed encoding/json's per-value reflection over
+// thousands of floats as its largest cost, and goccy halves it.
+type OllamaEmbedder struct {
+	endpoint string
+	http     *http.Client
+}
+
+// NewOllamaEmbedder returns an embedder for the Ollama at base.
+func NewOllamaEmbedder(base *url.URL, hc *http.Client) *OllamaEmbedder {
+	return &OllamaEmbedder{endpoint: strings.TrimRight(base.String(), "/") + "/api/embed", http: hc}
+}
+
+// Embed posts one /api/embed call. Errors are api.StatusError for HTTP
+// statuses, as ollama/api returns them.
+func (o *OllamaEmbedder) Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, o.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/json")
+	resp, err := o.http.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= http.StatusBadRequest {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(raw))
+		}
+		return nil, api.StatusError{StatusCode: resp.StatusCode, ErrorMessage: e.Error}
+	}
+	var out api.EmbedResponse
+	if err := gojson.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decoding /api/embed reply (%d bytes): %w", len(raw), err)
+	}
+	return &out, nil
+}
