@@ -13,10 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 
 	"github.com/waywo/embed/internal/embed"
 )
@@ -106,16 +110,43 @@ func (c *Client) embed(ctx context.Context, texts []string, inputType string) ([
 	if err != nil {
 		return nil, err
 	}
-	var out struct {
-		Embeddings [][]float32 `json:"embeddings"`
-	}
+	var out vectors
 	if err := c.do(ctx, http.MethodPost, "/embed", body, &out); err != nil {
 		return nil, err
 	}
-	if len(out.Embeddings) != len(texts) {
-		return nil, fmt.Errorf("%w: sent %d texts, got %d vectors", ErrCountMismatch, len(texts), len(out.Embeddings))
+	if len(out) != len(texts) {
+		return nil, fmt.Errorf("%w: sent %d texts, got %d vectors", ErrCountMismatch, len(texts), len(out))
 	}
-	return out.Embeddings, nil
+	return out, nil
+}
+
+// vectors reads an /embed answer: raw float32 when the server honours
+// Accept: application/octet-stream, JSON otherwise.
+type vectors [][]float32
+
+func (v *vectors) decode(resp *http.Response, raw []byte) error {
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "application/octet-stream" {
+		n, err1 := strconv.Atoi(resp.Header.Get("X-Embedding-Count"))
+		dims, err2 := strconv.Atoi(resp.Header.Get("X-Embedding-Dimensions"))
+		if err1 != nil || err2 != nil || n < 0 || dims <= 0 {
+			return fmt.Errorf("embedding service: bad binary answer headers (count %q, dimensions %q)",
+				resp.Header.Get("X-Embedding-Count"), resp.Header.Get("X-Embedding-Dimensions"))
+		}
+		vs, err := embed.DecodeVectors(raw, n, dims)
+		if err != nil {
+			return fmt.Errorf("embedding service: %w", err)
+		}
+		*v = vs
+		return nil
+	}
+	var out struct {
+		Embeddings [][]float32 `json:"embeddings"`
+	}
+	if err := gojson.Unmarshal(raw, &out); err != nil {
+		return fmt.Errorf("embedding service: bad JSON answer: %w", err)
+	}
+	*v = out.Embeddings
+	return nil
 }
 
 // Health is the service's /health answer.
@@ -176,6 +207,9 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if _, ok := out.(*vectors); ok {
+		req.Header.Set("Accept", "application/octet-stream, application/json;q=0.5")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
@@ -200,8 +234,13 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 		if msg == "" {
 			msg = strings.TrimSpace(string(raw))
 		}
-		_ = json.Unmarshal(raw, out) // an unhealthy /health still carries its fields
+		if _, ok := out.(*vectors); !ok {
+			_ = json.Unmarshal(raw, out) // an unhealthy /health still carries its fields
+		}
 		return &StatusError{StatusCode: resp.StatusCode, Code: e.Code, Message: msg, RequestID: e.RequestID}
+	}
+	if v, ok := out.(*vectors); ok {
+		return v.decode(resp, raw)
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("embedding service: bad response to %s %s: %w", method, path, err)

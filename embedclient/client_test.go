@@ -25,7 +25,7 @@ func flaky(t *testing.T, handlers ...http.HandlerFunc) (*httptest.Server, *atomi
 	return srv, &calls
 }
 
-func vectors(n int) http.HandlerFunc {
+func vectorsHandler(n int) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Documents []string `json:"documents"`
@@ -71,7 +71,7 @@ func fast(opts ...Option) []Option {
 
 func TestEmbedRetriesConnectionErrors(t *testing.T) {
 	t.Parallel()
-	srv, calls := flaky(t, hangUp, hangUp, vectors(2))
+	srv, calls := flaky(t, hangUp, hangUp, vectorsHandler(2))
 	vs, err := New(srv.URL, fast()...).Embed(context.Background(), []string{"a", "b"})
 	require.NoError(t, err)
 	require.Len(t, vs, 2)
@@ -88,7 +88,7 @@ func TestEmbedGivesUpAfterThreeAttempts(t *testing.T) {
 
 func TestEmbedRetriesAttemptTimeouts(t *testing.T) {
 	t.Parallel()
-	srv, calls := flaky(t, hold(t), vectors(1))
+	srv, calls := flaky(t, hold(t), vectorsHandler(1))
 	vs, err := New(srv.URL, fast(WithAttemptTimeout(50*time.Millisecond))...).Embed(context.Background(), []string{"a"})
 	require.NoError(t, err)
 	require.Len(t, vs, 1)
@@ -112,7 +112,7 @@ func TestHTTPErrorsAreFinalAndTyped(t *testing.T) {
 
 func TestEmbedChecksTheCount(t *testing.T) {
 	t.Parallel()
-	srv, _ := flaky(t, vectors(1))
+	srv, _ := flaky(t, vectorsHandler(1))
 	_, err := New(srv.URL, fast()...).Embed(context.Background(), []string{"a", "b"})
 	require.ErrorIs(t, err, ErrCountMismatch)
 }
@@ -140,7 +140,7 @@ func TestUnreachableServiceIsRetriedThenReported(t *testing.T) {
 
 func TestQueriesAndHealth(t *testing.T) {
 	t.Parallel()
-	srv, _ := flaky(t, vectors(1))
+	srv, _ := flaky(t, vectorsHandler(1))
 	vs, err := New(srv.URL, fast()...).EmbedQueries(context.Background(), []string{"q"})
 	require.NoError(t, err)
 	require.Equal(t, float32(len("query")), vs[0][1], "input_type query was sent")

@@ -218,3 +218,23 @@ func TestHTTPStatuses(t *testing.T) {
 		require.Contains(t, rec.Body.String(), "RECONNECTING")
 	})
 }
+
+func TestEmbedAnswersBinaryWhenAsked(t *testing.T) {
+	t.Parallel()
+	emb := fakeEmbedder(func(_ context.Context, req queue.Request) (queue.Result, error) {
+		return queue.Result{Vectors: [][]float32{{1, -0.5}, {0.25, 2}}}, nil
+	})
+	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
+		Broker: func() error { return nil }}, zap.NewNop())
+	req := httptest.NewRequest(http.MethodPost, "/embed", strings.NewReader(`{"documents":["a","b"]}`))
+	req.Header.Set("Accept", "application/octet-stream, application/json;q=0.5")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Equal(t, "application/octet-stream", rec.Header().Get("Content-Type"))
+	require.Equal(t, "2", rec.Header().Get("X-Embedding-Count"))
+	require.Equal(t, "2", rec.Header().Get("X-Embedding-Dimensions"))
+	vs, err := embed.DecodeVectors(rec.Body.Bytes(), 2, 2)
+	require.NoError(t, err)
+	require.Equal(t, [][]float32{{1, -0.5}, {0.25, 2}}, vs)
+}

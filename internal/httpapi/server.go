@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nuid"
@@ -145,13 +146,36 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	buf := AppendEmbeddings(make([]byte, 0, len(res.Vectors)*(s.opts.Dims*12+2)+20), res.Vectors)
-	w.Header().Set("Content-Type", "application/json")
+	var buf []byte
+	if wantsBinary(r) {
+		// Raw little-endian float32, vector after vector: no float
+		// formatting or parsing at either end (the Go client asks for it).
+		buf = make([]byte, 0, len(res.Vectors)*s.opts.Dims*4)
+		for _, v := range res.Vectors {
+			buf = embed.AppendVector(buf, v)
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Embedding-Count", strconv.Itoa(len(res.Vectors)))
+		w.Header().Set("X-Embedding-Dimensions", strconv.Itoa(s.opts.Dims))
+	} else {
+		buf = AppendEmbeddings(make([]byte, 0, len(res.Vectors)*(s.opts.Dims*12+2)+20), res.Vectors)
+		w.Header().Set("Content-Type", "application/json")
+	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
 	_, _ = w.Write(buf)
 	s.log.Info("embedded", zap.String("request_id", requestID(r)), zap.Int("documents", len(req.Documents)),
 		zap.Int("cached", res.cached), zap.Int("jobs", res.Jobs), zap.String("input_type", req.InputType),
 		zap.Duration("took", time.Since(start)))
+}
+
+// wantsBinary: the client prefers application/octet-stream to JSON.
+func wantsBinary(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "application/octet-stream" {
+			return true
+		}
+	}
+	return false
 }
 
 // readJSONBody checks the content type and reads a body within the limit.
