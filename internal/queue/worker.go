@@ -222,13 +222,19 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 			}
 			b.Add(p, len(p.job.Documents))
 		}
-		held = w.fill(cons, b, held)
+		var drained bool
+		held, drained = w.fill(cons, b, held)
 
-		r := w.awaitIdle(ctx, b, held)
+		r, waited := w.awaitIdle(ctx, b, held)
 		if r == nil {
 			continue // stopping, or no endpoint ready: the loop top hands back
 		}
-		held = w.fill(cons, b, held)
+		if waited || !drained {
+			// Jobs may have arrived while the endpoints were busy. When an
+			// endpoint was idle and the queue just came up empty, another
+			// look would only add a round trip to a lone request.
+			held, _ = w.fill(cons, b, held)
+		}
 		reason := embed.FlushDrain
 		if wait := b.Until(); wait > 0 && !b.Full() && len(held) == 0 {
 			held = w.fillWait(cons, b, held, wait)
@@ -265,14 +271,15 @@ func (w *Worker) fetchOne(ctx context.Context, cons jetstream.Consumer) *pending
 }
 
 // fill adds what the queue has right now, without waiting, until the batch
-// is full. What does not fit is returned to be first in the next batch.
-func (w *Worker) fill(cons jetstream.Consumer, b *embed.Batcher[*pending], held []*pending) []*pending {
+// is full. What does not fit is returned to be first in the next batch;
+// drained says the queue had nothing more.
+func (w *Worker) fill(cons jetstream.Consumer, b *embed.Batcher[*pending], held []*pending) (_ []*pending, drained bool) {
 	for len(held) == 0 && !b.Full() {
 		want := min(b.Room(), 16)
 		mb, err := cons.FetchNoWait(want)
 		if err != nil {
 			w.log.Warn("fetch failed", zap.Error(err))
-			return held
+			return held, false
 		}
 		n := 0
 		for m := range mb.Messages() {
@@ -282,10 +289,10 @@ func (w *Worker) fill(cons jetstream.Consumer, b *embed.Batcher[*pending], held 
 			}
 		}
 		if n < want {
-			return held // the queue is empty for now
+			return held, true // the queue is empty for now
 		}
 	}
-	return held
+	return held, false
 }
 
 // fillWait lingers up to wait for more jobs when EMBED_BATCH_WAIT is set.
@@ -327,17 +334,22 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 // awaitIdle waits for an idle, ready endpoint, telling JetStream the held
 // jobs are in progress meanwhile. It returns nil when stopping or when no
 // endpoint is ready any more.
-func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held []*pending) *runner {
+func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held []*pending) (r *runner, waited bool) {
+	select {
+	case r := <-w.idle:
+		return r, false
+	default:
+	}
 	tick := time.NewTicker(w.opts.Consumer.AckWait / 3)
 	defer tick.Stop()
 	for {
 		ch, ok := w.anyReady()
 		if !ok {
-			return nil
+			return nil, true
 		}
 		select {
 		case r := <-w.idle:
-			return r
+			return r, true
 		case <-tick.C:
 			for _, p := range b.Items() {
 				_ = p.msg.InProgress()
@@ -347,7 +359,7 @@ func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held
 			}
 		case <-ch:
 		case <-ctx.Done():
-			return nil
+			return nil, true
 		}
 	}
 }
