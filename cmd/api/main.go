@@ -60,6 +60,11 @@ func main() {
 // address once it accepts connections.
 func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func(addr string)) error {
 	log.Info("starting api", cfg.LogFields()...)
+	stopPprof, err := cfg.ServePprof(log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	var ns *server.Server
 	if cfg.Embedded() {

@@ -152,7 +152,9 @@ func TestRunWithoutWorkerStaysUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addrCh, done := make(chan string, 1), make(chan error, 1)
-	go func() { done <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a }) }()
+	go func() {
+		done <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
+	}()
 	var base string
 	select {
 	case a := <-addrCh:

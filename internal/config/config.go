@@ -53,6 +53,7 @@ type Config struct {
 	ShutdownTimeout   time.Duration
 	CacheSize         int
 	MetricsAddr       string
+	PprofAddr         string
 	Worker            string // EMBED_WORKER: auto, on or off (in-process worker in the api)
 	WorkerID          string
 
@@ -166,6 +167,13 @@ var settings = []setting{
 		}
 		return checkHostPort(v)
 	}},
+	{"EMBED_PPROF_ADDR", "", "listen address for Go's net/http/pprof profiles (api and worker); empty turns it off", func(c *Config, v string) error {
+		c.PprofAddr = v
+		if v == "" {
+			return nil
+		}
+		return checkHostPort(v)
+	}},
 	{"EMBED_WORKER", "auto", "run a worker inside the api: auto (only with the embedded nats-server), on, off", func(c *Config, v string) error {
 		switch v {
 		case "auto", "on", "off":
@@ -273,6 +281,7 @@ func (c Config) LogFields() []zap.Field {
 		zap.Duration("shutdown_timeout", c.ShutdownTimeout),
 		zap.Int("cache_size", c.CacheSize),
 		zap.String("metrics_addr", c.MetricsAddr),
+		zap.String("pprof_addr", c.PprofAddr),
 		zap.String("worker", c.Worker),
 		zap.String("worker_id", c.WorkerID),
 		zap.String("log_format", c.LogFormat),
