@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -103,6 +104,11 @@ func Unavailable(tb testing.TB, err error) {
 	tb.Skipf("Ollama unavailable (set %s or let the test build it): %v", BinEnv, err)
 }
 
+// StartServer runs an Ollama with the tiny model under dir, for tools such
+// as the benchmark; the caller stops it. modelfile lines (such as
+// "PARAMETER num_thread 1") are added to the model's Modelfile.
+func StartServer(dir string, modelfile ...string) (*Server, error) { return start(dir, modelfile...) }
+
 // Start runs a private Ollama for one test and stops it at cleanup.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
@@ -147,7 +153,11 @@ func StopShared() {
 	}
 }
 
-func start(dir string) (*Server, error) {
+func start(dir string, extra ...string) (*Server, error) {
+	dir, err := filepath.Abs(dir) // the Modelfile's FROM must not be relative to it
+	if err != nil {
+		return nil, err
+	}
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -173,7 +183,8 @@ func start(dir string) (*Server, error) {
 		return nil, err
 	}
 	modelfile := filepath.Join(dir, "Modelfile")
-	if err := os.WriteFile(modelfile, []byte("FROM "+gguf+"\n"), 0o644); err != nil {
+	lines := append([]string{"FROM " + gguf}, extra...)
+	if err := os.WriteFile(modelfile, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		s.Stop()
 		return nil, err
 	}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/waywo/embed/embedclient"
+)
+
+// sample is what one load level measured.
+type sample struct {
+	Clients  int           `json:"clients"`
+	Docs     int           `json:"docs"`
+	Requests int           `json:"requests"`
+	Errors   int           `json:"errors"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+	DocsPerS float64       `json:"docs_per_s"`
+	P50      time.Duration `json:"p50_ns"`
+	P95      time.Duration `json:"p95_ns"`
+	P99      time.Duration `json:"p99_ns"`
+}
+
+// corpus hands out distinct project-like texts so no cache can help.
+type corpus struct {
+	texts []string
+	next  atomic.Int64
+}
+
+func (c *corpus) take(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = c.texts[int(c.next.Add(1))%len(c.texts)]
+	}
+	return out
+}
+
+// call sends one request of docs and reports an error for any failure.
+type call func(ctx context.Context, docs []string) error
+
+// drive runs clients in parallel, each sending requests of docsPer
+// documents back to back, for d after a short warm-up.
+func drive(ctx context.Context, c *corpus, clients, docsPer int, d time.Duration, do call) sample {
+	warm, stop := time.Now().Add(300*time.Millisecond), time.Now().Add(300*time.Millisecond+d)
+	var mu sync.Mutex
+	var lat []time.Duration
+	s := sample{Clients: clients}
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for {
+				start := time.Now()
+				if start.After(stop) {
+					return
+				}
+				err := do(ctx, c.take(docsPer))
+				took := time.Since(start)
+				if start.Before(warm) {
+					continue
+				}
+				mu.Lock()
+				if err != nil {
+					s.Errors++
+				} else {
+					s.Requests++
+					s.Docs += docsPer
+					lat = append(lat, took)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	s.Elapsed = time.Since(warm)
+	s.DocsPerS = float64(s.Docs) / s.Elapsed.Seconds()
+	slices.Sort(lat)
+	s.P50, s.P95, s.P99 = pct(lat, 50), pct(lat, 95), pct(lat, 99)
+	return s
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
+}
+
+// pipelineCall embeds through the service with the Go client, no retries.
+func pipelineCall(base string) call {
+	c := embedclient.New(base, embedclient.WithRetries(1, 0), embedclient.WithHTTPClient(pooled()))
+	return func(ctx context.Context, docs []string) error {
+		_, err := c.Embed(ctx, docs)
+		return err
+	}
+}
+
+// directCall posts straight to Ollama's /api/embed; lock, when set,
+// serialises calls as the original FastAPI service's blocked event loop did.
+func directCall(ollama, model string, lock *sync.Mutex) call {
+	hc := pooled()
+	return func(ctx context.Context, docs []string) error {
+		if lock != nil {
+			lock.Lock()
+			defer lock.Unlock()
+		}
+		body, _ := json.Marshal(map[string]any{"model": model, "input": docs})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ollama+"/api/embed", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Embeddings [][]float32 `json:"embeddings"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK || len(out.Embeddings) != len(docs) {
+			return fmt.Errorf("status %d, %d vectors for %d docs", resp.StatusCode, len(out.Embeddings), len(docs))
+		}
+		return nil
+	}
+}
+
+func pooled() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 0}}
+}

@@ -1,0 +1,523 @@
+// Command bench measures the pipeline side by side with its backend in one
+// run: direct Ollama calls, the original service's pattern, the pipeline
+// through POST /embed at several concurrencies (api and worker as separate
+// processes, their CPU and peak RSS read from /proc), the transport alone
+// against a zero-cost backend, scale-out over workers, and one worker
+// driving several Ollamas. It prints a table and writes bench.json and
+// bench.png to -out.
+//
+//	go run ./cmd/bench [-duration 4s] [-out bench-out]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/waywo/embed/internal/ollamatest"
+)
+
+type row struct {
+	Group    string  `json:"group"`
+	Scenario string  `json:"scenario"`
+	Sample   sample  `json:"sample"`
+	API      *usage  `json:"api,omitempty"`
+	Workers  *usage  `json:"workers,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"`
+}
+
+type report struct {
+	Date     time.Time          `json:"date"`
+	CPUs     int                `json:"cpus"`
+	Duration time.Duration      `json:"duration_per_level_ns"`
+	Rows     []row              `json:"rows"`
+	Targets  []target           `json:"targets"`
+	Notes    []string           `json:"notes"`
+	Extra    map[string]float64 `json:"extra"`
+}
+
+type target struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Want  string  `json:"want"`
+	Met   bool    `json:"met"`
+}
+
+func main() {
+	dur := flag.Duration("duration", 6*time.Second, "measuring time per load level (after a 0.3 s warm-up); levels on the real model run twice as long")
+	out := flag.String("out", "bench-out", "directory for bench.json, bench.png and process logs")
+	flag.BoolVar(&profile, "pprof", false, "take a CPU profile of the api and the first worker during every pipeline level (in -out/work)")
+	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *dur, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+var (
+	only    string
+	profile bool
+)
+
+// want says whether a group runs in this invocation.
+func want(group string) bool {
+	if only == "" {
+		return true
+	}
+	for _, g := range strings.Split(only, ",") {
+		if strings.TrimSpace(g) == group {
+			return true
+		}
+	}
+	return false
+}
+
+const (
+	bigDims   = 4096
+	fakeModel = "fake-4096"
+)
+
+func run(ctx context.Context, d time.Duration, out string) error {
+	work := mkdir(out, "work")
+	fmt.Println("building api and worker…")
+	if err := buildBinaries(work); err != nil {
+		return err
+	}
+	// One thread per Ollama: two Ollamas of llama.cpp's default threads on
+	// two cores spin against each other and run ten times slower.
+	fmt.Println("starting two Ollama servers with the tiny model (num_thread 1 each)…")
+	ollA, err := ollamatest.StartServer(mkdir(work, "ollama-a"), "PARAMETER num_thread 1")
+	if err != nil {
+		return err
+	}
+	defer ollA.Stop()
+	ollB, err := ollamatest.StartServer(mkdir(work, "ollama-b"), "PARAMETER num_thread 1")
+	if err != nil {
+		return err
+	}
+	defer ollB.Stop()
+
+	texts := make([]string, 50_000)
+	for i := range texts {
+		texts[i] = ollamatest.Sentence(uint64(i), 40)
+	}
+	b := &bench{ctx: ctx, work: work, d: d, c: &corpus{texts: texts}, ollA: ollA, ollB: ollB,
+		rep: &report{Date: time.Now().UTC(), CPUs: runtime.NumCPU(), Duration: d, Extra: map[string]float64{}}}
+	for _, g := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"direct", b.direct},
+		{"pipeline", b.pipeline},
+		{"alternating", b.alternating},
+		{"transport", b.transport},
+		{"scale-out", b.scaleOut},
+		{"runners", b.runners},
+	} {
+		if want(g.name) {
+			if err := g.fn(); err != nil {
+				return fmt.Errorf("%s: %w", g.name, err)
+			}
+		}
+	}
+	b.rep.Notes = append(b.rep.Notes, "reindex (1,000 projects cold, then unchanged) is not measured: the project sync (issue 3) does not exist yet")
+	b.targets()
+	fmt.Println("\ntargets (ratios from this run):")
+	for _, t := range b.rep.Targets {
+		mark := "MET "
+		if !t.Met {
+			mark = "MISS"
+		}
+		fmt.Printf("  %s %-48s %9.3f  (want %s)\n", mark, t.Name, t.Value, t.Want)
+	}
+	for _, n := range b.rep.Notes {
+		fmt.Println("  note:", n)
+	}
+	js, _ := json.MarshalIndent(b.rep, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, "bench.json"), js, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s", filepath.Join(out, "bench.json"))
+	if len(b.pipe) > 0 && len(b.trans) > 0 {
+		if err := chart(filepath.Join(out, "bench.png"), b.pipe, b.trans, b.ceiling); err != nil {
+			return err
+		}
+		fmt.Printf(" and %s", filepath.Join(out, "bench.png"))
+	}
+	fmt.Printf("; process logs and worker metrics in %s\n", work)
+	return nil
+}
+
+type bench struct {
+	ctx        context.Context
+	work       string
+	d          time.Duration
+	c          *corpus
+	ollA, ollB *ollamatest.Server
+	rep        *report
+
+	serial, ceiling float64
+	serialP50       time.Duration
+	pipe, trans     []row
+	trans8          row
+	scale, runs     []row
+	altRatio        float64
+}
+
+func (b *bench) add(r row) {
+	b.rep.Rows = append(b.rep.Rows, r)
+	s := r.Sample
+	fmt.Printf("  %-12s %-44s %8.1f docs/s  p50 %7.2fms  p99 %7.2fms  errors %d",
+		r.Group, r.Scenario, s.DocsPerS, ms(s.P50), ms(s.P99), s.Errors)
+	if r.API != nil {
+		fmt.Printf("  api %.1f cpu-s %.0f MB  workers %.1f cpu-s %.0f MB", r.API.CPUSeconds, r.API.PeakRSSMB, r.Workers.CPUSeconds, r.Workers.PeakRSSMB)
+	}
+	fmt.Println()
+}
+
+func (b *bench) direct() error {
+	fmt.Println("backend ceiling: direct Ollama calls")
+	a, d := b.ollA, 2*b.d
+	serial := drive(b.ctx, b.c, 1, 1, d, directCall(a.URL, a.Model, nil))
+	b.add(row{Group: "direct", Scenario: "serial, 1 doc per call", Sample: serial})
+	batched := drive(b.ctx, b.c, 1, 32, d, directCall(a.URL, a.Model, nil))
+	b.add(row{Group: "direct", Scenario: "batched, 32 docs per call", Sample: batched})
+	conc := drive(b.ctx, b.c, 16, 1, d, directCall(a.URL, a.Model, nil))
+	b.add(row{Group: "direct", Scenario: "16 concurrent callers, 1 doc per call", Sample: conc})
+	b.serial, b.serialP50 = serial.DocsPerS, serial.P50
+	b.ceiling = max(serial.DocsPerS, batched.DocsPerS, conc.DocsPerS)
+	b.rep.Extra["backend_ceiling_docs_per_s"] = b.ceiling
+	var lock sync.Mutex
+	old := drive(b.ctx, b.c, 64, 1, d, directCall(a.URL, a.Model, &lock))
+	b.add(row{Group: "old service", Scenario: "64 clients, serialised, 1 doc per request", Sample: old, Ratio: old.DocsPerS / b.ceiling})
+	return nil
+}
+
+func (b *bench) pipeline() error {
+	fmt.Println("pipeline: POST /embed, api and one worker as processes, real Ollama")
+	for _, clients := range []int{1, 16, 64} {
+		r, err := b.pipelineRow("pipeline-"+strconv.Itoa(clients), clients, 1, 2*b.d, b.ollA.Model, b.ollA.Dims, [][]string{{b.ollA.URL}})
+		if err != nil {
+			return err
+		}
+		r.Group, r.Scenario = "pipeline", fmt.Sprintf("%d clients, 1 doc per request", clients)
+		if b.ceiling > 0 {
+			r.Ratio = r.Sample.DocsPerS / b.ceiling
+		}
+		b.add(r)
+		b.pipe = append(b.pipe, r)
+	}
+	return nil
+}
+
+// alternating answers the headline question on a noisy shared machine:
+// direct Ollama (16 concurrent callers) and the pipeline at 64 clients, in
+// turn, three times; the ratio of the medians.
+func (b *bench) alternating() error {
+	fmt.Println("alternating: direct ceiling and pipeline at 64 clients, three rounds each, in turn")
+	a := b.ollA
+	var direct, pipe []float64
+	for round := range 3 {
+		s := drive(b.ctx, b.c, 16, 1, 2*b.d, directCall(a.URL, a.Model, nil))
+		b.add(row{Group: "alternating", Scenario: fmt.Sprintf("round %d: direct, 16 callers", round+1), Sample: s})
+		direct = append(direct, s.DocsPerS)
+		r, err := b.pipelineRow(fmt.Sprintf("alternating-%d", round+1), 64, 1, 2*b.d, a.Model, a.Dims, [][]string{{a.URL}})
+		if err != nil {
+			return err
+		}
+		r.Group, r.Scenario = "alternating", fmt.Sprintf("round %d: pipeline, 64 clients", round+1)
+		b.add(r)
+		pipe = append(pipe, r.Sample.DocsPerS)
+	}
+	b.altRatio = median(pipe) / median(direct)
+	b.rep.Extra["alternating_direct_median_docs_per_s"] = median(direct)
+	b.rep.Extra["alternating_pipeline_median_docs_per_s"] = median(pipe)
+	return nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func (b *bench) transport() error {
+	fmt.Println("transport ceiling: the same against a zero-cost backend of 4096-d vectors")
+	fake, err := ollamatest.StartFake(fakeModel, bigDims, 0)
+	if err != nil {
+		return err
+	}
+	defer fake.Stop()
+	for _, clients := range []int{1, 16, 64} {
+		r, err := b.pipelineRow("transport-"+strconv.Itoa(clients), clients, 1, b.d, fakeModel, bigDims, [][]string{{fake.URL}})
+		if err != nil {
+			return err
+		}
+		r.Group, r.Scenario = "transport", fmt.Sprintf("%d clients, 4096-d, zero-cost backend", clients)
+		b.add(r)
+		b.trans = append(b.trans, r)
+	}
+	// The same load in requests of 8 documents, as a sync or reindex sends.
+	r, err := b.pipelineRow("transport-64x8", 64, 8, b.d, fakeModel, bigDims, [][]string{{fake.URL}})
+	if err != nil {
+		return err
+	}
+	r.Group, r.Scenario = "transport", "64 clients x 8 docs per request, 4096-d"
+	b.add(r)
+	b.trans8 = r
+	return nil
+}
+
+// scaleOut models GPU runners: each worker's backend spends perInput per
+// input, one at a time, and little CPU, so the ratio shows the pipeline's
+// scheduling rather than this machine's two cores.
+func (b *bench) scaleOut() error {
+	const perInput = 10 * time.Millisecond
+	fmt.Printf("scale-out: N workers, each with a runner that spends %s per input, one at a time\n", perInput)
+	for _, n := range []int{1, 2, 4} {
+		var backends [][]string
+		for range n {
+			f, err := ollamatest.StartFake(fakeModel, 384, perInput)
+			if err != nil {
+				return err
+			}
+			defer f.Stop()
+			backends = append(backends, []string{f.URL})
+		}
+		r, err := b.pipelineRow(fmt.Sprintf("scale-%d", n), 64, 1, b.d, fakeModel, 384, backends)
+		if err != nil {
+			return err
+		}
+		r.Group, r.Scenario = "scale-out", fmt.Sprintf("%d worker(s), 64 clients, 384-d", n)
+		r.Ratio = 1
+		if len(b.scale) > 0 {
+			r.Ratio = r.Sample.DocsPerS / b.scale[0].Sample.DocsPerS
+		}
+		b.add(r)
+		b.scale = append(b.scale, r)
+	}
+	return nil
+}
+
+func (b *bench) runners() error {
+	fmt.Println("runners: one worker driving one, then two real Ollama processes (EMBED_OLLAMA_HOSTS)")
+	a, o := b.ollA, b.ollB
+	one, err := b.pipelineRow("runners-1", 64, 1, 2*b.d, a.Model, a.Dims, [][]string{{a.URL}})
+	if err != nil {
+		return err
+	}
+	one.Group, one.Scenario, one.Ratio = "runners", "1 worker, 1 Ollama, 64 clients", 1
+	b.add(one)
+	two, err := b.pipelineRow("runners-2", 64, 1, 2*b.d, a.Model, a.Dims, [][]string{{a.URL, o.URL}})
+	if err != nil {
+		return err
+	}
+	two.Group, two.Scenario, two.Ratio = "runners", "1 worker, 2 Ollamas, 64 clients", two.Sample.DocsPerS/one.Sample.DocsPerS
+	b.add(two)
+	b.runs = []row{one, two}
+	return nil
+}
+
+func (b *bench) targets() {
+	add := func(name string, v float64, wantS string, met bool) {
+		b.rep.Targets = append(b.rep.Targets, target{Name: name, Value: v, Want: wantS, Met: met})
+	}
+	if b.altRatio > 0 {
+		add("pipeline at 64 clients / direct, medians of 3 alternating rounds", b.altRatio, ">= 0.95", b.altRatio >= 0.95)
+	}
+	if len(b.pipe) > 0 && b.ceiling > 0 {
+		r := b.pipe[2].Sample.DocsPerS / b.ceiling
+		add("pipeline at 64 clients / best direct pattern, single rounds", r, ">= 0.95", r >= 0.95)
+		dp := ms(b.pipe[0].Sample.P50) - ms(b.serialP50)
+		add("p50 at 1 client minus direct serial p50 (ms)", dp, "<= 2", dp <= 2)
+	}
+	if len(b.trans) > 0 {
+		add("transport docs/s at 64 clients (4096-d)", b.trans[2].Sample.DocsPerS, ">= 3000", b.trans[2].Sample.DocsPerS >= 3000)
+		add("transport docs/s at 64 clients x 8 docs (4096-d)", b.trans8.Sample.DocsPerS, ">= 3000", b.trans8.Sample.DocsPerS >= 3000)
+		add("api peak RSS in transport runs (MB)", maxRSS(b.trans), "< 80", maxRSS(b.trans) < 80)
+	}
+	if len(b.scale) > 0 {
+		add("scale-out 2 workers / 1", b.scale[1].Ratio, ">= 1.8", b.scale[1].Ratio >= 1.8)
+		add("scale-out 4 workers / 1", b.scale[2].Ratio, ">= 3.6", b.scale[2].Ratio >= 3.6)
+	}
+	if len(b.runs) > 0 {
+		add("one worker, 2 Ollamas / 1 Ollama", b.runs[1].Ratio, "> 1", b.runs[1].Ratio > 1)
+	}
+}
+
+// pipelineRow starts an api (embedded NATS, no worker of its own) and one
+// worker process per backend list, drives it, and stops it.
+func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, model string, dims int, backends [][]string) (row, error) {
+	ctx, work, c := b.ctx, b.work, b.c
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return row{}, err
+	}
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return row{}, err
+	}
+	common := map[string]string{
+		"EMBED_MODEL": model, "EMBED_DIMENSIONS": strconv.Itoa(dims), "EMBED_LOG_LEVEL": "warn",
+		"EMBED_HEARTBEAT_INTERVAL": "500ms",
+	}
+	apiEnv := map[string]string{
+		"EMBED_HTTP_ADDR": httpAddr, "EMBED_NATS_ADDR": natsAddr, "EMBED_WORKER": "off",
+		"EMBED_DATA_DIR":   mkdir(work, "data-"+strconv.FormatInt(time.Now().UnixNano(), 36)),
+		"EMBED_CACHE_SIZE": "0", // measure the pipeline, not the cache
+	}
+	for k, v := range common {
+		apiEnv[k] = v
+	}
+	var pprofAddrs []string // api first, then the first worker
+	if profile {
+		for range 2 {
+			a, err := freeAddr()
+			if err != nil {
+				return row{}, err
+			}
+			pprofAddrs = append(pprofAddrs, a)
+		}
+		apiEnv["EMBED_PPROF_ADDR"] = pprofAddrs[0]
+	}
+	api, err := startProc(work, "api", name+"-api", apiEnv)
+	if err != nil {
+		return row{}, err
+	}
+	defer api.stop()
+	var workers []*proc
+	defer func() {
+		for _, w := range workers {
+			w.stop()
+		}
+	}()
+	base := "http://" + httpAddr
+	if err := waitUp(ctx, base); err != nil {
+		return row{}, err
+	}
+	var metricsAddrs []string
+	for i, hosts := range backends {
+		maddr, err := freeAddr()
+		if err != nil {
+			return row{}, err
+		}
+		metricsAddrs = append(metricsAddrs, maddr)
+		env := map[string]string{
+			"NATS_URL": "nats://" + natsAddr, "OLLAMA_HOST": hosts[0], "EMBED_OLLAMA_HOSTS": strings.Join(hosts, ","),
+			"EMBED_METRICS_ADDR": maddr, "EMBED_WORKER_ID": "bench-w" + strconv.Itoa(i),
+		}
+		for k, v := range common {
+			env[k] = v
+		}
+		if profile && i == 0 {
+			env["EMBED_PPROF_ADDR"] = pprofAddrs[1]
+		}
+		w, err := startProc(work, "worker", name+"-worker-"+strconv.Itoa(i), env)
+		if err != nil {
+			return row{}, err
+		}
+		workers = append(workers, w)
+	}
+	if err := waitWorkers(ctx, base, len(backends)); err != nil {
+		return row{}, err
+	}
+	apiBefore := api.usage()
+	var wBefore []usage
+	for _, w := range workers {
+		wBefore = append(wBefore, w.usage())
+	}
+	var profiles sync.WaitGroup
+	for i, a := range pprofAddrs {
+		who := []string{"api", "worker-0"}[i]
+		profiles.Go(func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a, max(1, int(d.Seconds())))
+			saveMetrics(url, filepath.Join(work, name+"-"+who+".pprof"))
+		})
+	}
+	s := drive(ctx, c, clients, docsPer, d, pipelineCall(base))
+	profiles.Wait()
+	apiAfter := api.usage()
+	wu := usage{}
+	for i, w := range workers {
+		u := w.usage()
+		wu.CPUSeconds += u.CPUSeconds - wBefore[i].CPUSeconds
+		wu.PeakRSSMB = max(wu.PeakRSSMB, u.PeakRSSMB)
+	}
+	au := usage{CPUSeconds: apiAfter.CPUSeconds - apiBefore.CPUSeconds, PeakRSSMB: apiAfter.PeakRSSMB}
+	for i, maddr := range metricsAddrs {
+		saveMetrics("http://"+maddr+"/metrics", filepath.Join(work, fmt.Sprintf("%s-worker-%d.metrics", name, i)))
+	}
+	saveMetrics(base+"/metrics", filepath.Join(work, name+"-api.metrics"))
+	return row{Sample: s, API: &au, Workers: &wu}, nil
+}
+
+func waitUp(ctx context.Context, base string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(base + "/health"); err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("api at %s did not start", base)
+}
+
+// saveMetrics keeps a scrape for reading after the run (batch sizes, flush
+// reasons, model call latency).
+func saveMetrics(url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+}
+
+func jsonDecode(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func mkdir(parent, name string) string {
+	p := filepath.Join(parent, name)
+	_ = os.MkdirAll(p, 0o755)
+	return p
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func maxRSS(rows []row) float64 {
+	m := 0.0
+	for _, r := range rows {
+		if r.API != nil {
+			m = max(m, r.API.PeakRSSMB)
+		}
+	}
+	return m
+}

@@ -1,0 +1,109 @@
+package ollamatest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Fake is an Ollama-compatible server that does no model work: the
+// zero-cost backend of transport benchmarks. /api/embed answers every input
+// with the same fixed unit vector. With PerInput set it spends that long per
+// input, one input at a time across all calls, as one GPU runner would.
+type Fake struct {
+	URL string
+
+	model    string
+	perInput time.Duration
+	vector   []byte // one vector, JSON-encoded
+	runner   sync.Mutex
+	srv      *http.Server
+}
+
+// StartFake serves a fake Ollama on a free loopback port.
+func StartFake(model string, dims int, perInput time.Duration) (*Fake, error) {
+	f := &Fake{model: model, perInput: perInput}
+	v := make([]float32, dims)
+	for i := range v {
+		v[i] = float32(1 / math.Sqrt(float64(dims)))
+	}
+	f.vector, _ = json.Marshal(v)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/embed", f.embed)
+	mux.HandleFunc("POST /api/show", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Model string `json:"model"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if req.Model != f.model {
+			http.Error(w, `{"error":"model not found"}`, http.StatusNotFound)
+			return
+		}
+		_, _ = w.Write([]byte(`{"modelfile":"","details":{"family":"fake"}}`))
+	})
+	mux.HandleFunc("GET /api/version", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"version":"fake"}`))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("Ollama is running")) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f.URL = "http://" + ln.Addr().String()
+	f.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = f.srv.Serve(ln) }()
+	return f, nil
+}
+
+func (f *Fake) embed(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Model string   `json:"model"`
+		Input []string `json:"input"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, fmt.Sprintf(`{"error":%q}`, err.Error()), http.StatusBadRequest)
+		return
+	}
+	if req.Model != f.model {
+		http.Error(w, `{"error":"model not found"}`, http.StatusNotFound)
+		return
+	}
+	if f.perInput > 0 {
+		for range req.Input {
+			f.runner.Lock()
+			time.Sleep(f.perInput) // the modelled GPU time of one input
+			f.runner.Unlock()
+		}
+	}
+	buf := make([]byte, 0, len(req.Input)*(len(f.vector)+1)+64)
+	buf = append(buf, `{"model":`...)
+	buf = strconv.AppendQuote(buf, f.model)
+	buf = append(buf, `,"embeddings":[`...)
+	for i := range req.Input {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, f.vector...)
+	}
+	buf = append(buf, `],"prompt_eval_count":`...)
+	buf = strconv.AppendInt(buf, int64(len(req.Input)), 10)
+	buf = append(buf, '}')
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf)
+}
+
+// Stop shuts the fake down.
+func (f *Fake) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		_ = f.srv.Close()
+	}
+}

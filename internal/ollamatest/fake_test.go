@@ -1,0 +1,31 @@
+package ollamatest
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/ollama/ollama/api"
+	"github.com/stretchr/testify/require"
+)
+
+func TestFakeSpeaksTheOllamaAPI(t *testing.T) {
+	t.Parallel()
+	f, err := StartFake("m", 8, 0)
+	require.NoError(t, err)
+	defer f.Stop()
+	u, _ := url.Parse(f.URL)
+	c := api.NewClient(u, http.DefaultClient)
+	require.NoError(t, c.Heartbeat(context.Background()))
+	_, err = c.Show(context.Background(), &api.ShowRequest{Model: "m"})
+	require.NoError(t, err)
+	_, err = c.Show(context.Background(), &api.ShowRequest{Model: "other"})
+	require.Error(t, err)
+	resp, err := c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: []string{"a", "b"}})
+	require.NoError(t, err)
+	require.Len(t, resp.Embeddings, 2)
+	require.Len(t, resp.Embeddings[1], 8)
+	require.InDelta(t, 1.0, Cosine(resp.Embeddings[0], resp.Embeddings[1]), 1e-6)
+	require.Equal(t, 2, resp.PromptEvalCount)
+}
