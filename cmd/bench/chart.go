@@ -17,11 +17,11 @@ func chart(path string, pipe, transport []row, ceiling float64) error {
 	tp := plot.New()
 	tp.Title.Text = "Throughput"
 	tp.X.Label.Text = "concurrent clients"
-	tp.Y.Label.Text = "documents / s"
+	tp.Y.Label.Text = "documents / s (log)"
 	lat := plot.New()
 	lat.Title.Text = "p99 latency"
 	lat.X.Label.Text = "concurrent clients"
-	lat.Y.Label.Text = "ms"
+	lat.Y.Label.Text = "ms (log)"
 
 	points := func(rows []row, y func(row) float64) plotter.XYs {
 		xy := make(plotter.XYs, len(rows))
@@ -44,10 +44,15 @@ func chart(path string, pipe, transport []row, ceiling float64) error {
 		"transport, 4096-d zero-cost", points(transport, p99)); err != nil {
 		return err
 	}
+	// Log scales: the model-bound pipeline and the transport ceiling are two
+	// orders of magnitude apart.
 	for _, p := range []*plot.Plot{tp, lat} {
 		p.X.Scale = plot.LogScale{}
 		p.X.Tick.Marker = plot.ConstantTicks([]plot.Tick{{Value: 1, Label: "1"}, {Value: 16, Label: "16"}, {Value: 64, Label: "64"}})
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 		p.Legend.Top = true
+		p.Legend.Left = true
 	}
 	img := vgimg.New(vg.Points(960), vg.Points(400))
 	dc := draw.New(img)
