@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -247,7 +248,9 @@ func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (em
 		}
 	}
 	for j, v := range res.Vectors {
-		s.opts.Cache.Add(keys[first[j]], v)
+		// A copy: v shares its backing array with the rest of its job's
+		// reply, which the cache must not keep alive.
+		s.opts.Cache.Add(keys[first[j]], slices.Clone(v))
 	}
 	out.Tokens, out.Jobs = res.Tokens, res.Jobs
 	return out, nil
