@@ -247,10 +247,12 @@ func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (em
 			out.Vectors[i] = res.Vectors[slot[k]]
 		}
 	}
-	for j, v := range res.Vectors {
-		// A copy: v shares its backing array with the rest of its job's
-		// reply, which the cache must not keep alive.
-		s.opts.Cache.Add(keys[first[j]], slices.Clone(v))
+	if s.opts.Cache != nil {
+		for j, v := range res.Vectors {
+			// A copy: v shares its backing array with the rest of its job's
+			// reply, which the cache must not keep alive.
+			s.opts.Cache.Add(keys[first[j]], slices.Clone(v))
+		}
 	}
 	out.Tokens, out.Jobs = res.Tokens, res.Jobs
 	return out, nil
