@@ -48,6 +48,7 @@ type Client struct {
 	attempts       int
 	backoff        time.Duration
 	attemptTimeout time.Duration
+	apiKey         string
 }
 
 // Option configures a Client.
@@ -62,6 +63,9 @@ func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h
 func WithRetries(attempts int, backoff time.Duration) Option {
 	return func(c *Client) { c.attempts, c.backoff = max(1, attempts), backoff }
 }
+
+// WithAPIKey sends "Authorization: Bearer key" (the service's EMBED_API_KEY).
+func WithAPIKey(key string) Option { return func(c *Client) { c.apiKey = key } }
 
 // WithAttemptTimeout bounds one attempt (default 120 s); an attempt that
 // runs out is retried like a connection error.
@@ -206,6 +210,9 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
 	}
 	if _, ok := out.(*vectors); ok {
 		req.Header.Set("Accept", "application/octet-stream, application/json;q=0.5")

@@ -168,3 +168,20 @@ func TestBlobRoundTrip(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, "T\nD\n#a #b", ProjectText("T", "D", []string{"a", "b"}))
 }
+
+func TestAPIKeyIsSent(t *testing.T) {
+	t.Parallel()
+	srv, _ := flaky(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer k" {
+			status(401, `{"error":"missing or invalid API key","code":"unauthorized"}`)(w, r)
+			return
+		}
+		vectorsHandler(1)(w, r)
+	})
+	_, err := New(srv.URL, fast()...).EmbedOne(context.Background(), "a")
+	var se *StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, http.StatusUnauthorized, se.StatusCode)
+	_, err = New(srv.URL, fast(WithAPIKey("k"))...).EmbedOne(context.Background(), "a")
+	require.NoError(t, err)
+}

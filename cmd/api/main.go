@@ -72,6 +72,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 		ns, err = queue.StartEmbedded(queue.EmbeddedOptions{
 			Addr:     cfg.NATSAddr,
 			StoreDir: cfg.DataDir, // nats-server adds jetstream/
+			User:     cfg.NATSAuth.User,
+			Password: cfg.NATSAuth.Password,
+			Token:    cfg.NATSAuth.Token,
 			Log:      log,
 		})
 		if err != nil {
@@ -83,7 +86,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 		}()
 		log.Info("embedded nats-server listening", zap.String("url", ns.ClientURL()))
 	}
-	nc, err := queue.Connect(cfg.NATSURL, "embed-api", ns, log)
+	nc, err := queue.Connect(cfg.NATSURL, "embed-api", ns, cfg.NATSAuth, log)
 	if err != nil {
 		return err
 	}
@@ -128,7 +131,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	var workerDone chan error // stays nil, never ready, without an in-process worker
 	if cfg.InProcessWorker() {
 		workerDone = make(chan error, 1)
-		wnc, err := queue.Connect(cfg.NATSURL, "embed-worker-"+cfg.WorkerID, ns, log)
+		wnc, err := queue.Connect(cfg.NATSURL, "embed-worker-"+cfg.WorkerID, ns, cfg.NATSAuth, log)
 		if err != nil {
 			return err
 		}
@@ -154,6 +157,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 		},
 		RequestTimeout: cfg.RequestTimeout,
 		Cache:          cache,
+		APIKey:         cfg.APIKey,
 		Metrics:        apiMetrics,
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Broker: func() error {

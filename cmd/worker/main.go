@@ -61,7 +61,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 		return err
 	}
 	defer stopPprof()
-	nc, err := queue.Connect(cfg.NATSURL, "embed-worker-"+cfg.WorkerID, nil, log)
+	nc, err := queue.Connect(cfg.NATSURL, "embed-worker-"+cfg.WorkerID, nil, cfg.NATSAuth, log)
 	if err != nil {
 		return err
 	}

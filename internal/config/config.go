@@ -23,6 +23,8 @@ type Config struct {
 	HTTPAddr string // EMBED_HTTP_ADDR
 	NATSURL  string // NATS_URL; empty starts an embedded nats-server
 	NATSAddr string // EMBED_NATS_ADDR: where the embedded nats-server listens
+	NATSAuth NATSAuth
+	APIKey   string // EMBED_API_KEY; never logged
 
 	OllamaHost  *url.URL   // OLLAMA_HOST
 	OllamaHosts []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
@@ -75,6 +77,38 @@ var settings = []setting{
 	}},
 	{"NATS_URL", "", "NATS server URL(s), comma separated; empty starts an embedded nats-server in the api", func(c *Config, v string) error {
 		c.NATSURL = v
+		return nil
+	}},
+	{"NATS_USER", "", "NATS user (with NATS_PASSWORD); the embedded nats-server then requires it too", func(c *Config, v string) error {
+		c.NATSAuth.User = v
+		return nil
+	}},
+	{"NATS_PASSWORD", "", "NATS password", func(c *Config, v string) error {
+		c.NATSAuth.Password = v
+		return nil
+	}},
+	{"NATS_TOKEN", "", "NATS token; the embedded nats-server then requires it too", func(c *Config, v string) error {
+		c.NATSAuth.Token = v
+		return nil
+	}},
+	{"NATS_CREDS", "", "NATS credentials file (JWT and seed)", func(c *Config, v string) error {
+		c.NATSAuth.Creds = v
+		return fileOrEmpty(v)
+	}},
+	{"NATS_TLS_CA", "", "CA file to verify the NATS server's certificate", func(c *Config, v string) error {
+		c.NATSAuth.TLSCA = v
+		return fileOrEmpty(v)
+	}},
+	{"NATS_TLS_CERT", "", "client certificate file for NATS (with NATS_TLS_KEY)", func(c *Config, v string) error {
+		c.NATSAuth.TLSCert = v
+		return fileOrEmpty(v)
+	}},
+	{"NATS_TLS_KEY", "", "client key file for NATS", func(c *Config, v string) error {
+		c.NATSAuth.TLSKey = v
+		return fileOrEmpty(v)
+	}},
+	{"EMBED_API_KEY", "", "when set, every route but /health and /metrics needs Authorization: Bearer <key>", func(c *Config, v string) error {
+		c.APIKey = v
 		return nil
 	}},
 	{"EMBED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded nats-server (only when NATS_URL is empty)", func(c *Config, v string) error {
@@ -236,6 +270,16 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 
 func (c Config) validate() error {
 	var errs []error
+	a := c.NATSAuth
+	if (a.User == "") != (a.Password == "") {
+		errs = append(errs, errors.New("NATS_USER and NATS_PASSWORD go together"))
+	}
+	if a.User != "" && a.Token != "" {
+		errs = append(errs, errors.New("set NATS_USER/NATS_PASSWORD or NATS_TOKEN, not both"))
+	}
+	if (a.TLSCert == "") != (a.TLSKey == "") {
+		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY go together"))
+	}
 	if int64(c.MaxDocumentBytes) > c.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("EMBED_MAX_DOCUMENT_BYTES (%d) is larger than EMBED_MAX_BODY_BYTES (%d)", c.MaxDocumentBytes, c.MaxBodyBytes))
 	}
@@ -257,6 +301,8 @@ func (c Config) LogFields() []zap.Field {
 		zap.String("http_addr", c.HTTPAddr),
 		zap.String("nats_url", redactURLs(c.NATSURL)),
 		zap.String("nats_addr", c.NATSAddr),
+		zap.String("nats_auth", c.NATSAuth.describe()),
+		zap.Bool("api_key_set", c.APIKey != ""),
 		zap.Stringer("ollama_host", c.OllamaHost),
 		zap.Stringers("ollama_hosts", c.OllamaHosts),
 		zap.String("model", c.Model),
@@ -348,6 +394,41 @@ func ParseOllamaHost(s string) (*url.URL, error) {
 		u.Path = "/" + path
 	}
 	return u, nil
+}
+
+// NATSAuth is how to authenticate to NATS; secrets are never logged.
+type NATSAuth struct {
+	User, Password, Token, Creds string
+	TLSCA, TLSCert, TLSKey       string
+}
+
+func (a NATSAuth) describe() string {
+	var parts []string
+	switch {
+	case a.User != "":
+		parts = append(parts, "user "+a.User)
+	case a.Token != "":
+		parts = append(parts, "token")
+	case a.Creds != "":
+		parts = append(parts, "creds "+a.Creds)
+	}
+	if a.TLSCA != "" || a.TLSCert != "" {
+		parts = append(parts, "tls")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func fileOrEmpty(path string) error {
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return err
+	}
+	return nil
 }
 
 func checkHostPort(v string) error {

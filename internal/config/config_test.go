@@ -144,3 +144,34 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 		require.True(t, strings.Contains(usage.String(), name))
 	}
 }
+
+func TestSecuritySettings(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"EMBED_API_KEY": "k3y-value", "NATS_USER": "u", "NATS_PASSWORD": "p4ss-value", "NATS_URL": "nats://n:4222"}))
+	require.NoError(t, err)
+	require.Equal(t, "k3y-value", c.APIKey)
+	require.Equal(t, NATSAuth{User: "u", Password: "p4ss-value"}, c.NATSAuth)
+	for _, f := range c.LogFields() {
+		require.NotContains(t, f.String, "k3y-value")
+		require.NotContains(t, f.String, "p4ss-value")
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"NATS_USER": "u"}, "go together"},
+		{map[string]string{"NATS_USER": "u", "NATS_PASSWORD": "p", "NATS_TOKEN": "t"}, "not both"},
+		{map[string]string{"NATS_TLS_CERT": "/etc/hostname"}, "NATS_TLS_CERT and NATS_TLS_KEY"},
+		{map[string]string{"NATS_TLS_CA": "/no/such/ca.pem"}, "no such file"},
+		{map[string]string{"NATS_CREDS": "/no/such/user.creds"}, "no such file"},
+	} {
+		_, err := Load(env(tc.env))
+		require.ErrorContains(t, err, tc.want, "%v", tc.env)
+	}
+	// Defaults listen on loopback only.
+	c, err = Load(env(nil))
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(c.HTTPAddr, "127.0.0.1:"))
+	require.True(t, strings.HasPrefix(c.NATSAddr, "127.0.0.1:"))
+	require.True(t, strings.HasPrefix(c.MetricsAddr, "127.0.0.1:"))
+}

@@ -28,6 +28,8 @@ func statusOf(err error) (int, string) {
 			return re.status, "not_found"
 		case http.StatusMethodNotAllowed:
 			return re.status, "method_not_allowed"
+		case http.StatusUnauthorized:
+			return re.status, "unauthorized"
 		}
 		return re.status, "bad_request"
 	case errors.Is(err, queue.ErrTooLarge):

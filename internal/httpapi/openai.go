@@ -176,12 +176,17 @@ func (s *Server) writeOpenAIError(w http.ResponseWriter, r *http.Request, err er
 	var body openAIError
 	body.Error.Message = err.Error()
 	body.Error.Code = code
-	if status == http.StatusNotFound {
+	switch status {
+	case http.StatusNotFound:
 		body.Error.Code = "model_not_found"
+	case http.StatusUnauthorized:
+		body.Error.Code = "invalid_api_key"
 	}
 	switch {
 	case status == http.StatusTooManyRequests:
 		body.Error.Type = "rate_limit_error"
+	case status == http.StatusUnauthorized:
+		body.Error.Type = "authentication_error"
 	case status >= 500:
 		body.Error.Type = "server_error"
 	default:

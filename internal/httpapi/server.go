@@ -4,6 +4,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,9 @@ type Options struct {
 	Broker func() error
 	// Cache, when set, answers repeated texts without a model call.
 	Cache *embed.Cache
+	// APIKey, when set, is required as "Authorization: Bearer <key>" on
+	// every route but /health and /metrics.
+	APIKey string
 	// Metrics counts requests; MetricsHandler, when set, serves /metrics.
 	Metrics        *metrics.API
 	MetricsHandler http.Handler
@@ -101,7 +106,30 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, fmt.Errorf("internal error"))
 		}
 	}()
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="waywo-embed"`)
+		err := &requestError{http.StatusUnauthorized, "missing or invalid API key: send Authorization: Bearer <EMBED_API_KEY>"}
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			s.writeOpenAIError(w, r, err)
+		} else {
+			s.writeError(w, r, err)
+		}
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// authorized checks the bearer key in constant time (over digests, so the
+// key's length does not leak either). /health and /metrics stay open for
+// probes and scrapers.
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.APIKey == "" || r.URL.Path == "/health" || r.URL.Path == "/metrics" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	want := sha256.Sum256([]byte(s.opts.APIKey))
+	have := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	return ok && subtle.ConstantTimeCompare(want[:], have[:]) == 1
 }
 
 func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {

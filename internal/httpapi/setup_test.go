@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
@@ -64,7 +65,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := queue.Connect("", "test-api", ns, log)
+	nc, err := queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -126,7 +127,7 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 	if o.truncate != nil {
 		truncate = *o.truncate
 	}
-	wnc, err := queue.Connect("", "test-worker", b.ns, b.log)
+	wnc, err := queue.Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
 	require.NoError(t, err)
 	b.workerConns = append(b.workerConns, wnc)
 	wjs, err := jetstream.New(wnc)

@@ -15,7 +15,10 @@ import (
 type EmbeddedOptions struct {
 	Addr     string // host:port to listen on; port -1 picks a free one
 	StoreDir string // JetStream file store
-	Log      *zap.Logger
+	// User and Password, or Token, when set, are required of every client,
+	// in-process ones included.
+	User, Password, Token string
+	Log                   *zap.Logger
 }
 
 // StartEmbedded starts a JetStream-enabled nats-server in this process and
@@ -40,6 +43,12 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   o.StoreDir,
 		NoSigs:     true,
+	}
+	switch {
+	case o.User != "":
+		opts.Username, opts.Password = o.User, o.Password
+	case o.Token != "":
+		opts.Authorization = o.Token
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -17,8 +17,9 @@ import (
 )
 
 // Connect opens a NATS connection that reconnects for ever and logs each
-// change of state. With ns set it connects in-process to that server.
-func Connect(url, name string, ns *server.Server, log *zap.Logger) (*nats.Conn, error) {
+// change of state, with the credentials and TLS files of auth. With ns set
+// it connects in-process to that server.
+func Connect(url, name string, ns *server.Server, auth config.NATSAuth, log *zap.Logger) (*nats.Conn, error) {
 	log = log.Named("nats")
 	opts := []nats.Option{
 		nats.Name(name),
@@ -38,6 +39,20 @@ func Connect(url, name string, ns *server.Server, log *zap.Logger) (*nats.Conn, 
 			}
 			log.Error("NATS async error", zap.String("subject", subject), zap.Error(err))
 		}),
+	}
+	switch {
+	case auth.User != "":
+		opts = append(opts, nats.UserInfo(auth.User, auth.Password))
+	case auth.Token != "":
+		opts = append(opts, nats.Token(auth.Token))
+	case auth.Creds != "":
+		opts = append(opts, nats.UserCredentials(auth.Creds))
+	}
+	if auth.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(auth.TLSCA))
+	}
+	if auth.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(auth.TLSCert, auth.TLSKey))
 	}
 	if ns != nil {
 		opts = append(opts, nats.InProcessServer(ns))

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/embed"
 )
 
@@ -65,7 +66,7 @@ func qsetup(t *testing.T) *qbundle {
 	ns, err := StartEmbedded(EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := Connect("", "test-api", ns, log)
+	nc, err := Connect("", "test-api", ns, config.NATSAuth{}, log)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -96,7 +97,7 @@ func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
 	if o.maxDeliver == 0 {
 		o.maxDeliver = 5
 	}
-	wnc, err := Connect("", "test-worker", b.ns, b.log)
+	wnc, err := Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
 	require.NoError(b.t, err)
 	wjs, err := jetstream.New(wnc)
 	require.NoError(b.t, err)
@@ -324,7 +325,7 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 		m := embed.NewModel(fake, name, embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 1, Timeout: 10 * time.Second})
 		return Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
 	}
-	wnc, err := Connect("", "test-worker", b.ns, b.log)
+	wnc, err := Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
 	require.NoError(t, err)
 	wjs, err := jetstream.New(wnc)
 	require.NoError(t, err)
@@ -349,4 +350,39 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	require.NoError(t, <-results)
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// With NATS_USER/NATS_PASSWORD or NATS_TOKEN the embedded server requires
+// them of every client, in-process ones included.
+func TestEmbeddedServerRequiresConfiguredAuth(t *testing.T) {
+	t.Parallel()
+	log := zap.NewNop()
+	for _, tc := range []struct {
+		name      string
+		opts      EmbeddedOptions
+		good, bad config.NATSAuth
+	}{
+		{"UserPassword", EmbeddedOptions{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "nope"}},
+		{"Token", EmbeddedOptions{Token: "tok"}, config.NATSAuth{Token: "tok"}, config.NATSAuth{Token: "other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := tc.opts
+			o.Addr, o.StoreDir = "127.0.0.1:0", t.TempDir()
+			ns, err := StartEmbedded(o)
+			require.NoError(t, err)
+			t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+
+			_, err = nats.Connect(ns.ClientURL(), nats.NoReconnect())
+			require.Error(t, err, "no credentials")
+			_, err = Connect(ns.ClientURL(), "t", nil, tc.bad, log)
+			require.ErrorContains(t, err, "Authorization Violation")
+			nc, err := Connect(ns.ClientURL(), "t", nil, tc.good, log)
+			require.NoError(t, err)
+			nc.Close()
+			nc, err = Connect("", "t", ns, tc.good, log)
+			require.NoError(t, err, "in-process with credentials")
+			nc.Close()
+		})
+	}
 }
