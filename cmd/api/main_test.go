@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -23,16 +21,25 @@ import (
 	"github.com/waywo/embed/internal/queue"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	ollamatest.StopShared()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
+func TestMain(m *testing.M) { ollamatest.RunTests(m) }
+
+// startRun runs the api as main does and returns its base URL once it
+// listens; cancel stands in for SIGTERM and done yields run's result.
+func startRun(t *testing.T, cfg config.Config) (base string, cancel func(), done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh, errCh := make(chan string, 1), make(chan error, 1)
+	go func() {
+		errCh <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
+	}()
+	select {
+	case a := <-addrCh:
+		return "http://" + a, cancel, errCh
+	case err := <-errCh:
+		cancel()
+		t.Fatalf("run returned early: %v", err)
+		return "", nil, nil
 	}
-	os.Exit(code)
 }
 
 func freeAddr(t *testing.T) string {
@@ -64,19 +71,8 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithCancel(context.Background())
+	base, cancel, done := startRun(t, cfg)
 	defer cancel()
-	addrCh, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
-	}()
-	var base string
-	select {
-	case a := <-addrCh:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("run returned early: %v", err)
-	}
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(base + "/health")
 		if err != nil {
@@ -149,19 +145,8 @@ func TestRunWithoutWorkerStaysUp(t *testing.T) {
 		return v, ok
 	})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
+	base, cancel, done := startRun(t, cfg)
 	defer cancel()
-	addrCh, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
-	}()
-	var base string
-	select {
-	case a := <-addrCh:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("run returned early: %v", err)
-	}
 	resp, err := http.Get(base + "/health")
 	require.NoError(t, err)
 	var h map[string]any

@@ -5,31 +5,19 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	ollamatest.StopShared()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ollamatest.RunTests(m) }
 
 func realModel(t *testing.T, mutate func(*embed.ModelOptions)) (*embed.Model, *api.Client, *ollamatest.Server) {
 	t.Helper()
