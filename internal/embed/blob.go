@@ -11,6 +11,10 @@ import (
 // little-endian float32 values of the expected length.
 var ErrBadBlob = errors.New("bad vector blob")
 
+// maxFloats bounds n x dims so that sizes cannot overflow whatever a caller
+// passes: 2^30 floats is 4 GiB.
+const maxFloats = 1 << 30
+
 // AppendVector appends v as little-endian float32 (numpy "<f4", the layout
 // sqlite-vector and the WAYWO backend read).
 func AppendVector(dst []byte, v []float32) []byte {
@@ -23,7 +27,7 @@ func AppendVector(dst []byte, v []float32) []byte {
 // DecodeVectors splits b into n vectors of dims float32 each. Every value must
 // be finite: a NaN would poison every similarity computed from it.
 func DecodeVectors(b []byte, n, dims int) ([][]float32, error) {
-	if n < 0 || dims <= 0 {
+	if n < 0 || dims <= 0 || (n > 0 && dims > maxFloats/n) {
 		return nil, fmt.Errorf("%w: %d vectors of %d dimensions", ErrBadBlob, n, dims)
 	}
 	if len(b) != n*dims*4 {
