@@ -321,8 +321,12 @@ type healthResponse struct {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	h := healthResponse{Status: "healthy", Model: s.opts.Model, Dimensions: s.opts.Dims}
-	if err := s.opts.Broker(); err != nil {
-		h.Reason = "NATS: " + err.Error()
+	var brokerErr error
+	if s.opts.Broker != nil {
+		brokerErr = s.opts.Broker()
+	}
+	if brokerErr != nil {
+		h.Reason = "NATS: " + brokerErr.Error()
 	} else if h.Workers, h.Reason = s.ready.Ready(); h.Workers > 0 {
 		h.ModelLoaded = true
 	}
