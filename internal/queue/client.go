@@ -129,6 +129,9 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	if req.ID == "" {
 		req.ID = nuid.Next()
 	}
+	if !validToken(req.ID) {
+		return Result{}, fmt.Errorf("request id %q: only letters, digits, '-' and '_' can travel in a reply subject", req.ID)
+	}
 	spans, err := Split(req.Documents, c.dims, c.nc.MaxPayload())
 	if err != nil {
 		return Result{}, err
@@ -190,6 +193,18 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+func validToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func spanEnd(spans [][2]int, off int) int {

@@ -181,3 +181,12 @@ func TestSplitFitsMaxPayload(t *testing.T) {
 	require.Equal(t, 1, de.Index)
 	require.ErrorIs(t, err, ErrTooLarge)
 }
+
+func TestRequestIDsMustBeSubjectTokens(t *testing.T) {
+	t.Parallel()
+	require.True(t, validToken("lQQ2u05P2jlKcLtKMu3FE0"))
+	require.True(t, validToken("req-1_a"))
+	for _, id := range []string{"a.b", "a b", "a*", ">", strings.Repeat("x", 200)} {
+		require.False(t, validToken(id), id)
+	}
+}
