@@ -102,7 +102,7 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 
-	big := make([]string, 600)
+	big := make([]string, 300)
 	for i := range big {
 		big[i] = ollamatest.Sentence(uint64(i), 10)
 	}

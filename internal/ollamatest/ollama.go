@@ -114,13 +114,19 @@ func StartServer(dir string, modelfile ...string) (*Server, error) { return star
 // Start runs a private Ollama for one test and stops it at cleanup.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	s, err := start(tb.TempDir())
+	s, err := start(tb.TempDir(), testModelfile...)
 	if err != nil {
 		Unavailable(tb, err)
 	}
 	tb.Cleanup(func() { s.Stop() })
 	return s
 }
+
+// testModelfile gives each test Ollama one compute thread. go test runs
+// packages in parallel, each with its own Ollama; llama.cpp's threads
+// spin-wait, and two runners of two threads each on a two-core machine slow
+// each other down about tenfold.
+var testModelfile = []string{"PARAMETER num_thread 1"}
 
 var shared struct {
 	once sync.Once
@@ -136,7 +142,7 @@ func Shared(tb testing.TB) *Server {
 	shared.once.Do(func() {
 		shared.dir, shared.err = os.MkdirTemp("", "ollamatest-")
 		if shared.err == nil {
-			shared.s, shared.err = start(shared.dir)
+			shared.s, shared.err = start(shared.dir, testModelfile...)
 		}
 	})
 	if shared.err != nil {
