@@ -111,17 +111,6 @@ func Unavailable(tb testing.TB, err error) {
 // "PARAMETER num_thread 1") are added to the model's Modelfile.
 func StartServer(dir string, modelfile ...string) (*Server, error) { return start(dir, modelfile...) }
 
-// Start runs a private Ollama for one test and stops it at cleanup.
-func Start(tb testing.TB) *Server {
-	tb.Helper()
-	s, err := start(tb.TempDir(), testModelfile...)
-	if err != nil {
-		Unavailable(tb, err)
-	}
-	tb.Cleanup(func() { s.Stop() })
-	return s
-}
-
 // testModelfile gives each test Ollama one compute thread. go test runs
 // packages in parallel, each with its own Ollama; llama.cpp's threads
 // spin-wait, and two runners of two threads each on a two-core machine slow
@@ -218,14 +207,12 @@ func (s *Server) env() []string {
 
 // launch starts `ollama serve` and waits until it answers.
 func (s *Server) launch() error {
-	if s.port == 0 {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		s.port = port
-		s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
+	port, err := freePort()
+	if err != nil {
+		return err
 	}
+	s.port = port
+	s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
 	logf, err := os.OpenFile(filepath.Join(s.dir, "serve.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -292,12 +279,6 @@ func (s *Server) Stop() {
 	// A runner that outlived serve is in the same group.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	logf.Close()
-}
-
-// Restart starts the server again on the same port with the same models.
-func (s *Server) Restart() error {
-	s.Stop()
-	return s.launch()
 }
 
 // Log returns the end of the server's log, for failure messages.

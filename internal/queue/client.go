@@ -45,8 +45,7 @@ type Client struct {
 }
 
 type call struct {
-	jobs    int
-	replies chan *nats.Msg
+	replies chan *nats.Msg // buffered for one reply per job
 }
 
 // NewClient subscribes the process's reply inbox. dims is the vector length
@@ -136,7 +135,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	cl := &call{jobs: len(spans), replies: make(chan *nats.Msg, len(spans))}
+	cl := &call{replies: make(chan *nats.Msg, len(spans))}
 	c.mu.Lock()
 	c.calls[req.ID] = cl
 	c.mu.Unlock()
