@@ -42,7 +42,8 @@ type Options struct {
 	Dims           int
 	Limits         Limits
 	RequestTimeout time.Duration
-	// Broker reports whether NATS is usable; nil error means it is.
+	// Broker reports whether NATS is usable; nil error means it is. Left
+	// nil, there is no broker to ask.
 	Broker func() error
 	// Cache, when set, answers repeated texts without a model call.
 	Cache *embed.Cache
@@ -65,6 +66,9 @@ type Server struct {
 
 // New returns the API server.
 func New(emb Embedder, ready Readiness, opts Options, log *zap.Logger) *Server {
+	if opts.Broker == nil {
+		opts.Broker = func() error { return nil }
+	}
 	s := &Server{emb: emb, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /embed", s.handleEmbed)
 	s.mux.HandleFunc("POST /v1/embeddings", s.handleOpenAI)
@@ -321,12 +325,8 @@ type healthResponse struct {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	h := healthResponse{Status: "healthy", Model: s.opts.Model, Dimensions: s.opts.Dims}
-	var brokerErr error
-	if s.opts.Broker != nil {
-		brokerErr = s.opts.Broker()
-	}
-	if brokerErr != nil {
-		h.Reason = "NATS: " + brokerErr.Error()
+	if err := s.opts.Broker(); err != nil {
+		h.Reason = "NATS: " + err.Error()
 	} else if h.Workers, h.Reason = s.ready.Ready(); h.Workers > 0 {
 		h.ModelLoaded = true
 	}
