@@ -71,50 +71,17 @@ type setting struct {
 // settings is the single list of knobs: Load parses it, Usage prints it and
 // a test checks the README documents each one.
 var settings = []setting{
-	{"EMBED_HTTP_ADDR", "127.0.0.1:8000", "HTTP listen address of the api", func(c *Config, v string) error {
-		c.HTTPAddr = v
-		return checkHostPort(v)
-	}},
-	{"NATS_URL", "", "NATS server URL(s), comma separated; empty starts an embedded nats-server in the api", func(c *Config, v string) error {
-		c.NATSURL = v
-		return nil
-	}},
-	{"NATS_USER", "", "NATS user (with NATS_PASSWORD); the embedded nats-server then requires it too", func(c *Config, v string) error {
-		c.NATSAuth.User = v
-		return nil
-	}},
-	{"NATS_PASSWORD", "", "NATS password", func(c *Config, v string) error {
-		c.NATSAuth.Password = v
-		return nil
-	}},
-	{"NATS_TOKEN", "", "NATS token; the embedded nats-server then requires it too", func(c *Config, v string) error {
-		c.NATSAuth.Token = v
-		return nil
-	}},
-	{"NATS_CREDS", "", "NATS credentials file (JWT and seed)", func(c *Config, v string) error {
-		c.NATSAuth.Creds = v
-		return fileOrEmpty(v)
-	}},
-	{"NATS_TLS_CA", "", "CA file to verify the NATS server's certificate", func(c *Config, v string) error {
-		c.NATSAuth.TLSCA = v
-		return fileOrEmpty(v)
-	}},
-	{"NATS_TLS_CERT", "", "client certificate file for NATS (with NATS_TLS_KEY)", func(c *Config, v string) error {
-		c.NATSAuth.TLSCert = v
-		return fileOrEmpty(v)
-	}},
-	{"NATS_TLS_KEY", "", "client key file for NATS", func(c *Config, v string) error {
-		c.NATSAuth.TLSKey = v
-		return fileOrEmpty(v)
-	}},
-	{"EMBED_API_KEY", "", "when set, every route but /health and /metrics needs Authorization: Bearer <key>", func(c *Config, v string) error {
-		c.APIKey = v
-		return nil
-	}},
-	{"EMBED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded nats-server (only when NATS_URL is empty)", func(c *Config, v string) error {
-		c.NATSAddr = v
-		return checkHostPort(v)
-	}},
+	{"EMBED_HTTP_ADDR", "127.0.0.1:8000", "HTTP listen address of the api", str(func(c *Config) *string { return &c.HTTPAddr }, checkHostPort)},
+	{"NATS_URL", "", "NATS server URL(s), comma separated; empty starts an embedded nats-server in the api", str(func(c *Config) *string { return &c.NATSURL }, nil)},
+	{"NATS_USER", "", "NATS user (with NATS_PASSWORD); the embedded nats-server then requires it too", str(func(c *Config) *string { return &c.NATSAuth.User }, nil)},
+	{"NATS_PASSWORD", "", "NATS password", str(func(c *Config) *string { return &c.NATSAuth.Password }, nil)},
+	{"NATS_TOKEN", "", "NATS token; the embedded nats-server then requires it too", str(func(c *Config) *string { return &c.NATSAuth.Token }, nil)},
+	{"NATS_CREDS", "", "NATS credentials file (JWT and seed)", str(func(c *Config) *string { return &c.NATSAuth.Creds }, optional(fileExists))},
+	{"NATS_TLS_CA", "", "CA file to verify the NATS server's certificate", str(func(c *Config) *string { return &c.NATSAuth.TLSCA }, optional(fileExists))},
+	{"NATS_TLS_CERT", "", "client certificate file for NATS (with NATS_TLS_KEY)", str(func(c *Config) *string { return &c.NATSAuth.TLSCert }, optional(fileExists))},
+	{"NATS_TLS_KEY", "", "client key file for NATS", str(func(c *Config) *string { return &c.NATSAuth.TLSKey }, optional(fileExists))},
+	{"EMBED_API_KEY", "", "when set, every route but /health and /metrics needs Authorization: Bearer <key>", str(func(c *Config) *string { return &c.APIKey }, nil)},
+	{"EMBED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded nats-server (only when NATS_URL is empty)", str(func(c *Config) *string { return &c.NATSAddr }, checkHostPort)},
 	{"OLLAMA_HOST", "http://127.0.0.1:11434", "Ollama base URL (host:port and bare hosts are accepted, as Ollama does)", func(c *Config, v string) (err error) {
 		c.OllamaHost, err = ParseOllamaHost(v)
 		return err
@@ -133,32 +100,13 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", func(c *Config, v string) error {
-		c.Model = v
-		if strings.TrimSpace(v) == "" {
-			return errors.New("must not be empty")
-		}
-		return nil
-	}},
+	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; every reply is checked against it", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
-	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", func(c *Config, v string) error {
-		c.DataDir = v
-		if v == "" {
-			return errors.New("must not be empty")
-		}
-		return nil
-	}},
+	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
 	{"EMBED_REQUEST_TIMEOUT", "60s", "longest an /embed request waits for its vectors before 504", durationIn(func(c *Config) *time.Duration { return &c.RequestTimeout }, time.Millisecond, 24*time.Hour)},
 	{"EMBED_MAX_DOCUMENTS", "1024", "documents per request (413 above)", intIn(func(c *Config) *int { return &c.MaxDocuments }, 1, 1_000_000)},
 	{"EMBED_MAX_DOCUMENT_BYTES", "131072", "bytes per document (413 above); must fit one NATS message", intIn(func(c *Config) *int { return &c.MaxDocumentBytes }, 1, 64<<20)},
-	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", func(c *Config, v string) error {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			return fmt.Errorf("want a positive number of bytes, got %q", v)
-		}
-		c.MaxBodyBytes = n
-		return nil
-	}},
+	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", positive64(func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to Ollama in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
 	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
 	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},
@@ -175,39 +123,17 @@ var settings = []setting{
 		return nil
 	}},
 	{"EMBED_TRUNCATE", "true", "let Ollama truncate inputs longer than the context; false refuses them (400) instead", boolVar(func(c *Config) *bool { return &c.Truncate })},
-	{"EMBED_QUERY_TASK", "Given a question, retrieve passages that answer the question", "task named in the instruction prefix of query inputs (input_type \"query\")", func(c *Config, v string) error {
-		c.QueryTask = v
-		if v == "" {
-			return errors.New("must not be empty")
-		}
-		return nil
-	}},
+	{"EMBED_QUERY_TASK", "Given a question, retrieve passages that answer the question", "task named in the instruction prefix of query inputs (input_type \"query\")", str(func(c *Config) *string { return &c.QueryTask }, nonEmpty)},
 	{"EMBED_PULL", "false", "worker pulls a missing model at start instead of exiting", boolVar(func(c *Config) *bool { return &c.Pull })},
 	{"EMBED_ACK_WAIT", "30s", "JetStream ack wait of a job; workers report progress during longer model calls", durationIn(func(c *Config) *time.Duration { return &c.AckWait }, time.Second, time.Hour)},
 	{"EMBED_MAX_DELIVER", "5", "attempts per job before it fails with an error reply", intIn(func(c *Config) *int { return &c.MaxDeliver }, 1, 1000)},
-	{"EMBED_STREAM_MAX_MSGS", "100000", "most jobs the queue holds; more are refused with 429", func(c *Config, v string) error {
-		return parsePositive64(v, &c.StreamMaxMsgs)
-	}},
-	{"EMBED_STREAM_MAX_BYTES", "1073741824", "most bytes the queue holds; more are refused with 429", func(c *Config, v string) error {
-		return parsePositive64(v, &c.StreamMaxBytes)
-	}},
+	{"EMBED_STREAM_MAX_MSGS", "100000", "most jobs the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxMsgs })},
+	{"EMBED_STREAM_MAX_BYTES", "1073741824", "most bytes the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxBytes })},
 	{"EMBED_HEARTBEAT_INTERVAL", "2s", "how often workers announce they are alive; the api counts a worker gone after 3 missed", durationIn(func(c *Config) *time.Duration { return &c.HeartbeatInterval }, 10*time.Millisecond, time.Minute)},
 	{"EMBED_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long in-flight requests and batches get to finish", durationIn(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0, time.Hour)},
 	{"EMBED_CACHE_SIZE", "1024", "vectors the api keeps for repeated (model, input type, text); 0 turns the cache off", intIn(func(c *Config) *int { return &c.CacheSize }, 0, 10_000_000)},
-	{"EMBED_METRICS_ADDR", "127.0.0.1:9464", "listen address of a standalone worker's /metrics and /health; empty turns it off (the api serves /metrics on EMBED_HTTP_ADDR)", func(c *Config, v string) error {
-		c.MetricsAddr = v
-		if v == "" {
-			return nil
-		}
-		return checkHostPort(v)
-	}},
-	{"EMBED_PPROF_ADDR", "", "listen address for Go's net/http/pprof profiles (api and worker); empty turns it off", func(c *Config, v string) error {
-		c.PprofAddr = v
-		if v == "" {
-			return nil
-		}
-		return checkHostPort(v)
-	}},
+	{"EMBED_METRICS_ADDR", "127.0.0.1:9464", "listen address of a standalone worker's /metrics and /health; empty turns it off (the api serves /metrics on EMBED_HTTP_ADDR)", str(func(c *Config) *string { return &c.MetricsAddr }, optional(checkHostPort))},
+	{"EMBED_PPROF_ADDR", "", "listen address for Go's net/http/pprof profiles (api and worker); empty turns it off", str(func(c *Config) *string { return &c.PprofAddr }, optional(checkHostPort))},
 	{"EMBED_WORKER", "auto", "run a worker inside the api: auto (only with the embedded nats-server), on, off", func(c *Config, v string) error {
 		switch v {
 		case "auto", "on", "off":
@@ -421,14 +347,37 @@ func (a NATSAuth) describe() string {
 	return strings.Join(parts, ", ")
 }
 
-func fileOrEmpty(path string) error {
-	if path == "" {
-		return nil
+// str sets a string setting, then checks it (nil: anything goes).
+func str(field func(*Config) *string, check func(string) error) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = v
+		if check == nil {
+			return nil
+		}
+		return check(v)
 	}
-	if _, err := os.Stat(path); err != nil {
-		return err
+}
+
+// optional applies check only to a non-empty value.
+func optional(check func(string) error) func(string) error {
+	return func(v string) error {
+		if v == "" {
+			return nil
+		}
+		return check(v)
+	}
+}
+
+func nonEmpty(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
 	}
 	return nil
+}
+
+func fileExists(path string) error {
+	_, err := os.Stat(path)
+	return err
 }
 
 func checkHostPort(v string) error {
@@ -492,11 +441,13 @@ func boolVar(field func(*Config) *bool) func(*Config, string) error {
 	}
 }
 
-func parsePositive64(v string, dst *int64) error {
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1 {
-		return fmt.Errorf("want a positive integer, got %q", v)
+func positive64(field func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return fmt.Errorf("want a positive integer, got %q", v)
+		}
+		*field(c) = n
+		return nil
 	}
-	*dst = n
-	return nil
 }
