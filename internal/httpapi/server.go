@@ -240,24 +240,24 @@ type embedResult struct {
 func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (embedResult, error) {
 	s.opts.Metrics.Documents(inputType, len(docs))
 	out := embedResult{Result: queue.Result{Vectors: make([][]float32, len(docs))}}
-	keys := make([]embed.CacheKey, len(docs))
-	slot := map[embed.CacheKey]int{} // key -> index into missing
+	slot := make(map[string]int, len(docs)) // text -> index into missing
 	var missing []string
 	var first []int // first document index of each missing text
 	for i, d := range docs {
-		keys[i] = embed.NewCacheKey(s.opts.Model, inputType, d)
-		if v, ok := s.opts.Cache.Get(keys[i]); ok {
+		if v, ok := s.cached(inputType, d); ok {
 			out.Vectors[i] = v
 			out.cached++
 			continue
 		}
-		if _, ok := slot[keys[i]]; !ok {
-			slot[keys[i]] = len(missing)
+		if _, ok := slot[d]; !ok {
+			slot[d] = len(missing)
 			missing = append(missing, d)
 			first = append(first, i)
 		}
 	}
-	s.opts.Metrics.Cache(out.cached, len(docs)-out.cached)
+	if s.opts.Cache != nil {
+		s.opts.Metrics.Cache(out.cached, len(docs)-out.cached)
+	}
 	if len(missing) == 0 {
 		return out, nil
 	}
@@ -274,20 +274,29 @@ func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (em
 		}
 		return out, err
 	}
-	for i, k := range keys {
+	for i, d := range docs {
 		if out.Vectors[i] == nil {
-			out.Vectors[i] = res.Vectors[slot[k]]
+			out.Vectors[i] = res.Vectors[slot[d]]
 		}
 	}
 	if s.opts.Cache != nil {
 		for j, v := range res.Vectors {
 			// A copy: v shares its backing array with the rest of its job's
 			// reply, which the cache must not keep alive.
-			s.opts.Cache.Add(keys[first[j]], slices.Clone(v))
+			s.opts.Cache.Add(embed.NewCacheKey(s.opts.Model, inputType, missing[j]), slices.Clone(v))
 		}
 	}
 	out.Tokens, out.Jobs = res.Tokens, res.Jobs
 	return out, nil
+}
+
+// cached looks text up in the cache; with the cache off it costs nothing,
+// not even the key's hash.
+func (s *Server) cached(inputType, text string) ([]float32, bool) {
+	if s.opts.Cache == nil {
+		return nil, false
+	}
+	return s.opts.Cache.Get(embed.NewCacheKey(s.opts.Model, inputType, text))
 }
 
 // AppendEmbeddings writes {"embeddings":[[...],...]} without reflection:
