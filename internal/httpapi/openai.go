@@ -108,6 +108,37 @@ func withParam(err error, param string) error {
 	return &paramError{err, param}
 }
 
+// openAIModel is OpenAI's model object.
+type openAIModel struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Server) servedModel() openAIModel {
+	return openAIModel{ID: s.opts.Model, Object: "model", OwnedBy: "waywo-embed"}
+}
+
+// handleModels lists the one served model, as OpenAI's GET /v1/models does:
+// OpenAI clients and frameworks ask it to check a model exists.
+func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Object string        `json:"object"`
+		Data   []openAIModel `json:"data"`
+	}{"list", []openAIModel{s.servedModel()}})
+}
+
+// handleModel answers GET /v1/models/{id} for the served model only.
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
+	if id := r.PathValue("id"); id != s.opts.Model {
+		s.writeOpenAIError(w, r, withParam(&requestError{http.StatusNotFound,
+			fmt.Sprintf("model %q is not served here; this server serves %q", id, s.opts.Model)}, "model"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.servedModel())
+}
+
 func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readJSONBody(w, r)
 	if err != nil {

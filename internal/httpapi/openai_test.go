@@ -1,9 +1,16 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/http/httptest"
 	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"go.uber.org/zap"
 
 	"github.com/stretchr/testify/require"
 
@@ -112,4 +119,27 @@ func FuzzDecodeOpenAIRequest(f *testing.F) {
 		require.NotEmpty(t, req.Inputs)
 		require.LessOrEqual(t, len(req.Inputs), testLimits.MaxDocuments)
 	})
+}
+
+// OpenAI clients list models before using one; the served model is there.
+func TestModelsListsTheServedModel(t *testing.T) {
+	t.Parallel()
+	s := New(fakeEmbedder(nil), fixedReadiness{n: 1}, Options{Model: "waywo-tiny", Dims: 2, Limits: testLimits,
+		RequestTimeout: time.Second}, zap.NewNop())
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	client := openai.NewClient(option.WithBaseURL(srv.URL+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	page, err := client.Models.List(context.Background())
+	require.NoError(t, err)
+	require.Len(t, page.Data, 1)
+	require.Equal(t, "waywo-tiny", page.Data[0].ID)
+	require.Equal(t, "waywo-embed", page.Data[0].OwnedBy)
+	m, err := client.Models.Get(context.Background(), "waywo-tiny")
+	require.NoError(t, err)
+	require.Equal(t, "waywo-tiny", m.ID)
+	_, err = client.Models.Get(context.Background(), "text-embedding-3-small")
+	var apiErr *openai.Error
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, 404, apiErr.StatusCode)
+	require.Equal(t, "model_not_found", apiErr.Code)
 }

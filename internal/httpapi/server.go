@@ -72,10 +72,13 @@ func New(emb Embedder, ready Readiness, opts Options, log *zap.Logger) *Server {
 	s := &Server{emb: emb, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /embed", s.handleEmbed)
 	s.mux.HandleFunc("POST /v1/embeddings", s.handleOpenAI)
+	s.mux.HandleFunc("GET /v1/models", s.handleModels)
+	s.mux.HandleFunc("GET /v1/models/{id}", s.handleModel)
 	s.mux.HandleFunc("GET /health", s.handleHealth)
 	// Errors are JSON everywhere, including for unknown routes and methods.
 	s.mux.HandleFunc("/embed", s.methodNotAllowed("POST"))
 	s.mux.HandleFunc("/v1/embeddings", s.methodNotAllowed("POST"))
+	s.mux.HandleFunc("/v1/models", s.methodNotAllowed("GET"))
 	s.mux.HandleFunc("/health", s.methodNotAllowed("GET"))
 	if opts.MetricsHandler != nil {
 		s.mux.Handle("GET /metrics", opts.MetricsHandler)
