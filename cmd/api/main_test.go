@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 			"EMBED_HTTP_ADDR":          "127.0.0.1:0",
 			"EMBED_NATS_ADDR":          natsAddr,
 			"EMBED_DATA_DIR":           t.TempDir(),
+			"EMBED_SYNC":               "false",
 			"OLLAMA_HOST":              ol.URL,
 			"EMBED_MODEL":              ol.Model,
 			"EMBED_DIMENSIONS":         strconv.Itoa(ol.Dims),
@@ -137,10 +139,11 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 // stops cleanly.
 func TestRunWithoutWorkerStaysUp(t *testing.T) {
 	t.Parallel()
+	dir := t.TempDir()
 	cfg, err := config.Load(func(k string) (string, bool) {
 		v, ok := map[string]string{
 			"EMBED_HTTP_ADDR": "127.0.0.1:0", "EMBED_NATS_ADDR": "127.0.0.1:0",
-			"EMBED_DATA_DIR": t.TempDir(), "EMBED_WORKER": "off",
+			"EMBED_DATA_DIR": dir, "EMBED_WORKER": "off", "WAYWO_DB": filepath.Join(dir, "waywo.db"),
 		}[k]
 		return v, ok
 	})

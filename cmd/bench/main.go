@@ -381,6 +381,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 		"EMBED_HTTP_ADDR": httpAddr, "EMBED_NATS_ADDR": natsAddr, "EMBED_WORKER": "off",
 		"EMBED_DATA_DIR":   mkdir(work, "data-"+strconv.FormatInt(time.Now().UnixNano(), 36)),
 		"EMBED_CACHE_SIZE": "0", // measure the pipeline, not the cache
+		"EMBED_SYNC":       "false",
 	}
 	for k, v := range common {
 		apiEnv[k] = v

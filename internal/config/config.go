@@ -59,6 +59,11 @@ type Config struct {
 	Worker            string // EMBED_WORKER: auto, on or off (in-process worker in the api)
 	WorkerID          string
 
+	Sync              bool          // EMBED_SYNC: keep waywo_projects embeddings in sync
+	DBPath            string        // WAYWO_DB
+	ReconcileInterval time.Duration // EMBED_RECONCILE_INTERVAL; 0 reconciles only at start
+	SyncBatches       int           // EMBED_SYNC_BATCHES
+
 	LogFormat string
 	LogLevel  zap.AtomicLevel
 }
@@ -155,6 +160,10 @@ var settings = []setting{
 		c.WorkerID = v
 		return nil
 	}},
+	{"EMBED_SYNC", "true", "keep waywo_projects.description_embedding in sync with project events (the api owns WAYWO_DB); false serves /embed alone", boolVar(func(c *Config) *bool { return &c.Sync })},
+	{"WAYWO_DB", "./data/waywo.db", "the WAYWO SQLite file; created with the backend's waywo_projects schema when missing", str(func(c *Config) *string { return &c.DBPath }, nonEmpty)},
+	{"EMBED_RECONCILE_INTERVAL", "5m", "how often the api looks for projects whose embedding is missing or stale and queues them; 0 only at start", durationIn(func(c *Config) *time.Duration { return &c.ReconcileInterval }, 0, 7*24*time.Hour)},
+	{"EMBED_SYNC_BATCHES", "4", "project batches the sync keeps in flight (each up to EMBED_BATCH_SIZE projects)", intIn(func(c *Config) *int { return &c.SyncBatches }, 1, 256)},
 	{"EMBED_LOG_FORMAT", "json", "json or console", func(c *Config, v string) error {
 		if v != "json" && v != "console" {
 			return fmt.Errorf("want json or console, got %q", v)
@@ -256,6 +265,10 @@ func (c Config) LogFields() []zap.Field {
 		zap.String("pprof_addr", c.PprofAddr),
 		zap.String("worker", c.Worker),
 		zap.String("worker_id", c.WorkerID),
+		zap.Bool("sync", c.Sync),
+		zap.String("waywo_db", c.DBPath),
+		zap.Duration("reconcile_interval", c.ReconcileInterval),
+		zap.Int("sync_batches", c.SyncBatches),
 		zap.String("log_format", c.LogFormat),
 		zap.Stringer("log_level", c.LogLevel),
 	}

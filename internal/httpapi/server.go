@@ -53,6 +53,17 @@ type Options struct {
 	// Metrics counts requests; MetricsHandler, when set, serves /metrics.
 	Metrics        *metrics.API
 	MetricsHandler http.Handler
+	// Projects, when set, serves the project sync routes; without it they
+	// answer 404 saying the sync is off.
+	Projects Projects
+}
+
+// Projects is the sync of waywo_projects as the HTTP routes see it.
+type Projects interface {
+	// Changed queues a sync of project id, like a NATS event does.
+	Changed(ctx context.Context, id int64) error
+	// Status counts projects by state.
+	Status(ctx context.Context) (any, error)
 }
 
 // Server serves the HTTP API.
@@ -75,11 +86,15 @@ func New(emb Embedder, ready Readiness, opts Options, log *zap.Logger) *Server {
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
 	s.mux.HandleFunc("GET /v1/models/{id}", s.handleModel)
 	s.mux.HandleFunc("GET /health", s.handleHealth)
+	s.mux.HandleFunc("POST /projects/{id}/changed", s.handleProjectChanged)
+	s.mux.HandleFunc("GET /projects/sync-status", s.handleSyncStatus)
 	// Errors are JSON everywhere, including for unknown routes and methods.
 	s.mux.HandleFunc("/embed", s.methodNotAllowed("POST"))
 	s.mux.HandleFunc("/v1/embeddings", s.methodNotAllowed("POST"))
 	s.mux.HandleFunc("/v1/models", s.methodNotAllowed("GET"))
 	s.mux.HandleFunc("/health", s.methodNotAllowed("GET"))
+	s.mux.HandleFunc("/projects/{id}/changed", s.methodNotAllowed("POST"))
+	s.mux.HandleFunc("/projects/sync-status", s.methodNotAllowed("GET"))
 	if opts.MetricsHandler != nil {
 		s.mux.Handle("GET /metrics", opts.MetricsHandler)
 	}

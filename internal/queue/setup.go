@@ -18,8 +18,8 @@ import (
 
 // Connect opens a NATS connection that reconnects for ever and logs each
 // change of state, with the credentials and TLS files of auth. With ns set
-// it connects in-process to that server.
-func Connect(url, name string, ns *server.Server, auth config.NATSAuth, log *zap.Logger) (*nats.Conn, error) {
+// it connects in-process to that server. extra options come last.
+func Connect(url, name string, ns *server.Server, auth config.NATSAuth, log *zap.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	log = log.Named("nats")
 	opts := []nats.Option{
 		nats.Name(name),
@@ -58,7 +58,7 @@ func Connect(url, name string, ns *server.Server, auth config.NATSAuth, log *zap
 		opts = append(opts, nats.InProcessServer(ns))
 		url = ns.ClientURL()
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s (NATS_URL): %w", url, err)
 	}

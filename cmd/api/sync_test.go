@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollamatest"
+)
+
+func syncConfig(t *testing.T, extra map[string]string) (config.Config, string) {
+	t.Helper()
+	ol := ollamatest.Shared(t)
+	dir := t.TempDir()
+	env := map[string]string{
+		"EMBED_HTTP_ADDR":          "127.0.0.1:0",
+		"EMBED_NATS_ADDR":          freeAddr(t),
+		"EMBED_DATA_DIR":           dir,
+		"WAYWO_DB":                 filepath.Join(dir, "waywo.db"),
+		"OLLAMA_HOST":              ol.URL,
+		"EMBED_MODEL":              ol.Model,
+		"EMBED_DIMENSIONS":         strconv.Itoa(ol.Dims),
+		"EMBED_HEARTBEAT_INTERVAL": "50ms",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	require.NoError(t, err)
+	return cfg, env["WAYWO_DB"]
+}
+
+func insertProjects(t *testing.T, path string, from, to int) {
+	t.Helper()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	require.NoError(t, err)
+	defer raw.Close()
+	tx, err := raw.Begin()
+	require.NoError(t, err)
+	for id := from; id <= to; id++ {
+		_, err := tx.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+			VALUES (?, 1, 1, ?, '', ?, '["waywo"]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 8))
+		require.NoError(t, err)
+	}
+	require.NoError(t, tx.Commit())
+}
+
+func blob(t *testing.T, path string, id int) []byte {
+	t.Helper()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000&mode=ro")
+	require.NoError(t, err)
+	defer raw.Close()
+	var b []byte
+	require.NoError(t, raw.QueryRow("SELECT description_embedding FROM waywo_projects WHERE id = ?", id).Scan(&b))
+	return b
+}
+
+func hasBlob(t *testing.T, path string, id int, dims int) bool {
+	t.Helper()
+	b := blob(t, path, id)
+	if b == nil {
+		return false
+	}
+	_, err := embed.DecodeVector(b, dims)
+	require.NoError(t, err)
+	return true
+}
+
+// The api embeds the rows it finds at start (the reconcile), then
+// re-embeds a project on a NATS event and on POST /projects/{id}/changed,
+// and reports through /projects/sync-status.
+func TestRunSyncsProjects(t *testing.T) {
+	t.Parallel()
+	cfg, path := syncConfig(t, nil)
+	store, err := db.Open(context.Background(), path, zap.NewNop()) // the file as the backend has it
+	require.NoError(t, err)
+	require.NoError(t, store.Close())
+	insertProjects(t, path, 1, 3)
+	base, cancel, done := startRun(t, cfg)
+	defer cancel()
+
+	status := func() (st struct {
+		Total, Embedded, Stale, Pending, Failed int
+	}) {
+		resp, err := http.Get(base + "/projects/sync-status")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+		return st
+	}
+	require.Eventually(t, func() bool { return status().Embedded == 3 }, 30*time.Second, 20*time.Millisecond)
+	before := map[int][]byte{1: blob(t, path, 1), 2: blob(t, path, 2), 3: blob(t, path, 3)}
+
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	require.NoError(t, err)
+	defer raw.Close()
+	_, err = raw.Exec("UPDATE waywo_projects SET title = 'Renamed ' || id WHERE id IN (1, 2)")
+	require.NoError(t, err)
+	require.Equal(t, 2, status().Stale)
+
+	nc, err := nats.Connect("nats://" + cfg.NATSAddr)
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.Publish("waywo.projects.changed.1", nil)) // core NATS, as a plain nats-py publish
+	require.NoError(t, nc.Flush())
+	resp, err := http.Post(base+"/projects/2/changed", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	for _, bad := range []string{"abc", "-1", "0", "1.5", "01"} {
+		resp, err := http.Post(base+"/projects/"+bad+"/changed", "", nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, bad)
+	}
+	resp, err = http.Get(base + "/projects/2/changed")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+
+	require.Eventually(t, func() bool { return status().Embedded == 3 }, 30*time.Second, 20*time.Millisecond)
+	require.NotEqual(t, before[1], blob(t, path, 1))
+	require.NotEqual(t, before[2], blob(t, path, 2))
+	require.Equal(t, before[3], blob(t, path, 3))
+	_, err = embed.DecodeVector(blob(t, path, 1), cfg.Dimensions)
+	require.NoError(t, err)
+
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// `api reindex` alone starts its own system; next to a running api it
+// uses that api's nats-server and workers. Either way it reports.
+func TestReindexCommand(t *testing.T) {
+	t.Parallel()
+	cfg, path := syncConfig(t, map[string]string{"EMBED_RECONCILE_INTERVAL": "0"})
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	// Create the file as the api would, then fill it.
+	sys := func() {
+		var out, progress bytes.Buffer
+		require.NoError(t, reindexCommand(context.Background(), cfg, log, nil, &out, &progress))
+	}
+	sys() // nothing to do on an empty table
+	insertProjects(t, path, 1, 120)
+
+	var out, progress bytes.Buffer
+	require.NoError(t, reindexCommand(context.Background(), cfg, log, nil, &out, &progress))
+	require.Contains(t, out.String(), "120 projects to sync")
+	require.Regexp(t, `reindex done: 120 projects in .* \([0-9.]+/s\)`, out.String())
+	require.Contains(t, out.String(), "embedded   120")
+	require.Contains(t, progress.String(), "120/120")
+	require.True(t, hasBlob(t, path, 120, cfg.Dimensions))
+
+	// With an api running (its reconcile off), reindex --all joins it.
+	insertProjects(t, path, 121, 125)
+	_, cancel, done := startRun(t, cfg)
+	defer cancel()
+	out.Reset()
+	require.NoError(t, reindexCommand(context.Background(), cfg, log, []string{"--all"}, &out, &progress))
+	require.Contains(t, out.String(), "125 projects to sync")
+	require.Contains(t, out.String(), "unchanged  0")
+	require.True(t, strings.Contains(out.String(), "embedded   125"), out.String())
+	cancel()
+	require.NoError(t, <-done)
+
+	require.ErrorContains(t, reindexCommand(context.Background(), cfg, log, []string{"extra"}, &out, &progress), "no arguments")
+}

@@ -1,0 +1,390 @@
+// Package db is the api's access to the WAYWO SQLite file: the backend's
+// waywo_projects table, of which we write description_embedding and nothing
+// else, and our own table embed_sync_state recording what we last stored
+// for each project (or why we could not).
+//
+// SQLite allows one writer at a time and the WAYWO backend writes the same
+// file, so: WAL, a busy timeout, one writer connection that takes the write
+// lock when its transaction begins, short transactions, and a retry while
+// the file stays locked longer than the busy timeout.
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/mattn/go-sqlite3"
+	"go.uber.org/zap"
+)
+
+// BusyTimeout is how long one statement waits for a lock held by another
+// connection (the backend's, say) before SQLite gives up with SQLITE_BUSY.
+const BusyTimeout = 5 * time.Second
+
+// projectsSchema is the WAYWO backend's waywo_projects table (SQLAlchemy
+// model WaywoProjectDB, src/db/models.py), created only when the file has
+// no such table so that the embedded default works alone. The foreign key
+// to waywo_comments is left out: that table is the backend's to create.
+// source, umap_x and umap_y are newer backend columns, nullable here.
+const projectsSchema = `
+CREATE TABLE waywo_projects (
+	id INTEGER NOT NULL,
+	source_comment_id INTEGER NOT NULL,
+	is_valid_project BOOLEAN NOT NULL,
+	invalid_reason VARCHAR(500),
+	title VARCHAR(500) NOT NULL,
+	short_description VARCHAR(200) NOT NULL,
+	description TEXT NOT NULL,
+	hashtags TEXT NOT NULL,
+	project_urls TEXT,
+	url_summaries TEXT,
+	primary_url TEXT,
+	url_contents TEXT,
+	idea_score INTEGER NOT NULL,
+	complexity_score INTEGER NOT NULL,
+	workflow_logs TEXT,
+	description_embedding BLOB,
+	is_bookmarked BOOLEAN NOT NULL,
+	screenshot_path TEXT,
+	source VARCHAR(50),
+	umap_x FLOAT,
+	umap_y FLOAT,
+	created_at DATETIME NOT NULL,
+	processed_at DATETIME NOT NULL,
+	PRIMARY KEY (id)
+);
+CREATE INDEX ix_waywo_projects_source_comment_id ON waywo_projects (source_comment_id);
+CREATE INDEX ix_waywo_projects_idea_score ON waywo_projects (idea_score);
+CREATE INDEX ix_waywo_projects_complexity_score ON waywo_projects (complexity_score);
+CREATE INDEX ix_waywo_projects_is_valid ON waywo_projects (is_valid_project);
+CREATE INDEX ix_waywo_projects_created_at ON waywo_projects (created_at);
+`
+
+// stateSchema is ours. content_hash, model, dims and embedded_at describe
+// the blob we last wrote; failed_hash, last_error and failed_at the last
+// failure. failed_hash is the content that failed for good (a malformed
+// row, a text the model refuses); it is NULL for failures worth retrying.
+const stateSchema = `
+CREATE TABLE IF NOT EXISTS embed_sync_state (
+	project_id INTEGER PRIMARY KEY,
+	content_hash TEXT,
+	model TEXT,
+	dims INTEGER,
+	embedded_at TEXT,
+	failed_hash TEXT,
+	last_error TEXT,
+	failed_at TEXT
+);
+`
+
+// requiredColumns are the waywo_projects columns the sync reads or writes.
+var requiredColumns = []string{"id", "title", "description", "hashtags", "description_embedding"}
+
+// Store is the open file: one writer connection and a pool of readers.
+type Store struct {
+	w, r *sqlx.DB
+	path string
+	log  *zap.Logger
+}
+
+// Open opens (or creates) the WAYWO file at path, creating waywo_projects
+// when it is missing and our state table always. It checks that an existing
+// waywo_projects has the columns the sync needs and never alters it.
+func Open(ctx context.Context, path string, log *zap.Logger) (*Store, error) {
+	log = log.Named("db")
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("WAYWO_DB %q: %w", path, err)
+	}
+	_, statErr := os.Stat(abs)
+	created := errors.Is(statErr, os.ErrNotExist)
+	if created {
+		if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+			return nil, fmt.Errorf("create directory for WAYWO_DB: %w", err)
+		}
+	}
+	uri := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
+	params := fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds())
+	w, err := sqlx.Open("sqlite3", uri+"?"+params+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", abs, err)
+	}
+	w.SetMaxOpenConns(1) // SQLite has one writer; queue here, not in SQLite
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{w: w, path: abs, log: log}
+	if err := s.prepare(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("WAYWO_DB %s: %w", abs, err)
+	}
+	s.r, err = sqlx.Open("sqlite3", uri+"?"+params+"&_query_only=true")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", abs, err)
+	}
+	s.r.SetMaxOpenConns(4)
+	if created {
+		log.Info("created the WAYWO database with an empty waywo_projects", zap.String("path", abs))
+	}
+	return s, nil
+}
+
+// Path is the file's absolute path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes both pools.
+func (s *Store) Close() error { return errors.Join(s.r.Close(), s.w.Close()) }
+
+func (s *Store) prepare(ctx context.Context) error {
+	var mode string
+	if err := s.w.GetContext(ctx, &mode, "PRAGMA journal_mode=WAL"); err != nil {
+		return fmt.Errorf("set WAL: %w", err)
+	}
+	if mode != "wal" {
+		// Another connection may hold the file in a mode that cannot be
+		// changed now; SQLite still works, with more waiting.
+		s.log.Warn("the database is not in WAL mode; readers and the writer will wait for each other", zap.String("journal_mode", mode))
+	}
+	// In WAL, NORMAL syncs at checkpoints: a power cut can lose the last
+	// writes, which the reconcile finds stale and writes again.
+	if _, err := s.w.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return err
+	}
+	return s.write(ctx, "create tables", func(tx *sqlx.Tx) error {
+		var n int
+		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='waywo_projects'"); err != nil {
+			return err
+		}
+		if n == 0 {
+			if _, err := tx.ExecContext(ctx, projectsSchema); err != nil {
+				return fmt.Errorf("create waywo_projects: %w", err)
+			}
+		} else if err := checkColumns(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, stateSchema)
+		return err
+	})
+}
+
+func checkColumns(ctx context.Context, tx *sqlx.Tx) error {
+	var cols []string
+	if err := tx.SelectContext(ctx, &cols, "SELECT name FROM pragma_table_info('waywo_projects')"); err != nil {
+		return err
+	}
+	have := make(map[string]bool, len(cols))
+	for _, c := range cols {
+		have[strings.ToLower(c)] = true
+	}
+	var missing []string
+	for _, c := range requiredColumns {
+		if !have[c] {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("waywo_projects lacks column(s) %s; is this the WAYWO database?", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// Project is one waywo_projects row as the sync sees it, with our state.
+// Every column is nullable here: the file is the backend's and a row may
+// break its own schema, which the sync reports rather than trips over.
+type Project struct {
+	ID          int64          `db:"id"`
+	Title       sql.NullString `db:"title"`
+	Description sql.NullString `db:"description"`
+	Hashtags    sql.NullString `db:"hashtags"`
+	// BlobBytes is the length of description_embedding: NULL when there is
+	// none, -1 when it holds something other than a blob.
+	BlobBytes sql.NullInt64 `db:"blob_bytes"`
+
+	Hash       sql.NullString `db:"content_hash"`
+	Model      sql.NullString `db:"model"`
+	Dims       sql.NullInt64  `db:"dims"`
+	FailedHash sql.NullString `db:"failed_hash"`
+	LastError  sql.NullString `db:"last_error"`
+}
+
+const selectProjects = `
+SELECT p.id, p.title, p.description, p.hashtags,
+	CASE typeof(p.description_embedding) WHEN 'null' THEN NULL WHEN 'blob' THEN length(p.description_embedding) ELSE -1 END AS blob_bytes,
+	s.content_hash, s.model, s.dims, s.failed_hash, s.last_error
+FROM waywo_projects p LEFT JOIN embed_sync_state s ON s.project_id = p.id`
+
+// Projects reads the rows with the given ids; ids with no row are absent.
+func (s *Store) Projects(ctx context.Context, ids []int64) ([]Project, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	q, args, err := sqlx.In(selectProjects+" WHERE p.id IN (?)", ids)
+	if err != nil {
+		return nil, err
+	}
+	var out []Project
+	err = retryBusy(ctx, s.log, "read projects", func() error {
+		out = out[:0]
+		return s.r.SelectContext(ctx, &out, q, args...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read projects: %w", err)
+	}
+	return out, nil
+}
+
+// EachProject calls fn for every row in id order, reading as it goes.
+func (s *Store) EachProject(ctx context.Context, fn func(Project) error) error {
+	rows, err := s.r.QueryxContext(ctx, selectProjects+" ORDER BY p.id")
+	if err != nil {
+		return fmt.Errorf("scan projects: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p Project
+		if err := rows.StructScan(&p); err != nil {
+			return fmt.Errorf("scan projects: %w", err)
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("scan projects: %w", err)
+	}
+	return nil
+}
+
+// Embedding is a vector to store for a project, with the hash of the text
+// it was computed from.
+type Embedding struct {
+	ID   int64
+	Blob []byte
+	Hash string
+}
+
+// SaveEmbeddings writes each blob into description_embedding and records
+// it, in one short transaction. It returns the ids whose row no longer
+// exists (nothing is written for them).
+func (s *Store) SaveEmbeddings(ctx context.Context, es []Embedding, model string, dims int, at time.Time) (missing []int64, err error) {
+	stamp := at.UTC().Format(time.RFC3339Nano)
+	err = s.write(ctx, "save embeddings", func(tx *sqlx.Tx) error {
+		missing = missing[:0]
+		for _, e := range es {
+			res, err := tx.ExecContext(ctx, "UPDATE waywo_projects SET description_embedding = ? WHERE id = ?", e.Blob, e.ID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				missing = append(missing, e.ID)
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `
+INSERT INTO embed_sync_state (project_id, content_hash, model, dims, embedded_at, failed_hash, last_error, failed_at)
+VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL)
+ON CONFLICT (project_id) DO UPDATE SET content_hash = excluded.content_hash, model = excluded.model,
+	dims = excluded.dims, embedded_at = excluded.embedded_at, failed_hash = NULL, last_error = NULL, failed_at = NULL`,
+				e.ID, e.Hash, model, dims, stamp); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return missing, err
+}
+
+// Failure is why a project could not be embedded. Hash is set when the
+// failure is for good for that content (a malformed row, a refused text):
+// the reconcile then leaves the row alone until its content changes.
+type Failure struct {
+	ID     int64
+	Hash   string // empty: worth retrying
+	Reason string
+}
+
+// SaveFailures records failures of projects that still exist.
+func (s *Store) SaveFailures(ctx context.Context, fs []Failure, at time.Time) error {
+	stamp := at.UTC().Format(time.RFC3339Nano)
+	return s.write(ctx, "save failures", func(tx *sqlx.Tx) error {
+		for _, f := range fs {
+			hash := sql.NullString{String: f.Hash, Valid: f.Hash != ""}
+			if _, err := tx.ExecContext(ctx, `
+INSERT INTO embed_sync_state (project_id, failed_hash, last_error, failed_at)
+SELECT id, ?, ?, ? FROM waywo_projects WHERE id = ?
+ON CONFLICT (project_id) DO UPDATE SET failed_hash = excluded.failed_hash,
+	last_error = excluded.last_error, failed_at = excluded.failed_at`,
+				hash, f.Reason, stamp, f.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ForgetDeleted drops our state of projects the backend has deleted.
+func (s *Store) ForgetDeleted(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.write(ctx, "forget deleted projects", func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM embed_sync_state WHERE project_id NOT IN (SELECT id FROM waywo_projects)")
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
+// write runs fn in one immediate transaction on the writer connection,
+// again while the file stays locked.
+func (s *Store) write(ctx context.Context, what string, fn func(*sqlx.Tx) error) error {
+	err := retryBusy(ctx, s.log, what, func() error {
+		tx, err := s.w.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// IsBusy says whether err is SQLite's "the file is locked".
+func IsBusy(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
+}
+
+// retryBusy runs fn until it succeeds, fails otherwise than busy, or ctx
+// ends, backing off from 50 ms to 1 s between tries. Each try already
+// waited BusyTimeout inside SQLite.
+func retryBusy(ctx context.Context, log *zap.Logger, what string, fn func() error) error {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !IsBusy(err) {
+			return err
+		}
+		log.Warn("database locked; retrying", zap.String("op", what), zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}

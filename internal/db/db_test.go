@@ -1,0 +1,141 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// With no file, Open creates it with the backend's waywo_projects (and
+// our table) in WAL mode, creating the directory too.
+func TestOpenCreatesTheBackendsTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "waywo.db")
+	s := open(t, path)
+	var mode string
+	require.NoError(t, s.w.Get(&mode, "PRAGMA journal_mode"))
+	require.Equal(t, "wal", mode)
+	var cols []string
+	require.NoError(t, s.r.Select(&cols, "SELECT name FROM pragma_table_info('waywo_projects')"))
+	require.Contains(t, cols, "description_embedding")
+	require.Contains(t, cols, "short_description")
+	require.Contains(t, cols, "umap_x")
+	require.Contains(t, cols, "created_at")
+	var n int
+	require.NoError(t, s.r.Get(&n, "SELECT count(*) FROM sqlite_master WHERE name = 'embed_sync_state'"))
+	require.Equal(t, 1, n)
+	// Opening again changes nothing.
+	s.Close()
+	open(t, path)
+}
+
+// An existing table is checked, never altered; one without the columns
+// the sync needs is refused with their names.
+func TestOpenChecksAnExistingTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "waywo.db")
+	raw, err := sql.Open("sqlite3", path)
+	require.NoError(t, err)
+	defer raw.Close()
+	_, err = raw.Exec("CREATE TABLE waywo_projects (id INTEGER PRIMARY KEY, title TEXT, description TEXT)")
+	require.NoError(t, err)
+	_, err = Open(context.Background(), path, zap.NewNop())
+	require.ErrorContains(t, err, "lacks column(s) hashtags, description_embedding")
+	var ddl string
+	require.NoError(t, raw.QueryRow("SELECT sql FROM sqlite_master WHERE name = 'waywo_projects'").Scan(&ddl))
+	require.Equal(t, "CREATE TABLE waywo_projects (id INTEGER PRIMARY KEY, title TEXT, description TEXT)", ddl)
+}
+
+// A write waits out another process's write lock held longer than the
+// busy timeout, then lands; it gives up only when its context ends.
+func TestWriteRetriesWhileLocked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("holds a lock for longer than the busy timeout")
+	}
+	path := filepath.Join(t.TempDir(), "waywo.db")
+	s := open(t, path)
+	_, err := s.w.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+		VALUES (1, 1, 1, 't', '', 'd', '[]', 1, 1, 0, '2025-01-01', '2025-01-01')`)
+	require.NoError(t, err)
+
+	locker, err := sql.Open("sqlite3", "file:"+path+"?_txlock=exclusive")
+	require.NoError(t, err)
+	defer locker.Close()
+	tx, err := locker.Begin()
+	require.NoError(t, err)
+	released := make(chan time.Time, 1)
+	hold := BusyTimeout + 1500*time.Millisecond
+	go func() {
+		time.Sleep(hold) // the lock is the fault; the test asserts on outcomes
+		released <- time.Now()
+		_ = tx.Rollback()
+	}()
+
+	missing, err := s.SaveEmbeddings(context.Background(), []Embedding{{ID: 1, Blob: []byte{1, 2, 3, 4}, Hash: "h"}}, "m", 1, time.Now())
+	require.NoError(t, err)
+	require.Empty(t, missing)
+	done := time.Now()
+	require.False(t, done.Before(<-released), "the write landed while the lock was held")
+	var n int
+	require.NoError(t, s.r.Get(&n, "SELECT length(description_embedding) FROM waywo_projects WHERE id = 1"))
+	require.Equal(t, 4, n)
+
+	// Locked again, with a deadline: a clear error, not a hang.
+	tx, err = locker.Begin()
+	require.NoError(t, err)
+	defer tx.Rollback()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = s.SaveEmbeddings(ctx, []Embedding{{ID: 1, Blob: []byte{1, 2, 3, 4}, Hash: "h"}}, "m", 1, time.Now())
+	require.Error(t, err)
+}
+
+// Failures are recorded only for projects that exist, and a success
+// clears them; deleted projects' state is forgotten.
+func TestFailuresAndForgetting(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "waywo.db"))
+	ctx := context.Background()
+	for _, id := range []int{1, 2} {
+		_, err := s.w.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+			VALUES (?, 1, 1, 't', '', 'd', '[]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.SaveFailures(ctx, []Failure{{ID: 1, Hash: "k", Reason: "bad"}, {ID: 99, Reason: "gone"}}, time.Now()))
+	ps, err := s.Projects(ctx, []int64{1, 2, 99})
+	require.NoError(t, err)
+	require.Len(t, ps, 2)
+	require.Equal(t, "bad", ps[0].LastError.String)
+	require.Equal(t, "k", ps[0].FailedHash.String)
+	require.False(t, ps[1].LastError.Valid)
+
+	_, err = s.SaveEmbeddings(ctx, []Embedding{{ID: 1, Blob: []byte{0, 0, 0, 0}, Hash: "k2"}}, "m", 1, time.Now())
+	require.NoError(t, err)
+	ps, err = s.Projects(ctx, []int64{1})
+	require.NoError(t, err)
+	require.False(t, ps[0].LastError.Valid)
+	require.Equal(t, int64(4), ps[0].BlobBytes.Int64)
+	require.Equal(t, "k2", ps[0].Hash.String)
+
+	_, err = s.w.Exec("DELETE FROM waywo_projects WHERE id = 1")
+	require.NoError(t, err)
+	n, err := s.ForgetDeleted(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+}

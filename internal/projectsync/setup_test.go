@@ -1,0 +1,237 @@
+package projectsync_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/queue"
+)
+
+func TestMain(m *testing.M) { ollamatest.RunTests(m) }
+
+// env is the sync over real parts: a SQLite file, an in-process
+// nats-server, a worker on the shared tiny Ollama model.
+type env struct {
+	t       *testing.T
+	path    string
+	raw     *sql.DB // a second connection, as the backend would have
+	store   *db.Store
+	syncer  *projectsync.Syncer
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	ollama  *ollamatest.Server
+	direct  *embed.Model
+	calls   atomic.Int64 // Ollama calls made by the worker
+	workers *queue.Registry
+}
+
+// backendSchema is an existing WAYWO file: the backend's columns plus
+// some it may add later, all of which we must leave alone.
+const backendSchema = `
+CREATE TABLE waywo_projects (
+	id INTEGER PRIMARY KEY,
+	source_comment_id INTEGER NOT NULL DEFAULT 1,
+	is_valid_project BOOLEAN NOT NULL DEFAULT 1,
+	title TEXT NOT NULL,
+	short_description TEXT NOT NULL DEFAULT '',
+	description TEXT NOT NULL,
+	hashtags TEXT NOT NULL,
+	description_embedding BLOB,
+	idea_score INTEGER NOT NULL DEFAULT 5,
+	complexity_score INTEGER NOT NULL DEFAULT 5,
+	is_bookmarked BOOLEAN NOT NULL DEFAULT 0,
+	source TEXT DEFAULT 'hn',
+	umap_x REAL,
+	umap_y REAL,
+	screenshot_path TEXT,
+	extra_notes TEXT,
+	created_at DATETIME NOT NULL DEFAULT '2025-01-02 03:04:05.678901',
+	processed_at DATETIME NOT NULL DEFAULT '2025-01-02 03:04:05.678901'
+);`
+
+type envOptions struct {
+	schema     string // empty: let db.Open create the backend's schema
+	noConsumer bool
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	ol := ollamatest.Shared(t)
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	e := &env{t: t, path: filepath.Join(t.TempDir(), "waywo.db"), ollama: ol}
+
+	var err error
+	e.raw, err = sql.Open("sqlite3", "file:"+e.path+"?_busy_timeout=10000")
+	require.NoError(t, err)
+	t.Cleanup(func() { e.raw.Close() })
+	if o.schema != "" {
+		_, err = e.raw.Exec(o.schema)
+		require.NoError(t, err)
+	}
+	e.store, err = db.Open(context.Background(), e.path, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { e.store.Close() })
+
+	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	e.nc, err = queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
+	require.NoError(t, err)
+	t.Cleanup(e.nc.Close)
+	e.js, err = jetstream.New(e.nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = queue.EnsureJobsStream(ctx, e.js, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	require.NoError(t, queue.EnsureDeadLetters(ctx, e.js))
+	e.workers, err = queue.WatchWorkers(e.nc, time.Now, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.workers.Close() })
+	client, err := queue.NewClient(e.nc, e.js, ol.Dims, time.Now, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	e.startWorker(ns, log)
+
+	u, err := url.Parse(ol.URL)
+	require.NoError(t, err)
+	e.direct = embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, embed.ModelOptions{
+		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
+	})
+	e.syncer = &projectsync.Syncer{Store: e.store, Embedder: client, Model: ol.Model, Dims: ol.Dims,
+		MaxTextBytes: 128 << 10, Now: time.Now, Log: log}
+	if !o.noConsumer {
+		e.startConsumer(ns, log)
+	}
+	return e
+}
+
+func (e *env) startWorker(ns *server.Server, log *zap.Logger) {
+	t := e.t
+	wnc, err := queue.Connect("", "test-worker", ns, config.NATSAuth{}, log)
+	require.NoError(t, err)
+	wjs, err := jetstream.New(wnc)
+	require.NoError(t, err)
+	u, err := url.Parse(e.ollama.URL)
+	require.NoError(t, err)
+	model := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), e.ollama.URL, embed.ModelOptions{
+		Name: e.ollama.Model, Dims: e.ollama.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
+		OnCall: func(int, time.Duration, error) { e.calls.Add(1) },
+	})
+	oc := embed.NewOllamaClient(u)
+	w := queue.NewWorker(wnc, wjs, []queue.Endpoint{{
+		Model: model,
+		Probe: func(ctx context.Context, full bool) error { return embed.Probe(ctx, oc, model, full) },
+	}}, queue.WorkerOptions{
+		ID: "w-" + strings.ReplaceAll(t.Name(), "/", "-"), Dims: e.ollama.Dims, QueryTask: "q", BatchSize: 32,
+		Consumer:          queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},
+		Limits:            queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30},
+		HeartbeatInterval: 50 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
+	}, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		_ = wnc.Drain()
+		wnc.Close()
+	})
+	require.Eventually(t, func() bool { n, _ := e.workers.Ready(); return n > 0 }, 30*time.Second, 20*time.Millisecond)
+}
+
+func (e *env) startConsumer(_ *server.Server, log *zap.Logger) {
+	t := e.t
+	cons, err := queue.EnsureProjects(context.Background(), e.js, time.Minute, 3)
+	require.NoError(t, err)
+	c := &projectsync.Consumer{
+		Syncer: e.syncer, Consumer: cons, JS: e.js,
+		Ready: func() bool { n, _ := e.workers.Ready(); return n > 0 },
+		Batch: 32, Parallel: 2, MaxDeliver: 3, Timeout: 30 * time.Second, Log: log,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// insert adds a project through the backend's connection.
+func (e *env) insert(id int64, title, description, hashtags string) {
+	e.t.Helper()
+	_, err := e.raw.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+		VALUES (?, 1, 1, ?, 'short', ?, ?, 7, 3, 0, '2025-01-02 03:04:05', '2025-01-02 03:04:05')`, id, title, description, hashtags)
+	require.NoError(e.t, err)
+}
+
+func (e *env) publish(id int64) {
+	e.t.Helper()
+	_, err := e.js.Publish(context.Background(), fmt.Sprintf("waywo.projects.changed.%d", id), nil)
+	require.NoError(e.t, err)
+}
+
+// blob reads a project's stored vector; nil when there is none.
+func (e *env) blob(id int64) []float32 {
+	e.t.Helper()
+	var b []byte
+	require.NoError(e.t, e.raw.QueryRow("SELECT description_embedding FROM waywo_projects WHERE id = ?", id).Scan(&b))
+	if b == nil {
+		return nil
+	}
+	v, err := embed.DecodeVector(b, e.ollama.Dims)
+	require.NoError(e.t, err)
+	return v
+}
+
+// reference is the model's own vector of text, straight from Ollama.
+func (e *env) reference(text string) []float32 {
+	e.t.Helper()
+	out, err := e.direct.EmbedAll(context.Background(), []string{text})
+	require.NoError(e.t, err)
+	require.NoError(e.t, out.Rejected[0])
+	return out.Vectors[0]
+}
+
+// settled waits until the events stream and its consumer are empty.
+func (e *env) settled() {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		c, err := e.js.Consumer(context.Background(), queue.ProjectsStream, queue.ProjectsConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+	}, 60*time.Second, 20*time.Millisecond)
+}
+
+func (e *env) deadLetters() []queue.StoredDeadLetter {
+	e.t.Helper()
+	dls, err := queue.ListDeadLetters(context.Background(), e.js, "projects", 1000)
+	require.NoError(e.t, err)
+	return dls
+}
+
+func projectText(title, description string, tags ...string) string {
+	return embed.ProjectText(title, description, tags)
+}

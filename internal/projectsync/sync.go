@@ -1,0 +1,327 @@
+// Package projectsync keeps waywo_projects.description_embedding equal to
+// the model's vector of each project's text: it reads rows, skips those
+// whose text, model and dimensions match what it last stored, embeds the
+// rest through the same queue as /embed, and writes the blobs. Project
+// events, the periodic reconcile and the reindex command all end here.
+package projectsync
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
+)
+
+// Embedder is the queue client's Embed.
+type Embedder interface {
+	Embed(ctx context.Context, req queue.Request) (queue.Result, error)
+}
+
+// Syncer embeds projects and stores their vectors.
+type Syncer struct {
+	Store    *db.Store
+	Embedder Embedder
+	Model    string
+	Dims     int
+	// MaxTextBytes bounds a project's text (EMBED_MAX_DOCUMENT_BYTES).
+	MaxTextBytes int
+	Now          func() time.Time
+	Log          *zap.Logger
+}
+
+// Outcome is what a sync did with one project.
+type Outcome int
+
+const (
+	Embedded  Outcome = iota // a new vector was written
+	Unchanged                // text, model and dimensions match the stored vector: no model call
+	Missing                  // no such project (deleted): nothing to do
+	Failed                   // cannot be embedded until the row changes; recorded with the reason
+	Retry                    // a passing failure (queue, workers, database): try again later
+)
+
+func (o Outcome) String() string {
+	return [...]string{"embedded", "unchanged", "missing", "failed", "retry"}[o]
+}
+
+// Result is one project's outcome. Reason explains Failed and Retry;
+// Recorded says a Failed was already on record before this sync (no new
+// dead letter is due).
+type Result struct {
+	Outcome  Outcome
+	Reason   string
+	Recorded bool
+}
+
+// Text builds a project's text exactly as the WAYWO backend does,
+// f"{title}\n{description}\n{hashtag_str}".strip(), after checking the row:
+// title and description present, hashtags a JSON array of strings (NULL
+// reads as none, as the backend's get_hashtags_list does), valid UTF-8 with
+// no NUL, not empty, at most maxBytes.
+func Text(p db.Project, maxBytes int) (string, error) {
+	if !p.Title.Valid {
+		return "", errors.New("title is NULL")
+	}
+	if !p.Description.Valid {
+		return "", errors.New("description is NULL")
+	}
+	var tags []string
+	if p.Hashtags.Valid {
+		var err error
+		if tags, err = parseHashtags(p.Hashtags.String); err != nil {
+			return "", err
+		}
+	}
+	text := embed.ProjectText(p.Title.String, p.Description.String, tags)
+	switch {
+	case !utf8.ValidString(text):
+		return "", errors.New("text is not valid UTF-8")
+	case strings.IndexByte(text, 0) >= 0:
+		return "", errors.New("text contains a NUL byte")
+	case text == "":
+		return "", errors.New("text is empty (title, description and hashtags are blank)")
+	case maxBytes > 0 && len(text) > maxBytes:
+		return "", fmt.Errorf("text is %d bytes, over the limit of %d (EMBED_MAX_DOCUMENT_BYTES)", len(text), maxBytes)
+	}
+	return text, nil
+}
+
+func parseHashtags(raw string) ([]string, error) {
+	trimmed := bytes.TrimSpace([]byte(raw))
+	if len(trimmed) == 0 || trimmed[0] != '[' {
+		return nil, fmt.Errorf("hashtags is not a JSON array of strings: %s", quoteShort(raw))
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(trimmed, &items); err != nil {
+		return nil, fmt.Errorf("hashtags is not a JSON array of strings: %v", err)
+	}
+	tags := make([]string, len(items))
+	for i, it := range items {
+		if err := json.Unmarshal(it, &tags[i]); err != nil || bytes.Equal(it, []byte("null")) {
+			return nil, fmt.Errorf("hashtags is not a JSON array of strings: element %d is %s", i, quoteShort(string(it)))
+		}
+	}
+	return tags, nil
+}
+
+func quoteShort(s string) string {
+	if len(s) > 60 {
+		s = s[:60] + "…"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// contentKey identifies what a row would be embedded from: the hash of its
+// text, or, when no text can be built, of its raw columns.
+func contentKey(p db.Project, text string, textErr error) string {
+	h := sha256.New()
+	if textErr == nil {
+		h.Write([]byte(text))
+		return hex.EncodeToString(h.Sum(nil))
+	}
+	for _, c := range []struct {
+		ok bool
+		s  string
+	}{{p.Title.Valid, p.Title.String}, {p.Description.Valid, p.Description.String}, {p.Hashtags.Valid, p.Hashtags.String}} {
+		if c.ok {
+			fmt.Fprintf(h, "%d:%s", len(c.s), c.s)
+		} else {
+			h.Write([]byte("-"))
+		}
+	}
+	return "raw:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// State is where a row stands.
+type State int
+
+const (
+	StateEmbedded State = iota // the stored vector is of the current text, model and dimensions
+	StateStale                 // a vector is stored, but not of these (or not by us)
+	StatePending               // no vector yet
+	StateFailed                // failed for good with the current content; waits for a change
+)
+
+type classified struct {
+	state  State
+	key    string
+	text   string
+	err    error  // why no text could be built
+	reason string // StateFailed: the recorded reason; StateStale: what changed
+}
+
+func (s *Syncer) classify(p db.Project) classified {
+	text, err := Text(p, s.MaxTextBytes)
+	c := classified{key: contentKey(p, text, err), text: text, err: err}
+	switch {
+	case p.LastError.Valid && p.FailedHash.Valid && p.FailedHash.String == c.key:
+		c.state, c.reason = StateFailed, p.LastError.String
+	case !p.BlobBytes.Valid:
+		c.state = StatePending
+	case !p.Hash.Valid:
+		c.state, c.reason = StateStale, "vector not written by this service"
+	case p.Hash.String != c.key:
+		c.state, c.reason = StateStale, "text changed"
+	case p.Model.String != s.Model:
+		c.state, c.reason = StateStale, fmt.Sprintf("model changed from %s", p.Model.String)
+	case p.Dims.Int64 != int64(s.Dims) || p.BlobBytes.Int64 != int64(4*s.Dims):
+		c.state, c.reason = StateStale, fmt.Sprintf("dimensions changed from %d", p.Dims.Int64)
+	default:
+		c.state = StateEmbedded
+	}
+	return c
+}
+
+// Sync brings the given projects up to date, re-embedding unchanged ones
+// too when force is set. Every id gets a Result; nothing is returned as an
+// error because each project's fate is its own.
+func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Result {
+	out := make(map[int64]Result, len(ids))
+	rows, err := s.Store.Projects(ctx, ids)
+	if err != nil {
+		for _, id := range ids {
+			out[id] = Result{Outcome: Retry, Reason: err.Error()}
+		}
+		return out
+	}
+	var (
+		todo     []int64
+		texts    []string
+		keys     []string
+		failures []db.Failure
+	)
+	for _, p := range rows {
+		c := s.classify(p)
+		switch {
+		case c.state == StateFailed && !force:
+			out[p.ID] = Result{Outcome: Failed, Reason: c.reason, Recorded: true}
+		case c.err != nil:
+			out[p.ID] = Result{Outcome: Failed, Reason: c.err.Error()}
+			failures = append(failures, db.Failure{ID: p.ID, Hash: c.key, Reason: c.err.Error()})
+		case c.state == StateEmbedded && !force:
+			out[p.ID] = Result{Outcome: Unchanged}
+		default:
+			todo = append(todo, p.ID)
+			texts = append(texts, c.text)
+			keys = append(keys, c.key)
+		}
+	}
+	for _, id := range ids {
+		if _, ok := out[id]; !ok && !slices.Contains(todo, id) {
+			out[id] = Result{Outcome: Missing}
+		}
+	}
+
+	for len(todo) > 0 {
+		res, err := s.Embedder.Embed(ctx, queue.Request{ID: newRequestID(), Documents: texts})
+		var de *queue.DocumentError
+		if errors.As(err, &de) && de.Index >= 0 && de.Index < len(todo) && (errors.Is(err, embed.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
+			// That one project is refused for good; the others go again.
+			i := de.Index
+			reason := "refused by the model: " + de.Err.Error()
+			out[todo[i]] = Result{Outcome: Failed, Reason: reason}
+			failures = append(failures, db.Failure{ID: todo[i], Hash: keys[i], Reason: reason})
+			todo, texts, keys = slices.Delete(todo, i, i+1), slices.Delete(texts, i, i+1), slices.Delete(keys, i, i+1)
+			continue
+		}
+		if err != nil {
+			for _, id := range todo {
+				out[id] = Result{Outcome: Retry, Reason: "embedding: " + err.Error()}
+			}
+			break
+		}
+		es := make([]db.Embedding, len(todo))
+		for i, id := range todo {
+			es[i] = db.Embedding{ID: id, Blob: embed.AppendVector(nil, res.Vectors[i]), Hash: keys[i]}
+		}
+		missing, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
+		for _, id := range todo {
+			switch {
+			case err != nil:
+				out[id] = Result{Outcome: Retry, Reason: err.Error()}
+			case slices.Contains(missing, id):
+				out[id] = Result{Outcome: Missing}
+			default:
+				out[id] = Result{Outcome: Embedded}
+			}
+		}
+		break
+	}
+	if len(failures) > 0 {
+		if err := s.Store.SaveFailures(ctx, failures, s.Now()); err != nil {
+			s.Log.Error("could not record failed projects", zap.Int("count", len(failures)), zap.Error(err))
+		}
+	}
+	return out
+}
+
+func newRequestID() string {
+	return "sync-" + rand.Text()
+}
+
+// Targets lists the projects a reconcile should queue: those pending or
+// stale, and with all set every project.
+func (s *Syncer) Targets(ctx context.Context, all bool) ([]int64, error) {
+	var ids []int64
+	err := s.Store.EachProject(ctx, func(p db.Project) error {
+		if c := s.classify(p); all || c.state == StatePending || c.state == StateStale {
+			ids = append(ids, p.ID)
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// FailedProject is one project that cannot be embedded as it stands.
+type FailedProject struct {
+	ID     int64  `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// Status counts rows by state. Queued is filled in by the caller.
+type Status struct {
+	Model      string          `json:"model"`
+	Dimensions int             `json:"dimensions"`
+	Total      int             `json:"total"`
+	Embedded   int             `json:"embedded"`
+	Stale      int             `json:"stale"`
+	Pending    int             `json:"pending"`
+	Failed     int             `json:"failed"`
+	Queued     uint64          `json:"queued_events"`
+	Failures   []FailedProject `json:"failed_projects"`
+}
+
+// Status reads every row and counts.
+func (s *Syncer) Status(ctx context.Context) (Status, error) {
+	st := Status{Model: s.Model, Dimensions: s.Dims, Failures: []FailedProject{}}
+	err := s.Store.EachProject(ctx, func(p db.Project) error {
+		st.Total++
+		switch c := s.classify(p); c.state {
+		case StateEmbedded:
+			st.Embedded++
+		case StateStale:
+			st.Stale++
+		case StatePending:
+			st.Pending++
+		case StateFailed:
+			st.Failed++
+			st.Failures = append(st.Failures, FailedProject{ID: p.ID, Reason: c.reason})
+		}
+		return nil
+	})
+	return st, err
+}

@@ -1,0 +1,165 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Dead letters: work that failed for good or ran out of attempts, kept
+// with its reason and payload so that it can be read and replayed.
+const (
+	DeadLetterStream  = "EMBED_DLQ"
+	DeadLetterSubject = "embed.dlq" // .projects or .jobs
+
+	ReasonHeader          = "Embed-Reason"
+	OriginalSubjectHeader = "Embed-Original-Subject"
+	DeliveriesHeader      = "Embed-Deliveries"
+	FailedAtHeader        = "Embed-Failed-At"
+)
+
+// DeadLetterStreamConfig keeps dead letters for 30 days, dropping the
+// oldest past 100,000: a flood of poison must not stop the system.
+func DeadLetterStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "failed jobs and project events, with reasons",
+		Subjects:    []string{DeadLetterSubject + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     100_000,
+		MaxAge:      30 * 24 * time.Hour,
+	}
+}
+
+// EnsureDeadLetters creates or updates the dead-letter stream.
+func EnsureDeadLetters(ctx context.Context, js jetstream.JetStream) error {
+	if _, err := js.CreateOrUpdateStream(ctx, DeadLetterStreamConfig()); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", DeadLetterStream, err)
+	}
+	return nil
+}
+
+// DeadLetter is one failure to record.
+type DeadLetter struct {
+	Kind       string // "projects" or "jobs"
+	Subject    string // where the work was published
+	Reason     string
+	Deliveries uint64
+	Header     nats.Header // the original headers, kept
+	Payload    []byte
+}
+
+// PublishDeadLetter stores d and waits for the stream's ack.
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, d DeadLetter, at time.Time) error {
+	m := nats.NewMsg(DeadLetterSubject + "." + d.Kind)
+	for k, vs := range d.Header {
+		if k == "Nats-Msg-Id" { // would dedupe two failures of one job
+			continue
+		}
+		m.Header[k] = vs
+	}
+	m.Header.Set(ReasonHeader, d.Reason)
+	m.Header.Set(OriginalSubjectHeader, d.Subject)
+	m.Header.Set(DeliveriesHeader, strconv.FormatUint(d.Deliveries, 10))
+	m.Header.Set(FailedAtHeader, at.UTC().Format(time.RFC3339Nano))
+	m.Data = d.Payload
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	return nil
+}
+
+// StoredDeadLetter is a dead letter as read back from the stream.
+type StoredDeadLetter struct {
+	Seq        uint64
+	Kind       string
+	Subject    string
+	Reason     string
+	Deliveries string
+	FailedAt   string
+	Header     nats.Header
+	Payload    []byte
+}
+
+// ListDeadLetters reads up to limit dead letters of kind ("" for all),
+// oldest first.
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, kind string, limit int) ([]StoredDeadLetter, error) {
+	s, err := js.Stream(ctx, DeadLetterStream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", DeadLetterStream, err)
+	}
+	filter := DeadLetterSubject + ".>"
+	if kind != "" {
+		filter = DeadLetterSubject + "." + kind
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
+	var total uint64
+	for _, n := range info.State.Subjects {
+		total += n
+	}
+	if total == 0 {
+		return nil, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, err
+	}
+	want := int(min(total, uint64(limit)))
+	var out []StoredDeadLetter
+	for len(out) < want {
+		mb, err := c.Fetch(want-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return out, err
+		}
+		n := 0
+		for m := range mb.Messages() {
+			n++
+			md, _ := m.Metadata()
+			d := StoredDeadLetter{Kind: m.Subject()[len(DeadLetterSubject)+1:], Header: m.Headers(), Payload: m.Data()}
+			if md != nil {
+				d.Seq = md.Sequence.Stream
+			}
+			d.Subject = d.Header.Get(OriginalSubjectHeader)
+			d.Reason = d.Header.Get(ReasonHeader)
+			d.Deliveries = d.Header.Get(DeliveriesHeader)
+			d.FailedAt = d.Header.Get(FailedAtHeader)
+			out = append(out, d)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+// ReplayDeadLetter publishes a project event dead letter again to its
+// original subject and deletes it. Jobs are not replayed: their requester
+// got its error reply and is gone.
+func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, d StoredDeadLetter) error {
+	if d.Kind != "projects" {
+		return fmt.Errorf("dead letter %d is a %s one; only project events can be replayed (a job's requester is gone)", d.Seq, d.Kind)
+	}
+	if _, err := ProjectIDFromSubject(d.Subject); err != nil {
+		return fmt.Errorf("dead letter %d cannot be replayed: %w", d.Seq, err)
+	}
+	m := nats.NewMsg(d.Subject)
+	m.Data = d.Payload
+	m.Header.Set(OriginHeader, "replay")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return publishError(ctx, err)
+	}
+	s, err := js.Stream(ctx, DeadLetterStream)
+	if err != nil {
+		return err
+	}
+	return s.DeleteMsg(ctx, d.Seq)
+}
