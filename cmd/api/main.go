@@ -37,6 +37,7 @@ func main() {
 		config.Usage(os.Stdout)
 		fmt.Println("\nSubcommands:\n  api reindex [--all]   embed every missing or stale project now (--all: every project)")
 		fmt.Println("  api deadletters [list|replay] [--kind jobs|projects] [--limit N]")
+		fmt.Println("  api healthcheck       exit 0 when this api's /health answers 200 (container HEALTHCHECK)")
 		return
 	}
 	var sub string
@@ -63,6 +64,11 @@ func main() {
 		err = reindexCommand(ctx, cfg, log, args, os.Stdout, os.Stderr)
 	case "deadletters":
 		err = deadLettersCommand(ctx, cfg, log, args, os.Stdout)
+	case "healthcheck":
+		if err := httpapi.Probe(ctx, cfg.HTTPAddr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	default:
 		err = fmt.Errorf("unknown subcommand %q; run `api --help`", sub)
 	}

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
 )
@@ -28,6 +29,7 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help") {
 		fmt.Println("worker: a waywo embedding worker. Configured by environment:")
 		config.Usage(os.Stdout)
+		fmt.Println("\nSubcommands:\n  worker healthcheck    exit 0 when this worker's /health (EMBED_METRICS_ADDR) answers 200")
 		return
 	}
 	cfg, err := config.Load(os.LookupEnv)
@@ -43,6 +45,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		if cfg.MetricsAddr == "" {
+			fmt.Fprintln(os.Stderr, "EMBED_METRICS_ADDR is empty: this worker serves no /health")
+			os.Exit(1)
+		}
+		if err := httpapi.Probe(ctx, cfg.MetricsAddr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("worker failed", zap.Error(err))
 		_ = log.Sync()

@@ -288,6 +288,18 @@ func Usage(w io.Writer) {
 	tw.Flush()
 }
 
+// Setting describes one variable for generated and checked documentation.
+type Setting struct{ Env, Default, Help string }
+
+// Settings lists every variable Load reads, with its default and meaning.
+func Settings() []Setting {
+	out := make([]Setting, len(settings))
+	for i, s := range settings {
+		out[i] = Setting{s.env, s.def, s.help}
+	}
+	return out
+}
+
 // Names lists every environment variable Load reads.
 func Names() []string {
 	names := make([]string, len(settings))

@@ -1,0 +1,253 @@
+// Package deploy holds the container images, the nats-server config and the
+// Ollama model setup of the docker compose deployment. These machines have no
+// Docker engine, so this test checks the compose files statically with
+// compose-go, the loader Docker Compose itself uses.
+package deploy
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/stretchr/testify/require"
+
+	"github.com/waywo/embed/internal/config"
+)
+
+// load reads docker-compose.yml plus overrides as `docker compose -f … up`
+// would, from the repository root, with env as the shell's environment.
+func load(t *testing.T, env map[string]string, overrides ...string) *types.Project {
+	t.Helper()
+	files := []string{"docker-compose.yml"}
+	for _, o := range overrides {
+		files = append(files, filepath.Join("deploy", o))
+	}
+	var kv []string
+	for k, v := range env {
+		kv = append(kv, k+"="+v)
+	}
+	opts, err := cli.NewProjectOptions(files, cli.WithWorkingDirectory(".."), cli.WithEnv(kv), cli.WithName("waywo-embed"))
+	require.NoError(t, err)
+	wd, err := filepath.Abs("..")
+	require.NoError(t, err)
+	for i, f := range opts.ConfigPaths {
+		opts.ConfigPaths[i] = filepath.Join(wd, f)
+	}
+	p, err := opts.LoadProject(context.Background())
+	require.NoError(t, err)
+	return p
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	require.NoError(t, err, "service %s", name)
+	return s
+}
+
+// env is a service's environment as the container sees it (env_file is
+// optional and absent here).
+func env(s types.ServiceConfig) map[string]string {
+	out := map[string]string{}
+	for k, v := range s.Environment {
+		if v != nil {
+			out[k] = *v
+		}
+	}
+	return out
+}
+
+// configOf loads our configuration from a service's environment: every
+// value the compose file sets must be one the binary accepts.
+func configOf(t *testing.T, s types.ServiceConfig) config.Config {
+	t.Helper()
+	e := env(s)
+	known := config.Names()
+	for k := range e {
+		require.Contains(t, known, k, "service %s sets %s, which the binaries do not read", s.Name, k)
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := e[k]; return v, ok })
+	require.NoError(t, err, "service %s", s.Name)
+	return cfg
+}
+
+func TestComposeRunsTheSystem(t *testing.T) {
+	p := load(t, nil)
+	for _, name := range []string{"nats", "ollama", "model", "api", "worker"} {
+		service(t, p, name)
+	}
+	nats, ollama, model, api, worker := service(t, p, "nats"), service(t, p, "ollama"), service(t, p, "model"), service(t, p, "api"), service(t, p, "worker")
+
+	// Our binaries: built from deploy/Dockerfile, whose stages exist.
+	dockerfile, err := os.ReadFile("Dockerfile")
+	require.NoError(t, err)
+	for _, s := range []types.ServiceConfig{api, worker} {
+		require.NotNil(t, s.Build, s.Name)
+		require.Equal(t, "deploy/Dockerfile", s.Build.Dockerfile)
+		_, err := os.Stat(filepath.Join(s.Build.Context, s.Build.Dockerfile))
+		require.NoError(t, err, "%s builds from a Dockerfile that does not exist", s.Name)
+		require.Regexp(t, `(?m)^FROM \S+ AS `+s.Build.Target+`$`, string(dockerfile))
+	}
+	require.Regexp(t, `(?m)^USER 65532:65532$`, string(dockerfile), "images run as non-root")
+	require.Equal(t, 2, strings.Count(string(dockerfile), "\nHEALTHCHECK "), "both images have a HEALTHCHECK")
+
+	// Each gets the variables it needs, with values the binaries accept.
+	apiCfg, workerCfg := configOf(t, api), configOf(t, worker)
+	natsURL, err := url.Parse(apiCfg.NATSURL)
+	require.NoError(t, err)
+	require.Equal(t, "nats:4222", natsURL.Host, "the api reaches the nats service")
+	require.Equal(t, apiCfg.NATSURL, workerCfg.NATSURL)
+	require.False(t, apiCfg.InProcessWorker(), "the api runs no worker: workers are their own service")
+	require.Equal(t, "ollama:11434", workerCfg.OllamaHost.Host, "the worker reaches the ollama service")
+	require.Equal(t, apiCfg.Model, workerCfg.Model)
+	require.Equal(t, apiCfg.Dimensions, workerCfg.Dimensions)
+	require.Equal(t, apiCfg.Model, env(model)["EMBED_MODEL"], "the model service makes the model the workers use")
+	require.Equal(t, "http://ollama:11434", env(model)["OLLAMA_HOST"])
+	require.Equal(t, "llama-embed-nemotron-8b", apiCfg.Model)
+	require.Equal(t, 4096, apiCfg.Dimensions)
+
+	// Ports agree with the listen addresses, published on loopback only.
+	_, port, err := net.SplitHostPort(apiCfg.HTTPAddr)
+	require.NoError(t, err)
+	require.Len(t, api.Ports, 1)
+	require.Equal(t, port, strconv.Itoa(int(api.Ports[0].Target)))
+	require.Equal(t, "127.0.0.1", api.Ports[0].HostIP)
+	require.Equal(t, "8000", api.Ports[0].Published)
+	require.Len(t, nats.Ports, 1)
+	require.Equal(t, uint32(4222), nats.Ports[0].Target)
+	require.Equal(t, "127.0.0.1", nats.Ports[0].HostIP)
+	require.Empty(t, worker.Ports, "workers publish nothing, so --scale works")
+	require.Empty(t, worker.ContainerName, "a fixed container name would break --scale")
+	_, err = net.ResolveTCPAddr("tcp", workerCfg.MetricsAddr)
+	require.NoError(t, err)
+
+	// Volumes: the api's data directory holds WAYWO_DB; nats's store is the
+	// one nats.conf names; Ollama keeps its models.
+	requireVolumeAt(t, p, api, filepath.Dir(apiCfg.DBPath))
+	requireVolumeAt(t, p, api, apiCfg.DataDir)
+	natsConf, err := os.ReadFile("nats.conf")
+	require.NoError(t, err)
+	store := regexp.MustCompile(`store_dir:\s*(\S+)`).FindSubmatch(natsConf)
+	require.NotNil(t, store)
+	requireVolumeAt(t, p, nats, string(store[1]))
+	require.Regexp(t, `(?m)^\s*sync_interval:\s*10s`, string(natsConf), "the sync policy chosen in queue.StoreSyncInterval")
+	requireVolumeAt(t, p, ollama, "/root/.ollama")
+
+	// Healthchecks, and the order they give: nats → api, ollama → model → worker.
+	for _, s := range []types.ServiceConfig{nats, ollama, api, worker} {
+		require.NotNil(t, s.HealthCheck, "%s has no healthcheck", s.Name)
+		require.NotEmpty(t, s.HealthCheck.Test, s.Name)
+		require.False(t, s.HealthCheck.Disable, s.Name)
+	}
+	requireDependsOn(t, api, "nats", types.ServiceConditionHealthy)
+	requireDependsOn(t, model, "ollama", types.ServiceConditionHealthy)
+	requireDependsOn(t, worker, "ollama", types.ServiceConditionHealthy)
+	requireDependsOn(t, worker, "model", types.ServiceConditionCompletedSuccessfully)
+	requireDependsOn(t, worker, "nats", types.ServiceConditionHealthy)
+
+	// The GPU, the model service's script and Modelfile.
+	require.NotNil(t, ollama.Deploy)
+	require.NotEmpty(t, ollama.Deploy.Resources.Reservations.Devices)
+	require.Contains(t, ollama.Deploy.Resources.Reservations.Devices[0].Capabilities, "gpu")
+	require.Equal(t, "/deploy/model-init.sh", model.Entrypoint[len(model.Entrypoint)-1])
+	for _, f := range []string{"model-init.sh", "Modelfile"} {
+		_, err := os.Stat(f)
+		require.NoError(t, err)
+	}
+	modelfile, err := os.ReadFile("Modelfile")
+	require.NoError(t, err)
+	script, err := os.ReadFile("model-init.sh")
+	require.NoError(t, err)
+	from := regexp.MustCompile(`(?m)^FROM (\S+)$`).FindSubmatch(modelfile)
+	require.NotNil(t, from)
+	require.Contains(t, string(script), "[ -f "+string(from[1])+" ]", "the script looks for the file the Modelfile uses")
+	requireVolumeAt(t, p, model, filepath.Dir(string(from[1])))
+	requireVolumeAt(t, p, model, "/deploy")
+}
+
+func requireVolumeAt(t *testing.T, p *types.Project, s types.ServiceConfig, dir string) {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Target == dir {
+			if v.Type == types.VolumeTypeVolume {
+				require.Contains(t, p.Volumes, v.Source, "named volume %s is declared", v.Source)
+			}
+			return
+		}
+	}
+	t.Fatalf("service %s mounts nothing at %s", s.Name, dir)
+}
+
+func requireDependsOn(t *testing.T, s types.ServiceConfig, on, condition string) {
+	t.Helper()
+	d, ok := s.DependsOn[on]
+	require.True(t, ok, "%s does not depend on %s", s.Name, on)
+	require.Equal(t, condition, d.Condition, "%s waits for %s", s.Name, on)
+}
+
+// The overrides load, and do what they say.
+func TestComposeOverrides(t *testing.T) {
+	cpu := load(t, nil, "compose.cpu.yml")
+	o := service(t, cpu, "ollama")
+	require.True(t, o.Deploy == nil || len(o.Deploy.Resources.Reservations.Devices) == 0, "no GPU reservation on CPU")
+
+	data := load(t, map[string]string{"WAYWO_DATA_DIR": "/srv/waywo/data", "WAYWO_UID": "1000", "WAYWO_GID": "1000"}, "compose.waywo-data.yml")
+	api := service(t, data, "api")
+	cfg := configOf(t, api)
+	require.Equal(t, "/waywo/waywo.db", cfg.DBPath)
+	require.Equal(t, "1000:1000", api.User)
+	found := false
+	for _, v := range api.Volumes {
+		found = found || (v.Source == "/srv/waywo/data" && v.Target == "/waywo")
+	}
+	require.True(t, found, "the backend's directory is mounted where WAYWO_DB points")
+
+	multi := load(t, nil, "compose.multi-gpu.yml")
+	w := configOf(t, service(t, multi, "worker"))
+	require.Len(t, w.OllamaHosts, 2)
+	for _, h := range w.OllamaHosts {
+		name, _, err := net.SplitHostPort(h.Host)
+		require.NoError(t, err)
+		s := service(t, multi, name)
+		require.Equal(t, "gpu", s.Deploy.Resources.Reservations.Devices[0].Capabilities[0])
+		require.Len(t, s.Deploy.Resources.Reservations.Devices[0].IDs, 1, "%s has its own GPU", name)
+	}
+}
+
+// .env.example lists every variable the binaries read with its default.
+func TestEnvExampleListsEverySetting(t *testing.T) {
+	f, err := os.Open(".env.example")
+	require.NoError(t, err)
+	defer f.Close()
+	listed := map[string]string{}
+	sc := bufio.NewScanner(f)
+	line := regexp.MustCompile(`^#?\s*([A-Z][A-Z0-9_]*)=(.*)$`)
+	for sc.Scan() {
+		if m := line.FindStringSubmatch(sc.Text()); m != nil {
+			listed[m[1]] = m[2]
+		}
+	}
+	require.NoError(t, sc.Err())
+	for _, s := range config.Settings() {
+		def, ok := listed[s.Env]
+		require.True(t, ok, ".env.example lacks %s", s.Env)
+		require.Equal(t, s.Default, def, "%s's default in .env.example", s.Env)
+	}
+	// And the compose-only ones the compose file interpolates.
+	compose, err := os.ReadFile("../docker-compose.yml")
+	require.NoError(t, err)
+	for _, m := range regexp.MustCompile(`\$\{([A-Z_]+)`).FindAllStringSubmatch(string(compose), -1) {
+		_, ok := listed[m[1]]
+		require.True(t, ok || slices.Contains(config.Names(), m[1]), ".env.example lacks %s", m[1])
+	}
+}
