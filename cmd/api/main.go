@@ -146,6 +146,11 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 	if err := queue.EnsureDeadLetters(setupCtx, s.js); err != nil {
 		return nil, err
 	}
+	dlSub, err := queue.WatchMaxDeliveries(s.nc, s.js, time.Now, log)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { _ = dlSub.Unsubscribe() })
 	if s.workers, err = queue.WatchWorkers(s.nc, time.Now, log); err != nil {
 		return nil, err
 	}

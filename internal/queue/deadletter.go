@@ -2,12 +2,15 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // Dead letters: work that failed for good or ran out of attempts, kept
@@ -162,4 +165,81 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, d StoredDeadL
 		return err
 	}
 	return s.DeleteMsg(ctx, d.Seq)
+}
+
+// maxDeliverAdvisory is what JetStream publishes when a message reaches a
+// consumer's MaxDeliver without being acked or terminated: its handler died
+// or timed out every time. The message then stays in a work-queue stream.
+type maxDeliverAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// MaxDeliverySubject is where JetStream announces a message of stream that
+// consumer gave up on.
+func MaxDeliverySubject(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
+}
+
+// WatchMaxDeliveries handles messages the jobs' and the project events'
+// consumers gave up on without settling them (a worker killed during every
+// attempt, say): each is dead-lettered, a job's requester gets an error
+// reply at once instead of waiting for its timeout, and the message is
+// deleted from its work queue. The api runs it; with several apis, one of
+// them (a queue group) handles each advisory.
+func WatchMaxDeliveries(nc *nats.Conn, js jetstream.JetStream, now func() time.Time, log *zap.Logger) (*nats.Subscription, error) {
+	log = log.Named("deadletter")
+	ours := map[string]string{JobsStream: WorkersConsumer, ProjectsStream: ProjectsConsumer}
+	sub, err := nc.QueueSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*", "embed-api-deadletters", func(m *nats.Msg) {
+		var a maxDeliverAdvisory
+		if err := json.Unmarshal(m.Data, &a); err != nil || a.StreamSeq == 0 {
+			log.Warn("unreadable max-deliveries advisory", zap.ByteString("body", m.Data), zap.Error(err))
+			return
+		}
+		if ours[a.Stream] != a.Consumer {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := giveUp(ctx, nc, js, a, now); err != nil {
+			log.Error("could not dead-letter a message out of attempts", zap.String("stream", a.Stream), zap.Uint64("seq", a.StreamSeq), zap.Error(err))
+			return
+		}
+		log.Warn("dead-lettered a message out of attempts", zap.String("stream", a.Stream), zap.Uint64("seq", a.StreamSeq), zap.Uint64("deliveries", a.Deliveries))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to max-deliveries advisories: %w", err)
+	}
+	return sub, nil
+}
+
+func giveUp(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, a maxDeliverAdvisory, now func() time.Time) error {
+	s, err := js.Stream(ctx, a.Stream)
+	if err != nil {
+		return err
+	}
+	raw, err := s.GetMsg(ctx, a.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // settled meanwhile (a late ack, or a newer event replaced it)
+	}
+	if err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("delivered %d times without being settled: the handler crashed or ran past its ack wait every time", a.Deliveries)
+	kind := "projects"
+	if a.Stream == JobsStream {
+		kind = "jobs"
+		if job, err := DecodeJob(raw.Header, raw.Data); err == nil && validSubject(job.ReplyTo) {
+			_ = nc.PublishMsg(Reply{Err: &ReplyError{Code: StatusUnavailable, Message: reason, Index: -1}}.Msg(job.ReplyTo))
+		}
+	}
+	if err := PublishDeadLetter(ctx, js, DeadLetter{Kind: kind, Subject: raw.Subject, Reason: reason, Deliveries: a.Deliveries, Header: raw.Header, Payload: raw.Data}, now()); err != nil {
+		return err
+	}
+	if err := s.DeleteMsg(ctx, a.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return err
+	}
+	return nil
 }

@@ -165,6 +165,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := EnsureDeadLetters(ctx, w.js); err != nil {
+		return err
+	}
 	ping, err := w.nc.Subscribe(PingSubject, func(*nats.Msg) { w.announce(false) })
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", PingSubject, err)
@@ -319,6 +322,7 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 		if validSubject(job.ReplyTo) {
 			w.reply(job.ReplyTo, Reply{Err: &ReplyError{Code: StatusBadJob, Message: err.Error(), Index: -1}})
 		}
+		w.deadLetter(m, "malformed job: "+err.Error())
 		_ = m.TermWithReason(truncate(err.Error(), 200))
 		w.opts.Observer.JobError("bad_job")
 		return nil
@@ -495,6 +499,7 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 			msg = fmt.Sprintf("embedding failed and the request's deadline leaves no time to retry: %v", cause)
 		}
 		_ = w.reply(p.job.ReplyTo, Reply{Worker: w.opts.ID, Err: &ReplyError{Code: StatusUnavailable, Message: msg, Index: -1}})
+		w.deadLetter(p.msg, msg)
 		_ = p.msg.TermWithReason(truncate(msg, 200))
 		log.Error("job failed", zap.Error(cause), zap.Bool("last_attempt", last))
 		w.opts.Observer.JobError("failed")
@@ -502,6 +507,24 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 		w.opts.Observer.JobError("retried")
 		_ = p.msg.NakWithDelay(delay)
 		log.Info("job will be retried", zap.Duration("delay", delay), zap.Error(cause))
+	}
+}
+
+// deadLetter records a job that leaves the queue unanswered by a model,
+// with its reason and payload. It waits at most 2 s: the job's fate does
+// not depend on it, and a failure is logged.
+func (w *Worker) deadLetter(m jetstream.Msg, reason string) {
+	var delivered uint64
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := PublishDeadLetter(ctx, w.js, DeadLetter{
+		Kind: "jobs", Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: m.Headers(), Payload: m.Data(),
+	}, w.opts.Now())
+	if err != nil {
+		w.log.Error("could not store dead letter", zap.String("reason", reason), zap.Error(err))
 	}
 }
 

@@ -170,6 +170,28 @@ func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 	require.EqualValues(t, 2, fake.calls.Load())
 	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"a terminated job leaves the work queue")
+	dls := b.deadLetters(1)
+	require.Equal(t, "jobs", dls[0].Kind)
+	require.Equal(t, JobsSubject, dls[0].Subject)
+	require.Contains(t, dls[0].Reason, "after 2 attempts: ")
+	require.Contains(t, dls[0].Reason, "connection refused")
+	require.Equal(t, "2", dls[0].Deliveries)
+	job, err := DecodeJob(dls[0].Header, dls[0].Payload)
+	require.NoError(t, err, "the dead letter keeps the job as it was")
+	require.Equal(t, []string{"doc"}, job.Documents)
+}
+
+// deadLetters waits for n dead letters and returns them.
+func (b *qbundle) deadLetters(n int) []StoredDeadLetter {
+	b.t.Helper()
+	var dls []StoredDeadLetter
+	require.Eventually(b.t, func() bool {
+		var err error
+		dls, err = ListDeadLetters(context.Background(), b.js, "", 100)
+		return err == nil && len(dls) >= n
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Len(b.t, dls, n)
+	return dls
 }
 
 func TestWrongDimensionsAreNotPassedOn(t *testing.T) {
@@ -208,6 +230,9 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	require.ErrorIs(t, r.Err, ErrBadJob)
 	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
+	dls := b.deadLetters(1)
+	require.Contains(t, dls[0].Reason, "malformed job")
+	require.Equal(t, "not a job body", string(dls[0].Payload))
 
 	// The worker carries on with good work.
 	res, err := b.embed(10*time.Second, "ok")
@@ -225,6 +250,9 @@ func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
 	b.worker(wopts{fake: fake})
 	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
+	dls, err := ListDeadLetters(context.Background(), b.js, "", 10)
+	require.NoError(t, err)
+	require.Empty(t, dls, "a job nobody waits for is no failure")
 }
 
 // SIGTERM during a model call: the worker stops fetching, but the batch in
@@ -385,4 +413,58 @@ func TestEmbeddedServerRequiresConfiguredAuth(t *testing.T) {
 			nc.Close()
 		})
 	}
+}
+
+// A job that runs out of deliveries without ever being settled (its
+// worker dies every time) is dead-lettered from JetStream's advisory, its
+// requester is answered at once, and it leaves the work queue.
+func TestJobOutOfDeliveriesIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	require.NoError(t, EnsureDeadLetters(context.Background(), b.js))
+	sub, err := WatchMaxDeliveries(b.nc, b.js, time.Now, b.log)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	cons, err := EnsureWorkersConsumer(context.Background(), b.js, StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+		ConsumerOptions{AckWait: time.Second, MaxDeliver: 2})
+	require.NoError(t, err)
+
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	got := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		_, err := b.embed(time.Minute, "doomed")
+		got <- result{err, time.Since(start)}
+	}()
+	// A "worker" that takes the job and dies before settling it, twice,
+	// then keeps asking for work (JetStream notices the exhausted job when
+	// it next looks for something to deliver).
+	taken := 0
+	var r result
+wait:
+	for {
+		select {
+		case r = <-got:
+			break wait
+		default:
+		}
+		mb, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
+		require.NoError(t, err)
+		for range mb.Messages() {
+			taken++
+		}
+	}
+	require.Equal(t, 2, taken)
+	require.ErrorIs(t, r.err, embed.ErrUnavailable)
+	require.ErrorContains(t, r.err, "delivered 2 times without being settled")
+	require.Less(t, r.took, 30*time.Second, "answered long before the request's timeout")
+	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	dls := b.deadLetters(1)
+	require.Equal(t, "jobs", dls[0].Kind)
+	job, err := DecodeJob(dls[0].Header, dls[0].Payload)
+	require.NoError(t, err)
+	require.Equal(t, []string{"doomed"}, job.Documents)
 }
