@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -80,4 +82,35 @@ func TestContentKey(t *testing.T) {
 	ta, _ := Text(a, 0)
 	tb, _ := Text(b, 0)
 	require.Equal(t, contentKey(a, ta, nil), contentKey(b, tb, nil))
+}
+
+// FuzzText: any row, however broken, yields a text that is valid, non-empty,
+// NUL-free and within the limit, or an error; never a panic.
+func FuzzText(f *testing.F) {
+	f.Add("T", "D", `["a","b"]`, true)
+	f.Add("", " ", `[]`, true)
+	f.Add("T", "D", `[1, null, {"a":2}]`, true)
+	f.Add("T", "D", `["\u0000"]`, true)
+	f.Add("T", "D", "[\"\xff\"]", true)
+	f.Add("T", "D", ``, false)
+	f.Fuzz(func(t *testing.T, title, description, hashtags string, tagsValid bool) {
+		p := row(&title, &description, nil)
+		if tagsValid {
+			p = row(&title, &description, &hashtags)
+		}
+		text, err := Text(p, 1000)
+		key := contentKey(p, text, err)
+		if err != nil {
+			if !strings.HasPrefix(key, "raw:") {
+				t.Fatalf("key %q of a row with no text", key)
+			}
+			return
+		}
+		if text == "" || len(text) > 1000 || strings.IndexByte(text, 0) >= 0 || !utf8.ValidString(text) {
+			t.Fatalf("bad text %q accepted", text)
+		}
+		if strings.TrimSpace(text) != text && strings.TrimFunc(text, unicode.IsSpace) != text {
+			t.Fatalf("text %q not stripped", text)
+		}
+	})
 }

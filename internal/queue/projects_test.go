@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -24,4 +25,20 @@ func TestProjectIDFromSubject(t *testing.T) {
 		_, err := ProjectIDFromSubject(subject)
 		require.Error(t, err, subject)
 	}
+}
+
+// FuzzProjectIDFromSubject: an accepted id prints back as the subject's.
+func FuzzProjectIDFromSubject(f *testing.F) {
+	for _, s := range []string{"waywo.projects.changed.1", "waywo.projects.changed.-1", "waywo.projects.changed.007", "waywo.projects.changed.9223372036854775808", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, subject string) {
+		id, err := ProjectIDFromSubject(subject)
+		if err != nil {
+			return
+		}
+		if id <= 0 || subject != ProjectSubjectPrefix+strconv.FormatInt(id, 10) {
+			t.Fatalf("%q accepted as %d", subject, id)
+		}
+	})
 }
