@@ -205,12 +205,29 @@ func (s *Server) env() []string {
 	)
 }
 
-// launch starts `ollama serve` and waits until it answers.
+// Restart starts a stopped server again on the same address, with the
+// models it had: for tests of an Ollama outage. A running server is left
+// alone.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	running := s.cmd != nil
+	s.mu.Unlock()
+	if running {
+		return nil
+	}
+	return s.launchOn(s.port)
+}
+
+// launch starts `ollama serve` on a free port and waits until it answers.
 func (s *Server) launch() error {
 	port, err := freePort()
 	if err != nil {
 		return err
 	}
+	return s.launchOn(port)
+}
+
+func (s *Server) launchOn(port int) error {
 	s.port = port
 	s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
 	logf, err := os.OpenFile(filepath.Join(s.dir, "serve.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

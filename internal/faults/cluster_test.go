@@ -1,0 +1,486 @@
+// Package faults is the multi-process fault suite: real binaries on
+// loopback — nats-server as its own process, the api, two workers — a real
+// Ollama with the tiny model, and a real SQLite file, with faults injected
+// from outside (kill -9, stopped Ollama, restarted nats-server, a write lock
+// on the file, SIGTERM, a slow Ollama). Tests assert on final states and
+// synchronise with bounded polling loops, never sleeps.
+package faults
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollamatest"
+)
+
+// binaries are built once per run: api, worker and nats-server.
+var binaries struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	binaries.once.Do(func() {
+		binaries.dir, binaries.err = os.MkdirTemp("", "waywo-faults-bin-")
+		if binaries.err != nil {
+			return
+		}
+		for name, pkg := range map[string]string{
+			"api": "github.com/waywo/embed/cmd/api", "worker": "github.com/waywo/embed/cmd/worker",
+			"nats-server": "github.com/nats-io/nats-server/v2",
+		} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, name), pkg).CombinedOutput()
+			if err != nil {
+				binaries.err = fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	require.NoError(t, binaries.err)
+	return binaries.dir
+}
+
+// proc is one child process with its log in a file.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	logPath string
+}
+
+// startProc starts bin (one of the built binaries, or an absolute path).
+func startProc(t *testing.T, dir, bin, name string, env map[string]string, args ...string) *proc {
+	t.Helper()
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(binaries.dir, bin)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	logPath := filepath.Join(dir, name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath}
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) kill() {
+	if p.alive() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(limit):
+		t.Fatalf("%s did not exit within %s\n%s", p.name, limit, p.tail())
+		return -1
+	}
+}
+
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.logPath)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// cluster is one system under test: its own nats-server, api, workers and
+// WAYWO file, over the package's shared Ollama.
+type cluster struct {
+	t        *testing.T
+	dir      string
+	ollama   *ollamatest.Server
+	opts     clusterOptions
+	natsPort int
+	natsConf string
+	nats     *proc
+	apiEnv   map[string]string
+	api      *proc
+	apiURL   string
+	workers  []*proc
+	dbPath   string
+	raw      *sql.DB // the backend's connection to the file
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	direct   *embed.Model
+	projects int
+}
+
+type clusterOptions struct {
+	ollamaURL      string        // the workers' OLLAMA_HOST; default the real Ollama
+	requestTimeout time.Duration // EMBED_REQUEST_TIMEOUT; default 10s
+	projects       int           // rows in waywo_projects; default 20
+}
+
+func newCluster(t *testing.T, o clusterOptions) *cluster {
+	t.Helper()
+	buildBinaries(t)
+	ol := ollamatest.Shared(t)
+	if o.ollamaURL == "" {
+		o.ollamaURL = ol.URL
+	}
+	if o.requestTimeout == 0 {
+		o.requestTimeout = 10 * time.Second
+	}
+	if o.projects == 0 {
+		o.projects = 20
+	}
+	c := &cluster{t: t, dir: t.TempDir(), ollama: ol, opts: o, projects: o.projects}
+
+	// The WAYWO file, as the backend has it, with projects that have no
+	// vector yet.
+	c.dbPath = filepath.Join(c.dir, "waywo.db")
+	store, err := db.Open(context.Background(), c.dbPath, zap.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, store.Close())
+	c.raw, err = sql.Open("sqlite3", "file:"+c.dbPath+"?_busy_timeout=30000")
+	require.NoError(t, err)
+	c.raw.SetMaxOpenConns(1)
+	t.Cleanup(func() { c.raw.Close() })
+	for id := 1; id <= c.projects; id++ {
+		_, err := c.raw.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+			VALUES (?, 1, 1, ?, '', ?, '["faults"]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 10))
+		require.NoError(t, err)
+	}
+
+	// nats-server, its own process, file store synced as in deploy/nats.conf.
+	c.natsPort = freePort(t)
+	c.natsConf = filepath.Join(c.dir, "nats.conf")
+	require.NoError(t, os.WriteFile(c.natsConf, []byte(fmt.Sprintf(
+		"listen: 127.0.0.1:%d\nserver_name: faults\njetstream { store_dir: %q, sync_interval: 10s }\n",
+		c.natsPort, filepath.Join(c.dir, "jetstream"))), 0o644))
+	c.startNATS()
+
+	u, err := ollamaURL(ol.URL)
+	require.NoError(t, err)
+	c.direct = embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, embed.ModelOptions{
+		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
+	})
+
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
+	common := map[string]string{
+		"NATS_URL": natsURL, "EMBED_MODEL": ol.Model, "EMBED_DIMENSIONS": strconv.Itoa(ol.Dims),
+		"EMBED_HEARTBEAT_INTERVAL": "200ms", "EMBED_ACK_WAIT": "2s", "EMBED_LOG_LEVEL": "info",
+	}
+	httpPort := freePort(t)
+	c.apiURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	c.apiEnv = map[string]string{
+		"EMBED_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", httpPort), "EMBED_DATA_DIR": filepath.Join(c.dir, "api-data"),
+		"WAYWO_DB": c.dbPath, "EMBED_WORKER": "off", "EMBED_CACHE_SIZE": "0",
+		"EMBED_REQUEST_TIMEOUT": o.requestTimeout.String(), "EMBED_RECONCILE_INTERVAL": "3s",
+		"EMBED_SHUTDOWN_TIMEOUT": "20s",
+	}
+	for k, v := range common {
+		c.apiEnv[k] = v
+	}
+	c.startAPI()
+	for i := 1; i <= 2; i++ {
+		env := map[string]string{
+			"OLLAMA_HOST": o.ollamaURL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i), "EMBED_BATCH_SIZE": "8",
+			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", freePort(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
+			"EMBED_MODEL_TIMEOUT": "30s",
+		}
+		for k, v := range common {
+			env[k] = v
+		}
+		c.workers = append(c.workers, startProc(t, c.dir, "worker", fmt.Sprintf("worker%d", i), env))
+	}
+
+	// The backend's NATS connection: reconnects for ever.
+	c.nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(c.nc.Close)
+	c.js, err = jetstream.New(c.nc)
+	require.NoError(t, err)
+	c.waitHealthy(60 * time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range append([]*proc{c.nats, c.api}, c.workers...) {
+				t.Logf("--- %s log (end):\n%s", p.name, p.tail())
+			}
+		}
+	})
+	return c
+}
+
+func (c *cluster) startNATS() {
+	c.nats = startProc(c.t, c.dir, "nats-server", "nats-server", nil, "-c", c.natsConf)
+	require.Eventually(c.t, func() bool {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.natsPort), 200*time.Millisecond)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond, "nats-server did not start")
+}
+
+func (c *cluster) startAPI() {
+	c.api = startProc(c.t, c.dir, "api", "api", c.apiEnv)
+}
+
+// health returns /health's status and reason (0 when unreachable).
+func (c *cluster) health() (int, string) {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(c.apiURL + "/health")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Reason string `json:"reason"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	return resp.StatusCode, h.Reason
+}
+
+func (c *cluster) waitHealthy(limit time.Duration) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool { s, _ := c.health(); return s == http.StatusOK }, limit, 20*time.Millisecond,
+		"the api never became healthy\n%s", c.api.tail())
+}
+
+// tally counts /embed outcomes. hung: no answer within the request timeout
+// plus a margin; wrong: a 200 with the wrong vectors or a 5xx other than
+// 503/504.
+type tally struct {
+	sent, ok, refused, hung, wrong atomic.Int64
+	mu                             sync.Mutex
+	reasons                        map[string]int
+}
+
+func (ty *tally) note(reason string) {
+	ty.mu.Lock()
+	defer ty.mu.Unlock()
+	if ty.reasons == nil {
+		ty.reasons = map[string]int{}
+	}
+	ty.reasons[reason]++
+}
+
+// traffic drives /embed with clients looping until ctx ends; wait returns
+// once every request in flight has its outcome.
+func (c *cluster) traffic(ctx context.Context, clients int) (ty *tally, wait func()) {
+	ty = &tally{}
+	hc := &http.Client{Timeout: c.opts.requestTimeout + 10*time.Second}
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			for ctx.Err() == nil {
+				n := 1 + rng.IntN(3)
+				docs := make([]string, n)
+				for j := range docs {
+					docs[j] = ollamatest.Sentence(rng.Uint64(), 8)
+				}
+				// A polite client: it waits as Retry-After says, or a
+				// moment when the api is not there.
+				if wait := c.embedOnce(hc, ty, docs); wait > 0 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(wait):
+					}
+				}
+			}
+		})
+	}
+	return ty, wg.Wait
+}
+
+// embedOnce sends one request, counts its outcome and says how long to
+// wait before the next.
+func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Duration {
+	ty.sent.Add(1)
+	body, _ := json.Marshal(map[string]any{"documents": docs})
+	resp, err := hc.Post(c.apiURL+"/embed", "application/json", strings.NewReader(string(body)))
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		ty.hung.Add(1)
+		ty.note("hung")
+		return 0
+	case errors.Is(err, syscall.ECONNREFUSED): // no api listening: never sent
+		ty.refused.Add(1)
+		ty.note("unreachable")
+		return 200 * time.Millisecond
+	case err != nil: // sent, and the connection died under it: a lost request
+		ty.wrong.Add(1)
+		ty.note("dropped: " + err.Error())
+		return 0
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Embeddings [][]float32 `json:"embeddings"`
+		Error      string      `json:"error"`
+	}
+	if json.Unmarshal(raw, &out) != nil {
+		ty.wrong.Add(1)
+		ty.note(fmt.Sprintf("%d unreadable", resp.StatusCode))
+		return 0
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK && len(out.Embeddings) == len(docs) && len(out.Embeddings[0]) == c.ollama.Dims:
+		ty.ok.Add(1)
+	case resp.StatusCode == http.StatusOK:
+		ty.wrong.Add(1)
+		ty.note("200 with wrong vectors")
+	case out.Error == "" || resp.StatusCode == http.StatusInternalServerError:
+		ty.wrong.Add(1)
+		ty.note(fmt.Sprintf("%d %s", resp.StatusCode, out.Error))
+	default:
+		ty.refused.Add(1)
+		ty.note(strconv.Itoa(resp.StatusCode))
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			return time.Duration(secs) * time.Second
+		}
+	}
+	return 0
+}
+
+// events plays the backend: it changes project texts and publishes their
+// events until ctx ends. An event counts as sent once JetStream stored it;
+// during an outage the backend retries, as a careful one would.
+type events struct {
+	sent atomic.Int64
+}
+
+func (c *cluster) events(ctx context.Context, every time.Duration) (ev *events, wait func()) {
+	ev = &events{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		version := uint64(1000)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for id := 1; ctx.Err() == nil; id = id%c.projects + 1 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			version++
+			if _, err := c.raw.ExecContext(ctx, "UPDATE waywo_projects SET description = ? WHERE id = ?", ollamatest.Sentence(version, 10), id); err != nil {
+				continue // ctx ended while the file was locked
+			}
+			for ctx.Err() == nil {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := c.js.Publish(pctx, fmt.Sprintf("waywo.projects.changed.%d", id), nil)
+				cancel()
+				if err == nil {
+					ev.sent.Add(1)
+					break
+				}
+			}
+		}
+	})
+	return ev, wg.Wait
+}
+
+// settle waits until every project's blob is the model's vector of its
+// current text, and returns how many are not when limit passes.
+func (c *cluster) settle(limit time.Duration) (lost int) {
+	c.t.Helper()
+	refs := map[string][]float32{}
+	deadline := time.Now().Add(limit)
+	for {
+		lost = 0
+		for id := 1; id <= c.projects; id++ {
+			var title, desc, tags string
+			var blob []byte
+			require.NoError(c.t, c.raw.QueryRow("SELECT title, description, hashtags, description_embedding FROM waywo_projects WHERE id = ?", id).Scan(&title, &desc, &tags, &blob))
+			text := embed.ProjectText(title, desc, []string{"faults"})
+			ref, ok := refs[text]
+			if !ok {
+				out, err := c.direct.EmbedAll(context.Background(), []string{text})
+				require.NoError(c.t, err)
+				ref = out.Vectors[0]
+				refs[text] = ref
+			}
+			v, err := embed.DecodeVector(blob, c.ollama.Dims)
+			if blob == nil || err != nil || ollamatest.Cosine(v, ref) < 0.9999 {
+				lost++
+			}
+		}
+		if lost == 0 || time.Now().After(deadline) {
+			return lost
+		}
+		time.Sleep(100 * time.Millisecond) // a polling interval, bounded by limit
+	}
+}
+
+// ackPending is how many jobs workers hold unacknowledged right now.
+func (c *cluster) ackPending() int {
+	cons, err := c.js.Consumer(context.Background(), "EMBED_JOBS", "embed-workers")
+	if err != nil {
+		return 0
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	return info.NumAckPending
+}
+
+func ollamaURL(s string) (*url.URL, error) { return url.Parse(s) }
