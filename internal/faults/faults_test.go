@@ -244,7 +244,6 @@ func sqliteLocked(t *testing.T) {
 	stop()
 	waitTraffic()
 	record(t, "SQLite locked 5s", ty, ev, c.projects, c.settle(60*time.Second))
-	require.Contains(t, c.api.tail(), "synced projects")
 }
 
 // 5. SIGTERM to a worker and then to the api under load: batches in flight

@@ -73,6 +73,7 @@ CREATE TABLE waywo_projects (
 type envOptions struct {
 	schema     string // empty: let db.Open create the backend's schema
 	noConsumer bool
+	noTruncate bool // the worker refuses texts longer than the model's context
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -111,7 +112,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	client, err := queue.NewClient(e.nc, e.js, ol.Dims, time.Now, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Close() })
-	e.startWorker(ns, log)
+	e.startWorker(ns, log, !o.noTruncate)
 
 	u, err := url.Parse(ol.URL)
 	require.NoError(t, err)
@@ -126,7 +127,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	return e
 }
 
-func (e *env) startWorker(ns *server.Server, log *zap.Logger) {
+func (e *env) startWorker(ns *server.Server, log *zap.Logger, truncate bool) {
 	t := e.t
 	wnc, err := queue.Connect("", "test-worker", ns, config.NATSAuth{}, log)
 	require.NoError(t, err)
@@ -135,7 +136,7 @@ func (e *env) startWorker(ns *server.Server, log *zap.Logger) {
 	u, err := url.Parse(e.ollama.URL)
 	require.NoError(t, err)
 	model := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), e.ollama.URL, embed.ModelOptions{
-		Name: e.ollama.Model, Dims: e.ollama.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
+		Name: e.ollama.Model, Dims: e.ollama.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: truncate,
 		OnCall: func(int, time.Duration, error) { e.calls.Add(1) },
 	})
 	oc := embed.NewOllamaClient(u)

@@ -226,47 +226,60 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 		}
 	}
 
-	for len(todo) > 0 {
-		res, err := s.Embedder.Embed(ctx, queue.Request{ID: newRequestID(), Documents: texts})
-		var de *queue.DocumentError
-		if errors.As(err, &de) && de.Index >= 0 && de.Index < len(todo) && (errors.Is(err, embed.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
-			// That one project is refused for good; the others go again.
-			i := de.Index
-			reason := "refused by the model: " + de.Err.Error()
-			out[todo[i]] = Result{Outcome: Failed, Reason: reason}
-			failures = append(failures, db.Failure{ID: todo[i], Hash: keys[i], Reason: reason})
-			todo, texts, keys = slices.Delete(todo, i, i+1), slices.Delete(texts, i, i+1), slices.Delete(keys, i, i+1)
-			continue
-		}
-		if err != nil {
-			for _, id := range todo {
-				out[id] = Result{Outcome: Retry, Reason: "embedding: " + err.Error()}
-			}
-			break
-		}
-		es := make([]db.Embedding, len(todo))
-		for i, id := range todo {
-			es[i] = db.Embedding{ID: id, Blob: embed.AppendVector(nil, res.Vectors[i]), Hash: keys[i]}
-		}
-		missing, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
-		for _, id := range todo {
-			switch {
-			case err != nil:
-				out[id] = Result{Outcome: Retry, Reason: err.Error()}
-			case slices.Contains(missing, id):
-				out[id] = Result{Outcome: Missing}
-			default:
-				out[id] = Result{Outcome: Embedded}
-			}
-		}
-		break
-	}
+	failures = append(failures, s.embedAndSave(ctx, todo, texts, keys, out)...)
 	if len(failures) > 0 {
 		if err := s.Store.SaveFailures(ctx, failures, s.Now()); err != nil {
 			s.Log.Error("could not record failed projects", zap.Int("count", len(failures)), zap.Error(err))
 		}
 	}
 	return out
+}
+
+// embedAndSave embeds texts through the queue and stores the vectors,
+// filling in out for ids. A text the model refuses for good fails alone (it
+// is returned, to be recorded) and the others are sent again.
+func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []string, out map[int64]Result) (failures []db.Failure) {
+	var (
+		res queue.Result
+		err error
+	)
+	for len(ids) > 0 {
+		res, err = s.Embedder.Embed(ctx, queue.Request{ID: newRequestID(), Documents: texts})
+		var de *queue.DocumentError
+		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, embed.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
+			break
+		}
+		i := de.Index
+		reason := "refused by the model: " + de.Err.Error()
+		out[ids[i]] = Result{Outcome: Failed, Reason: reason}
+		failures = append(failures, db.Failure{ID: ids[i], Hash: keys[i], Reason: reason})
+		ids, texts, keys = slices.Delete(ids, i, i+1), slices.Delete(texts, i, i+1), slices.Delete(keys, i, i+1)
+	}
+	if len(ids) == 0 {
+		return failures
+	}
+	if err != nil {
+		for _, id := range ids {
+			out[id] = Result{Outcome: Retry, Reason: "embedding: " + err.Error()}
+		}
+		return failures
+	}
+	es := make([]db.Embedding, len(ids))
+	for i, id := range ids {
+		es[i] = db.Embedding{ID: id, Blob: embed.AppendVector(nil, res.Vectors[i]), Hash: keys[i]}
+	}
+	missing, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
+	for _, id := range ids {
+		switch {
+		case err != nil:
+			out[id] = Result{Outcome: Retry, Reason: err.Error()}
+		case slices.Contains(missing, id):
+			out[id] = Result{Outcome: Missing}
+		default:
+			out[id] = Result{Outcome: Embedded}
+		}
+	}
+	return failures
 }
 
 func newRequestID() string {

@@ -289,3 +289,30 @@ func TestReindexThousandRows(t *testing.T) {
 	require.Equal(t, 1000, sum.Counts[projectsync.Unchanged])
 	require.Equal(t, calls, e.calls.Load())
 }
+
+// A text the model refuses fails that project alone, for good, with the
+// model's reason; its neighbours in the batch are embedded.
+func TestRefusedTextFailsAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{noConsumer: true, noTruncate: true})
+	e.insert(1, "Short", "fits the context", `[]`)
+	e.insert(2, "Long", ollamatest.Sentence(2, 2000), `[]`) // far over the tiny model's 512 tokens
+	e.insert(3, "Short too", "also fits", `[]`)
+	res := e.syncer.Sync(context.Background(), []int64{1, 2, 3}, false)
+	require.Equal(t, projectsync.Embedded, res[1].Outcome)
+	require.Equal(t, projectsync.Embedded, res[3].Outcome)
+	require.Equal(t, projectsync.Failed, res[2].Outcome)
+	require.Contains(t, res[2].Reason, "refused by the model")
+	require.NotNil(t, e.blob(1))
+	require.Nil(t, e.blob(2))
+	st, err := e.syncer.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, st.Failed)
+	require.Equal(t, int64(2), st.Failures[0].ID)
+	// Recorded: asked again, it is not sent to the model.
+	calls := e.calls.Load()
+	res = e.syncer.Sync(context.Background(), []int64{2}, false)
+	require.Equal(t, projectsync.Failed, res[2].Outcome)
+	require.True(t, res[2].Recorded)
+	require.Equal(t, calls, e.calls.Load())
+}
