@@ -183,3 +183,45 @@ func TestReindexCommand(t *testing.T) {
 
 	require.ErrorContains(t, reindexCommand(context.Background(), cfg, log, []string{"extra"}, &out, &progress), "no arguments")
 }
+
+// `api deadletters list` shows a dead-lettered event with its reason;
+// after the row is fixed, `replay` sends it again and the sync embeds it.
+func TestDeadLettersCommand(t *testing.T) {
+	t.Parallel()
+	cfg, path := syncConfig(t, map[string]string{"EMBED_RECONCILE_INTERVAL": "0"})
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	_, cancel, done := startRun(t, cfg)
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	require.NoError(t, err)
+	defer raw.Close()
+	_, err = raw.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+		VALUES (7, 1, 1, 'Broken tags', '', 'd', 'rust, go', 1, 1, 0, '2025-01-01', '2025-01-01')`)
+	require.NoError(t, err)
+	nc, err := nats.Connect("nats://" + cfg.NATSAddr)
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.Publish("waywo.projects.changed.7", nil))
+
+	var out bytes.Buffer
+	require.Eventually(t, func() bool {
+		out.Reset()
+		require.NoError(t, deadLettersCommand(context.Background(), cfg, log, []string{"list", "--kind", "projects"}, &out))
+		return strings.Contains(out.String(), "1 dead letters")
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Contains(t, out.String(), "waywo.projects.changed.7")
+	require.Contains(t, out.String(), "hashtags is not a JSON array of strings")
+
+	_, err = raw.Exec(`UPDATE waywo_projects SET hashtags = '["rust","go"]' WHERE id = 7`)
+	require.NoError(t, err)
+	out.Reset()
+	require.NoError(t, deadLettersCommand(context.Background(), cfg, log, []string{"replay"}, &out))
+	require.Contains(t, out.String(), "replayed 1 project events")
+	require.Eventually(t, func() bool { return hasBlob(t, path, 7, cfg.Dimensions) }, 30*time.Second, 20*time.Millisecond)
+	out.Reset()
+	require.NoError(t, deadLettersCommand(context.Background(), cfg, log, []string{"list"}, &out))
+	require.Contains(t, out.String(), "0 dead letters")
+
+	require.ErrorContains(t, deadLettersCommand(context.Background(), cfg, log, []string{"purge"}, &out), "list or replay")
+}
