@@ -199,6 +199,17 @@ func TestBadInput(t *testing.T) {
 		require.Equal(t, 9, st.Failed)
 		require.Len(t, st.Failures, 9)
 		require.Equal(t, 10, st.Failures[0].ID)
+
+		// And /metrics counts them.
+		mresp, err := http.Get(base + "/metrics")
+		require.NoError(t, err)
+		defer mresp.Body.Close()
+		metrics, _ := io.ReadAll(mresp.Body)
+		require.Contains(t, string(metrics), fmt.Sprintf("embed_sync_dead_letters_total %d\n", len(wantDead)))
+		require.Contains(t, string(metrics), `embed_sync_projects_total{outcome="failed"} 9`)
+		require.Regexp(t, `embed_sync_projects_total\{outcome="embedded"\} [1-9]`, string(metrics))
+		require.Contains(t, string(metrics), "embed_sync_events_pending 0")
+		require.Contains(t, string(metrics), `embed_sync_reconcile_rounds_total{result="ok"} 1`)
 	})
 	t.Logf("%d bad-input cases", 27+len(wantDead)+3)
 }

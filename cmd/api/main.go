@@ -312,17 +312,22 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 			return err
 		}
 		projects = projectsAPI{js: sys.js, syncer: syncer}
+		syncMetrics := metrics.NewSync(sys.reg, func() (uint64, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return queue.ProjectsBacklog(ctx, sys.js)
+		})
 		consumer := &projectsync.Consumer{
 			Syncer: syncer, Consumer: cons, JS: sys.js, Ready: sys.ready,
 			Batch: cfg.BatchSize, Parallel: cfg.SyncBatches, MaxDeliver: cfg.MaxDeliver,
-			Timeout: cfg.RequestTimeout, Log: log.Named("sync"),
+			Timeout: cfg.RequestTimeout, Observer: syncMetrics, Log: log.Named("sync"),
 		}
 		go func() {
 			defer close(syncDone)
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				projectsync.RunReconciler(syncCtx, syncer, sys.js, cfg.ReconcileInterval, log.Named("reconcile"))
+				projectsync.RunReconciler(syncCtx, syncer, sys.js, cfg.ReconcileInterval, syncMetrics, log.Named("reconcile"))
 			}()
 			consumer.Run(syncCtx)
 			<-done

@@ -233,3 +233,77 @@ func (m *Worker) ModelCall(endpoint string, d time.Duration, err error) {
 	}
 	m.modelCalls.WithLabelValues(endpoint, result).Observe(d.Seconds())
 }
+
+// Sync counts what the project sync does.
+type Sync struct {
+	projects    *prometheus.CounterVec
+	deadLetters prometheus.Counter
+	reconQueued prometheus.Counter
+	reconRounds *prometheus.CounterVec
+}
+
+// NewSync registers the sync's series on reg; backlog, when set, reports
+// the project events waiting in their stream at scrape time.
+func NewSync(reg prometheus.Registerer, backlog func() (uint64, error)) *Sync {
+	m := &Sync{
+		projects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "sync", Name: "projects_total",
+			Help: "Projects synced, by outcome: embedded, unchanged, missing, failed, retry.",
+		}, []string{"outcome"}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "sync", Name: "dead_letters_total",
+			Help: "Project events dead-lettered (a row that cannot be embedded, or out of attempts).",
+		}),
+		reconQueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "sync", Name: "reconcile_queued_total",
+			Help: "Projects the reconcile found missing or stale and queued.",
+		}),
+		reconRounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "sync", Name: "reconcile_rounds_total",
+			Help: "Reconcile rounds by result (ok or error).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.projects, m.deadLetters, m.reconQueued, m.reconRounds)
+	if backlog != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: "sync", Name: "events_pending",
+			Help: "Project events waiting in the WAYWO_PROJECTS stream.",
+		}, func() float64 {
+			n, err := backlog()
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}))
+	}
+	return m
+}
+
+// Synced counts n projects with one outcome.
+func (m *Sync) Synced(outcome string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.projects.WithLabelValues(outcome).Add(float64(n))
+}
+
+// DeadLettered counts one dead-lettered event.
+func (m *Sync) DeadLettered() {
+	if m == nil {
+		return
+	}
+	m.deadLetters.Inc()
+}
+
+// Reconciled counts one reconcile round and what it queued.
+func (m *Sync) Reconciled(queued int, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.reconRounds.WithLabelValues("error").Inc()
+		return
+	}
+	m.reconRounds.WithLabelValues("ok").Inc()
+	m.reconQueued.Add(float64(queued))
+}

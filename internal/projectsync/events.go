@@ -27,7 +27,15 @@ type Consumer struct {
 	Parallel   int           // syncs in flight
 	MaxDeliver int           // the consumer's MaxDeliver
 	Timeout    time.Duration // one sync's deadline
+	Observer   Observer      // may be nil
 	Log        *zap.Logger
+}
+
+// Observer is told what the sync does; metrics.Sync is one.
+type Observer interface {
+	Synced(outcome string, n int)
+	DeadLettered()
+	Reconciled(queued int, err error)
 }
 
 // Run consumes until ctx ends; the syncs in flight then finish (within
@@ -110,6 +118,11 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 			c.settle(ctx, m, id, r)
 		}
 	}
+	if c.Observer != nil {
+		for o, n := range counts {
+			c.Observer.Synced(o.String(), n)
+		}
+	}
 	c.Log.Info("synced projects", zap.Int("events", len(msgs)), zap.Int("projects", len(ids)),
 		zap.Int("embedded", counts[Embedded]), zap.Int("unchanged", counts[Unchanged]), zap.Int("missing", counts[Missing]),
 		zap.Int("failed", counts[Failed]), zap.Int("retry", counts[Retry]), zap.Duration("took", time.Since(start)))
@@ -163,6 +176,9 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, id int64, re
 	if id > 0 {
 		h.Set("Embed-Project-Id", strconv.FormatInt(id, 10))
 	}
+	if c.Observer != nil {
+		c.Observer.DeadLettered()
+	}
 	err := queue.PublishDeadLetter(ctx, c.JS, queue.DeadLetter{
 		Kind: "projects", Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: h, Payload: m.Data(),
 	}, c.Syncer.Now())
@@ -212,11 +228,14 @@ func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool)
 
 // RunReconciler reconciles now and then every interval (never again when
 // interval is 0) until ctx ends. A failed round is logged and retried at
-// the next tick.
-func RunReconciler(ctx context.Context, s *Syncer, js jetstream.JetStream, interval time.Duration, log *zap.Logger) {
+// the next tick. obs may be nil.
+func RunReconciler(ctx context.Context, s *Syncer, js jetstream.JetStream, interval time.Duration, obs Observer, log *zap.Logger) {
 	for {
 		start := time.Now()
 		n, err := Reconcile(ctx, s, js, false)
+		if obs != nil && !errors.Is(err, context.Canceled) {
+			obs.Reconciled(n, err)
+		}
 		switch {
 		case errors.Is(err, context.Canceled):
 			return
