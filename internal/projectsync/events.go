@@ -96,6 +96,7 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		id, err := queue.ProjectIDFromSubject(m.Subject())
 		if err != nil {
+			c.Log.Warn("bad project event; dead-lettered", zap.String("subject", m.Subject()), zap.Int("bytes", len(m.Data())), zap.Error(err))
 			c.deadLetter(ctx, m, 0, "bad event: "+err.Error())
 			_ = m.Term()
 			continue
