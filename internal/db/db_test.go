@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -68,8 +70,18 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 		t.Skip("holds a lock for longer than the busy timeout")
 	}
 	path := filepath.Join(t.TempDir(), "waywo.db")
-	s := open(t, path)
-	_, err := s.w.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+	retrying := make(chan struct{})
+	var once sync.Once
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel), zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if e.Message == "database locked; retrying" {
+			once.Do(func() { close(retrying) })
+		}
+		return nil
+	})))
+	s, err := Open(context.Background(), path, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	_, err = s.w.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
 		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
 		VALUES (1, 1, 1, 't', '', 'd', '[]', 1, 1, 0, '2025-01-01', '2025-01-01')`)
 	require.NoError(t, err)
@@ -79,10 +91,14 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 	defer locker.Close()
 	tx, err := locker.Begin()
 	require.NoError(t, err)
+	// The lock goes once the writer has waited out the busy timeout and
+	// said it retries (or after a minute, and the test fails below).
 	released := make(chan time.Time, 1)
-	hold := BusyTimeout + 1500*time.Millisecond
 	go func() {
-		time.Sleep(hold) // the lock is the fault; the test asserts on outcomes
+		select {
+		case <-retrying:
+		case <-time.After(time.Minute):
+		}
 		released <- time.Now()
 		_ = tx.Rollback()
 	}()
@@ -92,6 +108,11 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 	require.Empty(t, missing)
 	done := time.Now()
 	require.False(t, done.Before(<-released), "the write landed while the lock was held")
+	select {
+	case <-retrying:
+	default:
+		t.Fatal("the write never reported the lock and retried")
+	}
 	var n int
 	require.NoError(t, s.r.Get(&n, "SELECT length(description_embedding) FROM waywo_projects WHERE id = 1"))
 	require.Equal(t, 4, n)

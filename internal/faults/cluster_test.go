@@ -69,12 +69,14 @@ func buildBinaries(t *testing.T) string {
 	return binaries.dir
 }
 
-// proc is one child process with its log in a file.
+// proc is one child process with its log in a file; stdin is a pipe the
+// test can write to.
 type proc struct {
 	name    string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	logPath string
+	stdin   io.WriteCloser
 }
 
 // startProc starts bin (one of the built binaries, or an absolute path).
@@ -93,8 +95,10 @@ func startProc(t *testing.T, dir, bin, name string, env map[string]string, args 
 	require.NoError(t, err)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath, stdin: stdin}
 	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
 	t.Cleanup(func() { p.kill() })
 	return p
@@ -439,11 +443,14 @@ func (c *cluster) events(ctx context.Context, every time.Duration) (ev *events, 
 }
 
 // settle waits until every project's blob is the model's vector of its
-// current text, and returns how many are not when limit passes.
+// current text, checking every 100 ms, and returns how many are not when
+// limit passes.
 func (c *cluster) settle(limit time.Duration) (lost int) {
 	c.t.Helper()
 	refs := map[string][]float32{}
-	deadline := time.Now().Add(limit)
+	deadline := time.After(limit)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		lost = 0
 		for id := 1; id <= c.projects; id++ {
@@ -463,10 +470,14 @@ func (c *cluster) settle(limit time.Duration) (lost int) {
 				lost++
 			}
 		}
-		if lost == 0 || time.Now().After(deadline) {
-			return lost
+		if lost == 0 {
+			return 0
 		}
-		time.Sleep(100 * time.Millisecond) // a polling interval, bounded by limit
+		select {
+		case <-deadline:
+			return lost
+		case <-tick.C:
+		}
 	}
 }
 

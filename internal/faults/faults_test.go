@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
@@ -31,13 +32,9 @@ func TestMain(m *testing.M) {
 }
 
 // holdWriteLock is the other process of scenario 4: it takes SQLite's write
-// lock on path, says so on stdout, holds it for FAULTS_LOCK_FOR and exits.
+// lock on path, says so on stdout, and holds it until a line (or the end)
+// arrives on stdin.
 func holdWriteLock(path string) int {
-	hold, err := time.ParseDuration(os.Getenv("FAULTS_LOCK_FOR"))
-	if err != nil {
-		fmt.Println(err)
-		return 2
-	}
 	conn, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=30000&_txlock=exclusive")
 	if err != nil {
 		fmt.Println(err)
@@ -54,7 +51,7 @@ func holdWriteLock(path string) int {
 		return 1
 	}
 	fmt.Println("locked")
-	time.Sleep(hold) // the fault itself: a lock held this long
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	if err := tx.Commit(); err != nil {
 		fmt.Println(err)
 		return 1
@@ -161,10 +158,19 @@ func ollamaOutage(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond, "/health did not notice")
 	require.Contains(t, reason, "no worker can embed now")
 	require.Contains(t, reason, "ollama at "+c.ollama.URL)
-	for time.Now().Before(outageEnds) { // hold the outage; health stays 503 throughout
+	// Hold the outage to its end, checking /health stays 503 throughout.
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	end := time.After(time.Until(outageEnds))
+hold:
+	for {
 		s, _ := c.health()
 		require.Equal(t, http.StatusServiceUnavailable, s)
-		time.Sleep(500 * time.Millisecond)
+		select {
+		case <-end:
+			break hold
+		case <-tick.C:
+		}
 	}
 	require.NoError(t, c.ollama.Restart())
 	c.waitHealthy(60 * time.Second)
@@ -230,8 +236,9 @@ func sqliteLocked(t *testing.T) {
 	}
 	self, err := os.Executable()
 	require.NoError(t, err)
-	lock := startProc(t, c.dir, self, "sqlite-locker", map[string]string{"FAULTS_LOCK_DB": c.dbPath, "FAULTS_LOCK_FOR": "5s"})
+	lock := startProc(t, c.dir, self, "sqlite-locker", map[string]string{"FAULTS_LOCK_DB": c.dbPath})
 	require.Eventually(t, func() bool { return strings.Contains(lock.tail(), "locked") }, 10*time.Second, 5*time.Millisecond)
+	lockedAt := time.Now()
 	okAtLock := ty.ok.Load()
 	ev := &events{}
 	for id := 1; id <= 5; id++ {
@@ -239,8 +246,12 @@ func sqliteLocked(t *testing.T) {
 		require.NoError(t, err)
 		ev.sent.Add(1)
 	}
+	// The lock stays 5 s, and /embed keeps answering meanwhile.
+	require.Eventually(t, func() bool { return time.Since(lockedAt) >= 5*time.Second && ty.ok.Load() > okAtLock }, 30*time.Second, 10*time.Millisecond,
+		"/embed kept answering while the file was locked")
+	_, err = lock.stdin.Write([]byte("release\n"))
+	require.NoError(t, err)
 	require.Zero(t, lock.wait(t, 30*time.Second), lock.tail())
-	require.Greater(t, ty.ok.Load(), okAtLock, "/embed kept answering while the file was locked")
 	stop()
 	waitTraffic()
 	record(t, "SQLite locked 5s", ty, ev, c.projects, c.settle(60*time.Second))
@@ -282,7 +293,10 @@ func slowOllama(t *testing.T) {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/embed" { // fault injection: only model calls are slow
-			time.Sleep(time.Duration(delay.Load()))
+			select {
+			case <-time.After(time.Duration(delay.Load())):
+			case <-r.Context().Done():
+			}
 		}
 		rp.ServeHTTP(w, r)
 	}))
