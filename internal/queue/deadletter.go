@@ -177,12 +177,6 @@ type maxDeliverAdvisory struct {
 	Deliveries uint64 `json:"deliveries"`
 }
 
-// MaxDeliverySubject is where JetStream announces a message of stream that
-// consumer gave up on.
-func MaxDeliverySubject(stream, consumer string) string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
-}
-
 // WatchMaxDeliveries handles messages the jobs' and the project events'
 // consumers gave up on without settling them (a worker killed during every
 // attempt, say): each is dead-lettered, a job's requester gets an error

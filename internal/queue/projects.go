@@ -94,14 +94,7 @@ func ProjectIDFromSubject(subject string) (int64, error) {
 // PublishProjectChanged queues a sync of project id and waits for the
 // stream to store it.
 func PublishProjectChanged(ctx context.Context, js jetstream.JetStream, id int64, origin string) error {
-	m := nats.NewMsg(ProjectSubjectPrefix + strconv.FormatInt(id, 10))
-	if origin != "" {
-		m.Header.Set(OriginHeader, origin)
-	}
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		return publishError(ctx, err)
-	}
-	return nil
+	return PublishProjectsChanged(ctx, js, []int64{id}, origin)
 }
 
 // PublishProjectsChanged queues many at once, waiting for every store ack.
@@ -111,7 +104,9 @@ func PublishProjectsChanged(ctx context.Context, js jetstream.JetStream, ids []i
 		var futures []jetstream.PubAckFuture
 		for _, id := range ids[start:min(start+window, len(ids))] {
 			m := nats.NewMsg(ProjectSubjectPrefix + strconv.FormatInt(id, 10))
-			m.Header.Set(OriginHeader, origin)
+			if origin != "" {
+				m.Header.Set(OriginHeader, origin)
+			}
 			f, err := js.PublishMsgAsync(m)
 			if err != nil {
 				return publishError(ctx, err)
