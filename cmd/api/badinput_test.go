@@ -39,14 +39,7 @@ func TestBadInput(t *testing.T) {
 	require.NoError(t, err)
 	base, cancel, done := startRun(t, cfg)
 	defer func() { cancel(); require.NoError(t, <-done) }()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 10*time.Millisecond)
+	waitHealthy(t, base, 30*time.Second)
 
 	t.Run("http", func(t *testing.T) {
 		many := `{"documents":[` + strings.Repeat(`"a",`, 99_999) + `"a"]}`

@@ -43,6 +43,19 @@ func startRun(t *testing.T, cfg config.Config) (base string, cancel func(), done
 	}
 }
 
+// waitHealthy waits until the api's /health answers 200.
+func waitHealthy(t *testing.T, base string, limit time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, limit, 10*time.Millisecond)
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -75,14 +88,7 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 
 	base, cancel, done := startRun(t, cfg)
 	defer cancel()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 10*time.Millisecond)
+	waitHealthy(t, base, 10*time.Second)
 
 	post := func(docs []string) (int, [][]float32) {
 		body, _ := json.Marshal(map[string]any{"documents": docs})

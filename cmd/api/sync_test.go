@@ -54,9 +54,7 @@ func insertProjects(t *testing.T, path string, from, to int) {
 	tx, err := raw.Begin()
 	require.NoError(t, err)
 	for id := from; id <= to; id++ {
-		_, err := tx.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-			VALUES (?, 1, 1, ?, '', ?, '["waywo"]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 8))
+		_, err := tx.Exec(db.InsertProject, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 8), `["waywo"]`)
 		require.NoError(t, err)
 	}
 	require.NoError(t, tx.Commit())
@@ -195,9 +193,7 @@ func TestDeadLettersCommand(t *testing.T) {
 	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
 	require.NoError(t, err)
 	defer raw.Close()
-	_, err = raw.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-		VALUES (7, 1, 1, 'Broken tags', '', 'd', 'rust, go', 1, 1, 0, '2025-01-01', '2025-01-01')`)
+	_, err = raw.Exec(db.InsertProject, 7, "Broken tags", "d", "rust, go")
 	require.NoError(t, err)
 	nc, err := nats.Connect("nats://" + cfg.NATSAddr)
 	require.NoError(t, err)

@@ -50,9 +50,7 @@ func (b *bench) reindex() error {
 	}
 	for id := 1; id <= n; id++ {
 		title, desc := fmt.Sprintf("Project %d", id), b.c.texts[id%len(b.c.texts)]
-		if _, err := tx.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-			VALUES (?, 1, 1, ?, '', ?, '["waywo","bench"]', 5, 5, 0, '2025-01-01', '2025-01-01')`, id, title, desc); err != nil {
+		if _, err := tx.Exec(db.InsertProject, id, title, desc, `["waywo","bench"]`); err != nil {
 			_ = tx.Rollback()
 			return err
 		}

@@ -68,6 +68,14 @@ CREATE INDEX ix_waywo_projects_is_valid ON waywo_projects (is_valid_project);
 CREATE INDEX ix_waywo_projects_created_at ON waywo_projects (created_at);
 `
 
+// InsertProject is the statement that adds a minimal row to the backend's
+// table: its arguments are id, title, description and hashtags, and it
+// fills the backend's other NOT NULL columns. Tests, the benchmark and the
+// fault suite play the backend with it.
+const InsertProject = `INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
+	description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
+	VALUES (?, 1, 1, ?, '', ?, ?, 5, 5, 0, '2025-01-01 00:00:00', '2025-01-01 00:00:00')`
+
 // stateSchema is ours. content_hash, model, dims and embedded_at describe
 // the blob we last wrote; failed_hash, last_error and failed_at the last
 // failure. failed_hash is the content that failed for good (a malformed
@@ -363,8 +371,8 @@ func (s *Store) write(ctx context.Context, what string, fn func(*sqlx.Tx) error)
 	return nil
 }
 
-// IsBusy says whether err is SQLite's "the file is locked".
-func IsBusy(err error) bool {
+// isBusy says whether err is SQLite's "the file is locked".
+func isBusy(err error) bool {
 	var se sqlite3.Error
 	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
 }
@@ -376,7 +384,7 @@ func retryBusy(ctx context.Context, log *zap.Logger, what string, fn func() erro
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		if err == nil || !IsBusy(err) {
+		if err == nil || !isBusy(err) {
 			return err
 		}
 		log.Warn("database locked; retrying", zap.String("op", what), zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))

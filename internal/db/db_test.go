@@ -81,9 +81,7 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 	s, err := Open(context.Background(), path, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
-	_, err = s.w.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-		VALUES (1, 1, 1, 't', '', 'd', '[]', 1, 1, 0, '2025-01-01', '2025-01-01')`)
+	_, err = s.w.Exec(InsertProject, 1, "t", "d", "[]")
 	require.NoError(t, err)
 
 	locker, err := sql.Open("sqlite3", "file:"+path+"?_txlock=exclusive")
@@ -133,9 +131,7 @@ func TestFailuresAndForgetting(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "waywo.db"))
 	ctx := context.Background()
 	for _, id := range []int{1, 2} {
-		_, err := s.w.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-			VALUES (?, 1, 1, 't', '', 'd', '[]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id)
+		_, err := s.w.Exec(InsertProject, id, "t", "d", "[]")
 		require.NoError(t, err)
 	}
 	require.NoError(t, s.SaveFailures(ctx, []Failure{{ID: 1, Hash: "k", Reason: "bad"}, {ID: 99, Reason: "gone"}}, time.Now()))

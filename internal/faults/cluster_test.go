@@ -204,9 +204,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	c.raw.SetMaxOpenConns(1)
 	t.Cleanup(func() { c.raw.Close() })
 	for id := 1; id <= c.projects; id++ {
-		_, err := c.raw.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-			VALUES (?, 1, 1, ?, '', ?, '["faults"]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 10))
+		_, err := c.raw.Exec(db.InsertProject, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 10), `["faults"]`)
 		require.NoError(t, err)
 	}
 

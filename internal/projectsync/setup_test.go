@@ -179,9 +179,7 @@ func (e *env) startConsumer(_ *server.Server, log *zap.Logger) {
 // insert adds a project through the backend's connection.
 func (e *env) insert(id int64, title, description, hashtags string) {
 	e.t.Helper()
-	_, err := e.raw.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-		description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-		VALUES (?, 1, 1, ?, 'short', ?, ?, 7, 3, 0, '2025-01-02 03:04:05', '2025-01-02 03:04:05')`, id, title, description, hashtags)
+	_, err := e.raw.Exec(db.InsertProject, id, title, description, hashtags)
 	require.NoError(e.t, err)
 }
 
