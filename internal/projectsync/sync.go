@@ -316,14 +316,22 @@ type Status struct {
 	Failed     int             `json:"failed"`
 	Queued     uint64          `json:"queued_events"`
 	Failures   []FailedProject `json:"failed_projects"`
+	// Retrying are pending or stale projects whose last attempt failed for
+	// a passing reason (out of attempts during an outage, say); the
+	// reconcile tries them again.
+	Retrying []FailedProject `json:"retrying_projects"`
 }
 
 // Status reads every row and counts.
 func (s *Syncer) Status(ctx context.Context) (Status, error) {
-	st := Status{Model: s.Model, Dimensions: s.Dims, Failures: []FailedProject{}}
+	st := Status{Model: s.Model, Dimensions: s.Dims, Failures: []FailedProject{}, Retrying: []FailedProject{}}
 	err := s.Store.EachProject(ctx, func(p db.Project) error {
 		st.Total++
-		switch c := s.classify(p); c.state {
+		c := s.classify(p)
+		if (c.state == StateStale || c.state == StatePending) && p.LastError.Valid && !p.FailedHash.Valid {
+			st.Retrying = append(st.Retrying, FailedProject{ID: p.ID, Reason: p.LastError.String})
+		}
+		switch c.state {
 		case StateEmbedded:
 			st.Embedded++
 		case StateStale:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
 )
@@ -214,7 +215,8 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	require.NoError(t, err)
 	st, err := e.syncer.Status(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, projectsync.Status{Model: e.ollama.Model, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1, Failures: []projectsync.FailedProject{}}, st)
+	require.Equal(t, projectsync.Status{Model: e.ollama.Model, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1,
+		Failures: []projectsync.FailedProject{}, Retrying: []projectsync.FailedProject{}}, st)
 
 	ids, err := e.syncer.Targets(context.Background(), false)
 	require.NoError(t, err)
@@ -263,9 +265,7 @@ func TestReindexThousandRows(t *testing.T) {
 	tx, err := e.raw.Begin()
 	require.NoError(t, err)
 	for id := int64(1); id <= 1000; id++ {
-		_, err := tx.Exec(`INSERT INTO waywo_projects (id, source_comment_id, is_valid_project, title, short_description,
-			description, hashtags, idea_score, complexity_score, is_bookmarked, created_at, processed_at)
-			VALUES (?, 1, 1, ?, '', ?, '["go"]', 1, 1, 0, '2025-01-01', '2025-01-01')`, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 8))
+		_, err := tx.Exec(db.InsertProject, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 8), `["go"]`)
 		require.NoError(t, err)
 	}
 	require.NoError(t, tx.Commit())
@@ -315,4 +315,30 @@ func TestRefusedTextFailsAlone(t *testing.T) {
 	require.Equal(t, projectsync.Failed, res[2].Outcome)
 	require.True(t, res[2].Recorded)
 	require.Equal(t, calls, e.calls.Load())
+}
+
+// A passing failure on record (a sync that ran out of attempts during an
+// outage) shows in the status as retrying, and the reconcile still queues
+// the project; the next success clears it.
+func TestStatusShowsRetryingProjects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{noConsumer: true})
+	e.insert(1, "One", "first", `[]`)
+	e.insert(2, "Two", "second", `[]`)
+	require.NoError(t, e.store.SaveFailures(context.Background(), []db.Failure{{ID: 1, Reason: "gave up after 5 attempts: no worker"}}, time.Now()))
+	st, err := e.syncer.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 2, st.Pending)
+	require.Zero(t, st.Failed)
+	require.Equal(t, []projectsync.FailedProject{{ID: 1, Reason: "gave up after 5 attempts: no worker"}}, st.Retrying)
+	ids, err := e.syncer.Targets(context.Background(), false)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2}, ids)
+
+	sum := projectsync.Reindex(context.Background(), e.syncer, ids, projectsync.ReindexOptions{Batch: 8})
+	require.Equal(t, 2, sum.Counts[projectsync.Embedded])
+	st, err = e.syncer.Status(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, st.Retrying)
+	require.Equal(t, 2, st.Embedded)
 }
