@@ -457,7 +457,16 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 			saveMetrics(url, filepath.Join(work, name+"-"+who+".pprof"))
 		})
 	}
+	stopSelf := func() {}
+	if profile {
+		// The benchmark's own clients and fake backend share the cores with
+		// the api and workers; their cost is part of the picture.
+		if stopSelf, err = profileSelf(filepath.Join(work, name+"-bench.pprof")); err != nil {
+			return row{}, err
+		}
+	}
 	s := drive(ctx, c, clients, docsPer, d, pipelineCall(base))
+	stopSelf()
 	profiles.Wait()
 	apiAfter := api.usage()
 	wu := usage{}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -121,4 +122,18 @@ func waitWorkers(ctx context.Context, base string, n int) error {
 		}
 	}
 	return fmt.Errorf("%s never reported %d ready workers", base, n)
+}
+
+// profileSelf starts a CPU profile of this process into path; the returned
+// function stops it.
+func profileSelf(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
