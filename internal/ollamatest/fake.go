@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -30,11 +31,20 @@ type Fake struct {
 // StartFake serves a fake Ollama on a free loopback port.
 func StartFake(model string, dims int, perInput time.Duration) (*Fake, error) {
 	f := &Fake{model: model, perInput: perInput}
-	v := make([]float32, dims)
+	// A unit vector of Gaussian values, like a real embedding, written as
+	// Ollama writes it (encoding/json's shortest float32 form, about 11
+	// characters a value): parsing them is the worker's main cost.
+	r := rand.New(rand.NewPCG(uint64(dims), 1))
+	v, norm := make([]float64, dims), 0.0
 	for i := range v {
-		v[i] = float32(1 / math.Sqrt(float64(dims)))
+		v[i] = r.NormFloat64()
+		norm += v[i] * v[i]
 	}
-	f.vector, _ = json.Marshal(v)
+	v32 := make([]float32, dims)
+	for i := range v {
+		v32[i] = float32(v[i] / math.Sqrt(norm))
+	}
+	f.vector, _ = json.Marshal(v32)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/embed", f.embed)
 	mux.HandleFunc("POST /api/show", func(w http.ResponseWriter, r *http.Request) {

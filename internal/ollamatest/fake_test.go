@@ -27,5 +27,11 @@ func TestFakeSpeaksTheOllamaAPI(t *testing.T) {
 	require.Len(t, resp.Embeddings, 2)
 	require.Len(t, resp.Embeddings[1], 8)
 	require.InDelta(t, 1.0, Cosine(resp.Embeddings[0], resp.Embeddings[1]), 1e-6)
+	var norm float64
+	for _, x := range resp.Embeddings[0] {
+		norm += float64(x) * float64(x)
+	}
+	require.InDelta(t, 1.0, norm, 1e-5, "a unit vector")
+	require.NotEqual(t, resp.Embeddings[0][0], resp.Embeddings[0][1], "values vary, like a real embedding's")
 	require.Equal(t, 2, resp.PromptEvalCount)
 }
