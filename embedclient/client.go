@@ -20,8 +20,6 @@ import (
 	"strings"
 	"time"
 
-	gojson "github.com/goccy/go-json"
-
 	"github.com/waywo/embed/internal/embed"
 )
 
@@ -143,13 +141,11 @@ func (v *vectors) decode(resp *http.Response, raw []byte) error {
 		*v = vs
 		return nil
 	}
-	var out struct {
-		Embeddings [][]float32 `json:"embeddings"`
-	}
-	if err := gojson.Unmarshal(raw, &out); err != nil {
+	var out [][]float32
+	if err := embed.DecodeVectorObject(raw, "embeddings", &out, nil); err != nil {
 		return fmt.Errorf("embedding service: bad JSON answer: %w", err)
 	}
-	*v = out.Embeddings
+	*v = out
 	return nil
 }
 

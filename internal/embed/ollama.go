@@ -10,15 +10,26 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
-	gojson "github.com/goccy/go-json"
 	"github.com/ollama/ollama/api"
 )
 
 // maxReplyBytes bounds what the worker reads from Ollama: far above any
 // batch (32 inputs x 4096 floats x ~12 bytes is 1.6 MB) yet finite.
 const maxReplyBytes = 512 << 20
+
+// replyBuffers holds read buffers for Ollama's replies (1.6 MB for 32
+// vectors): io.ReadAll's fresh, growing buffer per reply was a fifth of
+// the worker's CPU, most of it zeroing memory.
+var replyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putReplyBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 64<<20 { // keep no giant buffer for ever
+		replyBuffers.Put(b)
+	}
+}
 
 // NewHTTPClient returns the HTTP client for Ollama calls: pooled
 // connections, a dial timeout, and no overall timeout — every call carries a
@@ -37,9 +48,10 @@ func NewHTTPClient() *http.Client {
 func NewOllamaClient(base *url.URL) *api.Client { return api.NewClient(base, NewHTTPClient()) }
 
 // OllamaEmbedder calls Ollama's POST /api/embed with the ollama/api request,
-// response and error types, but decodes the reply with goccy/go-json: the
-// worker's profile showed encoding/json's per-value reflection over
-// thousands of floats as its largest cost, and goccy halves it.
+// response and error types, but decodes the reply's vectors with its own
+// parser (DecodeVectorObject): the worker's profile showed encoding/json's
+// per-value reflection and number parsing over thousands of floats as its
+// largest cost.
 type OllamaEmbedder struct {
 	endpoint string
 	http     *http.Client
@@ -68,10 +80,13 @@ func (o *OllamaEmbedder) Embed(ctx context.Context, req *api.EmbedRequest) (*api
 		return nil, err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
-	if err != nil {
+	buf := replyBuffers.Get().(*bytes.Buffer)
+	defer putReplyBuffer(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxReplyBytes)); err != nil {
 		return nil, err
 	}
+	raw := buf.Bytes() // nothing decoded from it points into it
 	if resp.StatusCode >= http.StatusBadRequest {
 		var e struct {
 			Error string `json:"error"`
@@ -82,8 +97,17 @@ func (o *OllamaEmbedder) Embed(ctx context.Context, req *api.EmbedRequest) (*api
 		return nil, api.StatusError{StatusCode: resp.StatusCode, ErrorMessage: e.Error}
 	}
 	var out api.EmbedResponse
-	if err := gojson.Unmarshal(raw, &out); err != nil {
+	if err := decodeEmbedReply(raw, &out); err != nil {
 		return nil, fmt.Errorf("decoding /api/embed reply (%d bytes): %w", len(raw), err)
 	}
 	return &out, nil
+}
+
+// decodeEmbedReply decodes Ollama's reply into out, the vectors with
+// DecodeVectorObject's parser.
+func decodeEmbedReply(raw []byte, out *api.EmbedResponse) error {
+	return DecodeVectorObject(raw, "embeddings", &out.Embeddings, map[string]any{
+		"model": &out.Model, "total_duration": &out.TotalDuration, "load_duration": &out.LoadDuration,
+		"prompt_eval_count": &out.PromptEvalCount,
+	})
 }
