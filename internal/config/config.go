@@ -28,6 +28,7 @@ type Config struct {
 
 	OllamaHost  *url.URL   // OLLAMA_HOST
 	OllamaHosts []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
+	HostCalls   int        // EMBED_CALLS_PER_HOST
 	Model       string     // EMBED_MODEL
 	Dimensions  int        // EMBED_DIMENSIONS
 	DataDir     string     // EMBED_DATA_DIR
@@ -91,7 +92,7 @@ var settings = []setting{
 		c.OllamaHost, err = ParseOllamaHost(v)
 		return err
 	}},
-	{"EMBED_OLLAMA_HOSTS", "", "comma-separated Ollama URLs one worker drives, one batch at a time each; empty means OLLAMA_HOST alone", func(c *Config, v string) error {
+	{"EMBED_OLLAMA_HOSTS", "", "comma-separated Ollama URLs one worker drives; empty means OLLAMA_HOST alone", func(c *Config, v string) error {
 		c.OllamaHosts = nil
 		for _, h := range strings.Split(v, ",") {
 			if h = strings.TrimSpace(h); h == "" {
@@ -105,6 +106,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
+	{"EMBED_CALLS_PER_HOST", "2", "model calls a worker keeps in flight to each Ollama: Ollama runs them one after another, and a second one keeps the model busy while the worker reads and answers the first; 1 sends the next batch only when the last is answered", intIn(func(c *Config) *int { return &c.HostCalls }, 1, 16)},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; every reply is checked against it", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
 	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
@@ -114,7 +116,7 @@ var settings = []setting{
 	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", positive64(func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to Ollama in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
 	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
-	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},
+	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call, time waiting in Ollama's queue included", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},
 	{"EMBED_KEEP_ALIVE", "-1", "how long Ollama keeps the model loaded after a call; -1 for ever", func(c *Config, v string) error {
 		if v == "-1" {
 			c.KeepAlive = -1

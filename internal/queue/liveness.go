@@ -21,7 +21,7 @@ type Heartbeat struct {
 	Ready     bool          `json:"ready"`            // at least one endpoint can embed now
 	Reason    string        `json:"reason,omitempty"` // why not, when not ready
 	Endpoints []string      `json:"endpoints"`
-	Busy      int           `json:"busy"` // endpoints computing a batch now
+	Busy      int           `json:"busy"` // model calls in flight now
 	TTL       time.Duration `json:"ttl"`  // count the worker gone if nothing follows within this
 	Stopping  bool          `json:"stopping,omitempty"`
 }

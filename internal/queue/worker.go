@@ -16,8 +16,10 @@ import (
 )
 
 // Endpoint is one Ollama a worker drives. Ollama computes an embedding
-// model's inputs one after another, so an endpoint runs one batch at a time
-// and throughput grows with endpoints, not with concurrent calls to one.
+// model's inputs one after another, so throughput grows with endpoints, not
+// with concurrent calls to one; a worker keeps CallsPerEndpoint calls in
+// flight to each only so that the next batch waits in Ollama's queue while
+// the worker reads, checks and answers the one before.
 type Endpoint struct {
 	Model *embed.Model
 	// Probe checks the endpoint answers; full also checks it has the model.
@@ -26,11 +28,15 @@ type Endpoint struct {
 
 // WorkerOptions configure a worker.
 type WorkerOptions struct {
-	ID                string
-	Dims              int
-	QueryTask         string // instruction for query inputs
-	BatchSize         int
-	BatchWait         time.Duration
+	ID        string
+	Dims      int
+	QueryTask string // instruction for query inputs
+	BatchSize int
+	BatchWait time.Duration
+	// CallsPerEndpoint is how many model calls an endpoint has in flight at
+	// most (default 1). A batch goes to an endpoint with none in flight
+	// before it queues behind another call.
+	CallsPerEndpoint  int
 	Consumer          ConsumerOptions
 	Limits            StreamLimits
 	HeartbeatInterval time.Duration
@@ -107,20 +113,30 @@ type Worker struct {
 	log  *zap.Logger
 
 	runners []*runner
-	idle    chan *runner
+	idle    chan *slot // a slot of an endpoint with no call in flight
+	extra   chan *slot // any further slot
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when any runner's readiness changes
 }
 
+// runner is one endpoint and its state.
 type runner struct {
-	ep   Endpoint
-	work chan batch // one batch after the runner was taken from idle
+	ep Endpoint
 
 	// guarded by Worker.mu
 	ready  bool
 	reason string
-	busy   bool
+	busy   int // calls in flight
+}
+
+// slot is one of an endpoint's CallsPerEndpoint calls: a loop that offers
+// itself on Worker.idle (slot 0) or Worker.extra, then runs the batch it is
+// handed.
+type slot struct {
+	r     *runner
+	first bool
+	work  chan batch // one batch after the slot was taken
 }
 
 // pending is a fetched, decoded job not yet answered.
@@ -141,14 +157,16 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts
 	if opts.Observer == nil {
 		opts.Observer = ObserverFuncs{}
 	}
+	opts.CallsPerEndpoint = max(opts.CallsPerEndpoint, 1)
 	w := &Worker{
 		nc: nc, js: js, opts: opts,
 		log:     log.Named("worker").With(zap.String("worker", opts.ID)),
-		idle:    make(chan *runner),
+		idle:    make(chan *slot),
+		extra:   make(chan *slot),
 		changed: make(chan struct{}),
 	}
 	for _, ep := range endpoints {
-		w.runners = append(w.runners, &runner{ep: ep, work: make(chan batch, 1), ready: true})
+		w.runners = append(w.runners, &runner{ep: ep, ready: true})
 	}
 	return w
 }
@@ -179,10 +197,14 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, r := range w.runners {
-		wg.Go(func() { w.runLoop(ctx, workCtx, r) })
+		for i := range w.opts.CallsPerEndpoint {
+			s := &slot{r: r, first: i == 0, work: make(chan batch, 1)}
+			wg.Go(func() { w.runLoop(ctx, workCtx, s) })
+		}
 	}
 	wg.Go(func() { w.heartbeatLoop(ctx) })
-	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("batch_size", w.opts.BatchSize))
+	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_endpoint", w.opts.CallsPerEndpoint),
+		zap.Int("batch_size", w.opts.BatchSize))
 
 	w.dispatch(ctx, cons)
 
@@ -228,8 +250,8 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		var drained bool
 		held, drained = w.fill(cons, b, held)
 
-		r, waited := w.awaitIdle(ctx, b, held)
-		if r == nil {
+		s, waited := w.awaitIdle(ctx, b, held)
+		if s == nil {
 			continue // stopping, or no endpoint ready: the loop top hands back
 		}
 		if waited || !drained {
@@ -246,7 +268,7 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		if b.Full() || len(held) > 0 {
 			reason = embed.FlushFull
 		}
-		r.work <- batch{items: b.Flush(), reason: reason}
+		s.work <- batch{items: b.Flush(), reason: reason}
 	}
 }
 
@@ -335,13 +357,19 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 	return &pending{msg: m, job: job}
 }
 
-// awaitIdle waits for an idle, ready endpoint, telling JetStream the held
-// jobs are in progress meanwhile. It returns nil when stopping or when no
-// endpoint is ready any more.
-func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held []*pending) (r *runner, waited bool) {
+// awaitIdle waits for a free slot of a ready endpoint — one with no call in
+// flight if there is one now — telling JetStream the held jobs are in
+// progress meanwhile. It returns nil when stopping or when no endpoint is
+// ready any more.
+func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held []*pending) (s *slot, waited bool) {
 	select {
-	case r := <-w.idle:
-		return r, false
+	case s := <-w.idle:
+		return s, false
+	default:
+	}
+	select {
+	case s := <-w.extra:
+		return s, false
 	default:
 	}
 	tick := time.NewTicker(w.opts.Consumer.AckWait / 3)
@@ -352,8 +380,10 @@ func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held
 			return nil, true
 		}
 		select {
-		case r := <-w.idle:
-			return r, true
+		case s := <-w.idle:
+			return s, true
+		case s := <-w.extra:
+			return s, true
 		case <-tick.C:
 			for _, p := range b.Items() {
 				_ = p.msg.InProgress()
@@ -378,9 +408,13 @@ func (w *Worker) handBack(ps []*pending) {
 	}
 }
 
-func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
+func (w *Worker) runLoop(ctx, workCtx context.Context, s *slot) {
+	offer := w.extra
+	if s.first {
+		offer = w.idle
+	}
 	for {
-		ch, ready := w.readiness(r)
+		ch, ready := w.readiness(s.r)
 		if !ready {
 			select {
 			case <-ch:
@@ -390,22 +424,22 @@ func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
 			}
 		}
 		select {
-		case w.idle <- r:
+		case offer <- s:
 		case <-ch:
 			continue
 		case <-ctx.Done():
 			return
 		}
-		if b := <-r.work; len(b.items) > 0 {
-			w.process(ctx, workCtx, r, b)
+		if b := <-s.work; len(b.items) > 0 {
+			w.process(ctx, workCtx, s.r, b)
 		}
 	}
 }
 
 // process embeds one batch on r and answers every job in it.
 func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
-	w.setBusy(r, true)
-	defer w.setBusy(r, false)
+	w.setBusy(r, +1)
+	defer w.setBusy(r, -1)
 
 	batch := b.items
 	var inputs []string
@@ -615,9 +649,7 @@ func (w *Worker) announce(stopping bool) {
 		} else if hb.Reason == "" {
 			hb.Reason = r.ep.Model.Host() + ": " + r.reason
 		}
-		if r.busy {
-			hb.Busy++
-		}
+		hb.Busy += r.busy
 	}
 	w.mu.Unlock()
 	if hb.Ready {
@@ -681,9 +713,9 @@ func (w *Worker) setReady(r *runner, ready bool, reason string) {
 	w.announce(false)
 }
 
-func (w *Worker) setBusy(r *runner, busy bool) {
+func (w *Worker) setBusy(r *runner, delta int) {
 	w.mu.Lock()
-	r.busy = busy
+	r.busy += delta
 	w.mu.Unlock()
 }
 

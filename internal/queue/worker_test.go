@@ -339,10 +339,13 @@ func TestQueueFullIsRefusedAtOnce(t *testing.T) {
 
 // One worker with two endpoints keeps a batch in flight on each: the second
 // batch starts while the first is still computing.
+// One worker keeps a call in flight on every endpoint, then a second one
+// queued on each (CallsPerEndpoint 2): a batch goes to an endpoint with
+// nothing in flight before it queues behind another call.
 func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	t.Parallel()
 	b := qsetup(t)
-	inFlight := make(chan string, 2)
+	inFlight := make(chan string, 4)
 	release := make(chan struct{})
 	endpoint := func(name string) Endpoint {
 		fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
@@ -358,7 +361,7 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	wjs, err := jetstream.New(wnc)
 	require.NoError(t, err)
 	w := NewWorker(wnc, wjs, []Endpoint{endpoint("gpu0"), endpoint("gpu1")}, WorkerOptions{
-		ID: "w2", Dims: dims, BatchSize: 1,
+		ID: "w2", Dims: dims, BatchSize: 1, CallsPerEndpoint: 2,
 		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: 5},
 		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
 		HeartbeatInterval: 20 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
@@ -367,15 +370,32 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx); wnc.Close() }()
 
-	results := make(chan error, 2)
-	for _, d := range []string{"first", "second"} {
-		go func() { _, err := b.embed(20*time.Second, d); results <- err }()
+	results := make(chan error, 4)
+	send := func(docs ...string) {
+		for _, d := range docs {
+			go func() { _, err := b.embed(20*time.Second, d); results <- err }()
+		}
 	}
-	got := map[string]bool{<-inFlight: true, <-inFlight: true}
-	require.Equal(t, map[string]bool{"gpu0": true, "gpu1": true}, got, "both endpoints compute at once")
+	send("first", "second")
+	got := map[string]int{<-inFlight: 1}
+	got[<-inFlight]++
+	require.Equal(t, map[string]int{"gpu0": 1, "gpu1": 1}, got, "both endpoints compute at once")
+	send("third", "fourth")
+	got[<-inFlight]++
+	got[<-inFlight]++
+	require.Equal(t, map[string]int{"gpu0": 2, "gpu1": 2}, got, "then a second call queues on each")
+	require.Eventually(t, func() bool {
+		for _, hb := range b.reg.Live() {
+			if hb.ID == "w2" && hb.Busy == 4 {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond, "heartbeats count the calls in flight")
 	close(release)
-	require.NoError(t, <-results)
-	require.NoError(t, <-results)
+	for range 4 {
+		require.NoError(t, <-results)
+	}
 	cancel()
 	require.NoError(t, <-done)
 }
