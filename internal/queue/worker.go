@@ -34,8 +34,9 @@ type WorkerOptions struct {
 	BatchSize int
 	BatchWait time.Duration
 	// CallsPerEndpoint is how many model calls an endpoint has in flight at
-	// most (default 1). A batch goes to an endpoint with none in flight
-	// before it queues behind another call.
+	// most (default 1). A batch goes to an endpoint with none in flight if
+	// there is one; it queues behind another call only when it is full, so
+	// under light load batches keep growing while the model computes.
 	CallsPerEndpoint  int
 	Consumer          ConsumerOptions
 	Limits            StreamLimits
@@ -113,8 +114,8 @@ type Worker struct {
 	log  *zap.Logger
 
 	runners []*runner
-	idle    chan *slot // a slot of an endpoint with no call in flight
-	extra   chan *slot // any further slot
+	idle    chan *runner // an endpoint with no call in flight
+	extra   chan *runner // an endpoint that can take one more call
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when any runner's readiness changes
@@ -122,21 +123,13 @@ type Worker struct {
 
 // runner is one endpoint and its state.
 type runner struct {
-	ep Endpoint
+	ep   Endpoint
+	work chan batch // one batch after the runner was taken from idle or extra
 
 	// guarded by Worker.mu
 	ready  bool
 	reason string
 	busy   int // calls in flight
-}
-
-// slot is one of an endpoint's CallsPerEndpoint calls: a loop that offers
-// itself on Worker.idle (slot 0) or Worker.extra, then runs the batch it is
-// handed.
-type slot struct {
-	r     *runner
-	first bool
-	work  chan batch // one batch after the slot was taken
 }
 
 // pending is a fetched, decoded job not yet answered.
@@ -161,12 +154,12 @@ func NewWorker(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts
 	w := &Worker{
 		nc: nc, js: js, opts: opts,
 		log:     log.Named("worker").With(zap.String("worker", opts.ID)),
-		idle:    make(chan *slot),
-		extra:   make(chan *slot),
+		idle:    make(chan *runner),
+		extra:   make(chan *runner),
 		changed: make(chan struct{}),
 	}
 	for _, ep := range endpoints {
-		w.runners = append(w.runners, &runner{ep: ep, ready: true})
+		w.runners = append(w.runners, &runner{ep: ep, work: make(chan batch, 1), ready: true})
 	}
 	return w
 }
@@ -197,10 +190,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, r := range w.runners {
-		for i := range w.opts.CallsPerEndpoint {
-			s := &slot{r: r, first: i == 0, work: make(chan batch, 1)}
-			wg.Go(func() { w.runLoop(ctx, workCtx, s) })
-		}
+		wg.Go(func() { w.runLoop(ctx, workCtx, r) })
 	}
 	wg.Go(func() { w.heartbeatLoop(ctx) })
 	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_endpoint", w.opts.CallsPerEndpoint),
@@ -250,8 +240,8 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		var drained bool
 		held, drained = w.fill(cons, b, held)
 
-		s, waited := w.awaitIdle(ctx, b, held)
-		if s == nil {
+		r, waited := w.awaitIdle(ctx, b, held)
+		if r == nil {
 			continue // stopping, or no endpoint ready: the loop top hands back
 		}
 		if waited || !drained {
@@ -268,7 +258,7 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		if b.Full() || len(held) > 0 {
 			reason = embed.FlushFull
 		}
-		s.work <- batch{items: b.Flush(), reason: reason}
+		r.work <- batch{items: b.Flush(), reason: reason}
 	}
 }
 
@@ -357,19 +347,23 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 	return &pending{msg: m, job: job}
 }
 
-// awaitIdle waits for a free slot of a ready endpoint — one with no call in
-// flight if there is one now — telling JetStream the held jobs are in
-// progress meanwhile. It returns nil when stopping or when no endpoint is
-// ready any more.
-func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held []*pending) (s *slot, waited bool) {
+// awaitIdle waits for a ready endpoint to take the batch — one with no call
+// in flight if there is one now, one with room for another call if the
+// batch is full — telling JetStream the held jobs are in progress meanwhile.
+// It returns nil when stopping or when no endpoint is ready any more.
+func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held []*pending) (r *runner, waited bool) {
 	select {
-	case s := <-w.idle:
-		return s, false
+	case r := <-w.idle:
+		return r, false
 	default:
 	}
+	var extra chan *runner // nil, never ready, unless the batch is full
+	if b.Full() || len(held) > 0 {
+		extra = w.extra
+	}
 	select {
-	case s := <-w.extra:
-		return s, false
+	case r := <-extra:
+		return r, false
 	default:
 	}
 	tick := time.NewTicker(w.opts.Consumer.AckWait / 3)
@@ -380,10 +374,10 @@ func (w *Worker) awaitIdle(ctx context.Context, b *embed.Batcher[*pending], held
 			return nil, true
 		}
 		select {
-		case s := <-w.idle:
-			return s, true
-		case s := <-w.extra:
-			return s, true
+		case r := <-w.idle:
+			return r, true
+		case r := <-extra:
+			return r, true
 		case <-tick.C:
 			for _, p := range b.Items() {
 				_ = p.msg.InProgress()
@@ -408,30 +402,41 @@ func (w *Worker) handBack(ps []*pending) {
 	}
 }
 
-func (w *Worker) runLoop(ctx, workCtx context.Context, s *slot) {
-	offer := w.extra
-	if s.first {
-		offer = w.idle
-	}
+// runLoop offers r to the dispatcher — on idle while it has no call in
+// flight, on extra while it has room for another — and runs what it is
+// handed, up to CallsPerEndpoint batches at once. It returns when ctx ends
+// and its batches in flight have finished.
+func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	finished := make(chan struct{}, w.opts.CallsPerEndpoint)
+	inFlight := 0
 	for {
-		ch, ready := w.readiness(s.r)
+		ch, ready := w.readiness(r)
+		offer := w.idle
+		switch {
+		case inFlight > 0 && inFlight < w.opts.CallsPerEndpoint:
+			offer = w.extra
+		case inFlight > 0:
+			offer = nil // full: wait for a call to finish
+		}
 		if !ready {
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return
-			}
+			offer = nil
 		}
 		select {
-		case offer <- s:
+		case offer <- r:
+			if b := <-r.work; len(b.items) > 0 {
+				inFlight++
+				calls.Go(func() {
+					w.process(ctx, workCtx, r, b)
+					finished <- struct{}{}
+				})
+			}
+		case <-finished:
+			inFlight--
 		case <-ch:
-			continue
 		case <-ctx.Done():
 			return
-		}
-		if b := <-s.work; len(b.items) > 0 {
-			w.process(ctx, workCtx, s.r, b)
 		}
 	}
 }

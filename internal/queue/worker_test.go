@@ -87,6 +87,7 @@ type wopts struct {
 	probe      func(ctx context.Context, full bool) error
 	maxDeliver int
 	onBatch    func(BatchInfo)
+	calls      int // CallsPerEndpoint
 }
 
 func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
@@ -103,7 +104,7 @@ func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
 	require.NoError(b.t, err)
 	model := embed.NewModel(o.fake, "fake:1", embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true})
 	w := NewWorker(wnc, wjs, []Endpoint{{Model: model, Probe: o.probe}}, WorkerOptions{
-		ID: "w1", Dims: dims, QueryTask: "task", BatchSize: 16,
+		ID: "w1", Dims: dims, QueryTask: "task", BatchSize: 16, CallsPerEndpoint: o.calls,
 		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver},
 		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
@@ -398,6 +399,56 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// A batch that is not full does not queue behind a call in flight: it waits
+// for the endpoint and takes in what arrived meanwhile (the behaviour of one
+// call per endpoint, kept under light load).
+func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
+	t.Parallel()
+	b := qsetup(t)
+	type call struct {
+		inputs       int
+		afterRelease bool
+	}
+	calls := make(chan call, 4)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		released := false
+		select {
+		case <-release:
+			released = true
+		default:
+		}
+		calls <- call{inputs: len(req.Input.([]string)), afterRelease: released}
+		if n == 1 {
+			<-release
+		}
+		return vectorsFor(req), nil
+	}}
+	b.worker(wopts{fake: fake, calls: 2})
+	t.Cleanup(releaseAll) // runs before the worker's stop: a failed test still ends
+	results := make(chan error, 3)
+	send := func(d string) {
+		go func() { _, err := b.embed(20*time.Second, d); results <- err }()
+	}
+	send("first")
+	require.Equal(t, call{inputs: 1}, <-calls)
+	send("second")
+	send("third")
+	cons, err := b.js.Consumer(context.Background(), JobsStream, WorkersConsumer)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && b.queued() == 3 && info.NumAckPending >= 2 // the worker holds "second"
+	}, 5*time.Second, 5*time.Millisecond)
+	releaseAll()
+	require.Equal(t, call{inputs: 2, afterRelease: true}, <-calls, "one call for both, once the first is done")
+	for range 3 {
+		require.NoError(t, <-results)
+	}
 }
 
 // With NATS_USER/NATS_PASSWORD or NATS_TOKEN the embedded server requires
