@@ -238,3 +238,39 @@ func TestEmbedAnswersBinaryWhenAsked(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, [][]float32{{1, -0.5}, {0.25, 2}}, vs)
 }
+
+// writeVectors streams an answer in chunks of at most 64 KB (plus one
+// vector) that add up to the vectors one after another.
+func TestWriteVectorsChunks(t *testing.T) {
+	var vs [][]float32
+	var want []byte
+	for i := range 10 {
+		v := make([]float32, 4096)
+		for j := range v {
+			v[j] = float32(i*4096+j) / 3
+		}
+		vs = append(vs, v)
+		want = embed.AppendVector(want, v)
+	}
+	var w chunkRecorder
+	writeVectors(&w, vs)
+	require.Equal(t, want, w.got)
+	require.Greater(t, len(w.sizes), 1, "written in chunks")
+	for _, n := range w.sizes {
+		require.LessOrEqual(t, n, 64<<10)
+	}
+	w = chunkRecorder{}
+	writeVectors(&w, nil)
+	require.Empty(t, w.got)
+}
+
+type chunkRecorder struct {
+	got   []byte
+	sizes []int
+}
+
+func (c *chunkRecorder) Write(p []byte) (int, error) {
+	c.got = append(c.got, p...)
+	c.sizes = append(c.sizes, len(p))
+	return len(p), nil
+}
