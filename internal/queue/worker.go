@@ -136,6 +136,9 @@ type runner struct {
 type pending struct {
 	msg jetstream.Msg
 	job Job
+	// behind is how many jobs the stream held for the consumer after this
+	// one when it was delivered (1 when the delivery did not say).
+	behind uint64
 }
 
 // NewWorker returns a worker over endpoints, which must already be prepared
@@ -230,15 +233,20 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		for len(held) > 0 && b.Add(held[0], len(held[0].job.Documents)) {
 			held = held[1:]
 		}
+		drained := false
 		if b.Len() == 0 {
 			p := w.fetchOne(ctx, cons)
 			if p == nil {
 				continue
 			}
 			b.Add(p, len(p.job.Documents))
+			// A lone request goes to the model without another round trip
+			// to the server to look for company.
+			drained = p.behind == 0
 		}
-		var drained bool
-		held, drained = w.fill(cons, b, held)
+		if !drained {
+			held, drained = w.fill(cons, b, held)
+		}
 
 		r, waited := w.awaitIdle(ctx, b, held)
 		if r == nil {
@@ -344,7 +352,11 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 		_ = m.Ack()
 		return nil
 	}
-	return &pending{msg: m, job: job}
+	behind := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		behind = md.NumPending
+	}
+	return &pending{msg: m, job: job, behind: behind}
 }
 
 // awaitIdle waits for a ready endpoint to take the batch — one with no call
