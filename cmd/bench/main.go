@@ -353,7 +353,8 @@ func (b *bench) targets() {
 	if len(b.trans) > 0 {
 		add("transport docs/s at 64 clients (4096-d)", b.trans[2].Sample.DocsPerS, ">= 3000", b.trans[2].Sample.DocsPerS >= 3000)
 		add("transport docs/s at 64 clients x 8 docs (4096-d)", b.trans8.Sample.DocsPerS, ">= 3000", b.trans8.Sample.DocsPerS >= 3000)
-		add("api peak RSS in transport runs (MB)", maxRSS(b.trans), "< 80", maxRSS(b.trans) < 80)
+		rss := maxRSS(append(slices.Clone(b.trans), b.trans8)) // the 8-docs row holds the most in flight
+		add("api peak RSS in transport runs (MB)", rss, "< 80", rss < 80)
 	}
 	if len(b.scale) > 0 {
 		add("scale-out 2 workers / 1", b.scale[1].Ratio, ">= 1.8", b.scale[1].Ratio >= 1.8)
