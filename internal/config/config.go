@@ -106,7 +106,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"EMBED_CALLS_PER_HOST", "2", "model calls a worker keeps in flight to each Ollama: Ollama runs them one after another, and a second one (only with a full batch) keeps the model busy while the worker reads and answers the first; 1 sends the next batch only when the last is answered", intIn(func(c *Config) *int { return &c.HostCalls }, 1, 16)},
+	{"EMBED_CALLS_PER_HOST", "1", "model calls a worker keeps in flight to each Ollama; 2 queues a second, full batch in Ollama while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", intIn(func(c *Config) *int { return &c.HostCalls }, 1, 16)},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; every reply is checked against it", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
 	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
