@@ -52,17 +52,11 @@ func DecodeVectorObject(b []byte, key string, vectors *[][]float32, fields map[s
 		} else if err := p.value(field(fields, name)); err != nil {
 			return fmt.Errorf("member %q: %w", name, err)
 		}
-		p.space()
-		switch p.peek() {
-		case ',':
-			p.i++
-			p.space()
-		case '}':
-			p.i++
+		if more, err := p.next('}', "a member"); err != nil {
+			return err
+		} else if !more {
 			p.space()
 			return p.end()
-		default:
-			return p.fail("expected , or } after a member")
 		}
 	}
 }
@@ -157,16 +151,10 @@ func (p *floatParser) vectorRows() ([][]float32, error) {
 			size = max(len(row), 1) // Ollama's rows are all one length
 		}
 		rows = append(rows, row)
-		p.space()
-		switch p.peek() {
-		case ',':
-			p.i++
-			p.space()
-		case ']':
-			p.i++
+		if more, err := p.next(']', "a vector"); err != nil {
+			return nil, err
+		} else if !more {
 			return rows, nil
-		default:
-			return nil, p.fail("expected , or ] after a vector")
 		}
 	}
 }
@@ -245,18 +233,28 @@ func (p *floatParser) row(dst []float32) ([]float32, error) {
 			p.space()
 			continue
 		}
-		p.space()
-		switch p.peek() {
-		case ',':
-			p.i++
-			p.space()
-		case ']':
-			p.i++
+		if more, err := p.next(']', "a number"); err != nil {
+			return nil, err
+		} else if !more {
 			return dst, nil
-		default:
-			return nil, p.fail("expected , or ] after a number")
 		}
 	}
+}
+
+// next reads what follows an element of an array or object: a comma
+// (more is true) or the closing byte, with any spaces around.
+func (p *floatParser) next(closing byte, after string) (more bool, err error) {
+	p.space()
+	switch p.peek() {
+	case ',':
+		p.i++
+		p.space()
+		return true, nil
+	case closing:
+		p.i++
+		return false, nil
+	}
+	return false, p.fail(fmt.Sprintf("expected , or %c after %s", closing, after))
 }
 
 const nullNumber = "null in place of a number"
@@ -291,19 +289,9 @@ func (p *floatParser) number() (float32, error) {
 	case i < len(b) && b[i] == '0':
 		i++
 	case i < len(b) && '1' <= b[i] && b[i] <= '9':
-		for ; i < len(b); i++ {
-			d := b[i] - '0'
-			if d > 9 {
-				break
-			}
-			if digits < 19 {
-				m = m*10 + uint64(d)
-				digits++
-			} else {
-				exp++
-				inexact = inexact || d != 0
-			}
-		}
+		end, taken, lost := readDigits(b, i, &m, &digits)
+		exp += end - i - taken // digits that did not fit still count
+		i, inexact = end, lost
 	default:
 		p.i = i
 		if p.literal("null") {
@@ -334,19 +322,9 @@ func (p *floatParser) number() (float32, error) {
 			exp -= 8
 			i += 8
 		}
-		for ; i < len(b); i++ {
-			d := b[i] - '0'
-			if d > 9 {
-				break
-			}
-			if digits < 19 {
-				m = m*10 + uint64(d)
-				digits++
-				exp--
-			} else {
-				inexact = inexact || d != 0
-			}
-		}
+		end, taken, lost := readDigits(b, i, &m, &digits)
+		exp -= taken
+		i, inexact = end, inexact || lost
 		if i == frac {
 			p.i = i
 			return 0, p.fail("expected a digit after the decimal point")
@@ -407,6 +385,26 @@ func (p *floatParser) number() (float32, error) {
 		return 0, p.fail("invalid number")
 	}
 	return float32(f), nil
+}
+
+// readDigits reads the digits from b[i] on into m while it holds fewer than
+// 19 significant digits. It returns where the digits end, how many went into
+// m, and whether a non-zero digit did not fit.
+func readDigits(b []byte, i int, m *uint64, digits *int) (end, taken int, lost bool) {
+	for ; i < len(b); i++ {
+		d := b[i] - '0'
+		if d > 9 {
+			break
+		}
+		if *digits < 19 {
+			*m = *m*10 + uint64(d)
+			*digits++
+			taken++
+		} else {
+			lost = lost || d != 0
+		}
+	}
+	return i, taken, lost
 }
 
 // eightDigits reads eight ASCII digits as a number, all at once (the
