@@ -114,18 +114,6 @@ func (p *floatParser) value(dst any) error {
 	return nil
 }
 
-// parseVectorRows decodes b, a JSON array of arrays of numbers or null.
-func parseVectorRows(b []byte) ([][]float32, error) {
-	p := floatParser{b: b}
-	p.space()
-	rows, err := p.vectorRows()
-	if err != nil {
-		return nil, err
-	}
-	p.space()
-	return rows, p.end()
-}
-
 // vectorRows reads an array of arrays of numbers, or null.
 func (p *floatParser) vectorRows() ([][]float32, error) {
 	if p.literal("null") {

@@ -11,6 +11,19 @@ import (
 	"testing"
 )
 
+// parseVectorRows decodes b, a JSON array of arrays of numbers or null, as
+// DecodeVectorObject decodes its vectors member.
+func parseVectorRows(b []byte) ([][]float32, error) {
+	p := floatParser{b: b}
+	p.space()
+	rows, err := p.vectorRows()
+	if err != nil {
+		return nil, err
+	}
+	p.space()
+	return rows, p.end()
+}
+
 // sameBits compares float32s bit for bit (so -0 differs from 0).
 func sameBits(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }
 

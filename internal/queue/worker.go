@@ -17,9 +17,9 @@ import (
 
 // Endpoint is one Ollama a worker drives. Ollama computes an embedding
 // model's inputs one after another, so throughput grows with endpoints, not
-// with concurrent calls to one; a worker keeps CallsPerEndpoint calls in
-// flight to each only so that the next batch waits in Ollama's queue while
-// the worker reads, checks and answers the one before.
+// with concurrent calls to one; a second call in flight
+// (WorkerOptions.CallsPerEndpoint) only lets the next batch wait in
+// Ollama's queue while the worker reads, checks and answers the one before.
 type Endpoint struct {
 	Model *embed.Model
 	// Probe checks the endpoint answers; full also checks it has the model.
