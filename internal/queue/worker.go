@@ -136,9 +136,6 @@ type runner struct {
 type pending struct {
 	msg jetstream.Msg
 	job Job
-	// behind is how many jobs the stream held for the consumer after this
-	// one when it was delivered (1 when the delivery did not say).
-	behind uint64
 }
 
 // NewWorker returns a worker over endpoints, which must already be prepared
@@ -235,14 +232,14 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		}
 		drained := false
 		if b.Len() == 0 {
-			p := w.fetchOne(ctx, cons)
+			p, behind := w.fetchOne(ctx, cons)
 			if p == nil {
 				continue
 			}
 			b.Add(p, len(p.job.Documents))
 			// A lone request goes to the model without another round trip
 			// to the server to look for company.
-			drained = p.behind == 0
+			drained = behind == 0
 		}
 		if !drained {
 			held, drained = w.fill(cons, b, held)
@@ -270,8 +267,10 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
-// fetchOne blocks up to a second for one job.
-func (w *Worker) fetchOne(ctx context.Context, cons jetstream.Consumer) *pending {
+// fetchOne blocks up to a second for one job. behind is how many jobs the
+// stream held for the consumer after it, as its delivery says (1 when it
+// does not say).
+func (w *Worker) fetchOne(ctx context.Context, cons jetstream.Consumer) (got *pending, behind uint64) {
 	mb, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
 		w.log.Warn("fetch failed", zap.Error(err))
@@ -279,18 +278,21 @@ func (w *Worker) fetchOne(ctx context.Context, cons jetstream.Consumer) *pending
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
-		return nil
+		return nil, 0
 	}
-	var got *pending
+	behind = 1
 	for m := range mb.Messages() {
 		if p := w.accept(m); p != nil {
 			got = p
+			if md, err := m.Metadata(); err == nil {
+				behind = md.NumPending
+			}
 		}
 	}
 	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 		w.log.Warn("fetch ended with error", zap.Error(err))
 	}
-	return got
+	return got, behind
 }
 
 // fill adds what the queue has right now, without waiting, until the batch
@@ -352,11 +354,7 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 		_ = m.Ack()
 		return nil
 	}
-	behind := uint64(1)
-	if md, err := m.Metadata(); err == nil {
-		behind = md.NumPending
-	}
-	return &pending{msg: m, job: job, behind: behind}
+	return &pending{msg: m, job: job}
 }
 
 // awaitIdle waits for a ready endpoint to take the batch — one with no call
