@@ -70,6 +70,8 @@ func blob(t *testing.T, path string, id int) []byte {
 	return b
 }
 
+// hasBlob says whether the row holds a vector of dims floats; a row that
+// starts with some other blob (not ours) does not, until the sync replaces it.
 func hasBlob(t *testing.T, path string, id int, dims int) bool {
 	t.Helper()
 	b := blob(t, path, id)
@@ -77,8 +79,7 @@ func hasBlob(t *testing.T, path string, id int, dims int) bool {
 		return false
 	}
 	_, err := embed.DecodeVector(b, dims)
-	require.NoError(t, err)
-	return true
+	return err == nil
 }
 
 // The api embeds the rows it finds at start (the reconcile), then
