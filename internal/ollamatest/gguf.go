@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"math/rand/v2"
 	"strings"
 )
@@ -40,6 +41,7 @@ const (
 	ggufTypeArray   = 9
 
 	ggmlTypeF32   = 0
+	ggmlTypeF16   = 1
 	ggufAlignment = 32
 
 	tokenNormal  = 1
@@ -148,10 +150,34 @@ func (g *ggufWriter) kvF32(k string, v float32) { g.key(k, ggufTypeFloat32); g.p
 func (g *ggufWriter) kvBool(k string, v bool)   { g.key(k, ggufTypeBool); g.put(v) }
 func (g *ggufWriter) kvStr(k, v string)         { g.key(k, ggufTypeString); g.str(v) }
 
+func (g *ggufWriter) kvStrings(k string, vs []string) {
+	g.key(k, ggufTypeArray)
+	g.put(uint32(ggufTypeString))
+	g.put(uint64(len(vs)))
+	for _, v := range vs {
+		g.str(v)
+	}
+}
+
+func (g *ggufWriter) kvInt32s(k string, vs []int32) {
+	g.key(k, ggufTypeArray)
+	g.put(uint32(ggufTypeInt32))
+	g.put(uint64(len(vs)))
+	g.put(vs)
+}
+
 type tensor struct {
 	name  string
 	shape []uint64 // ggml order: fastest dimension first
 	fill  func(dst []float32)
+	f16   bool // stored as F16 (random bits from fill's values)
+}
+
+func (t tensor) bytes() uint64 {
+	if t.f16 {
+		return t.elems() * 2
+	}
+	return t.elems() * 4
 }
 
 func (t tensor) elems() uint64 {
@@ -177,14 +203,14 @@ func (m TinyBERT) WriteGGUF(out io.Writer) error {
 			for i, tok := range tokens {
 				copy(dst[i*m.Dims:], m.TokenVector(tok))
 			}
-		}},
-		{"token_types.weight", []uint64{d, 2}, zeros},
-		{"position_embd.weight", []uint64{d, ctx}, zeros},
-		{"token_embd_norm.weight", []uint64{d}, ones},
-		{"token_embd_norm.bias", []uint64{d}, zeros},
+		}, false},
+		{"token_types.weight", []uint64{d, 2}, zeros, false},
+		{"position_embd.weight", []uint64{d, ctx}, zeros, false},
+		{"token_embd_norm.weight", []uint64{d}, ones, false},
+		{"token_embd_norm.bias", []uint64{d}, zeros, false},
 	}
 	blk := func(name string, shape []uint64, fill func([]float32)) {
-		tensors = append(tensors, tensor{"blk.0." + name, shape, fill})
+		tensors = append(tensors, tensor{"blk.0." + name, shape, fill, false})
 	}
 	for _, p := range []string{"attn_q", "attn_k", "attn_v", "attn_output"} {
 		blk(p+".weight", []uint64{d, d}, zeros)
@@ -216,16 +242,8 @@ func (m TinyBERT) WriteGGUF(out io.Writer) error {
 	g.kvBool("bert.attention.causal", false)
 	g.kvU32("bert.pooling_type", 1)
 	g.kvStr("tokenizer.ggml.model", "bert")
-	g.key("tokenizer.ggml.tokens", ggufTypeArray)
-	g.put(uint32(ggufTypeString))
-	g.put(uint64(len(tokens)))
-	for _, t := range tokens {
-		g.str(t)
-	}
-	g.key("tokenizer.ggml.token_type", ggufTypeArray)
-	g.put(uint32(ggufTypeInt32))
-	g.put(uint64(len(types)))
-	g.put(types)
+	g.kvStrings("tokenizer.ggml.tokens", tokens)
+	g.kvInt32s("tokenizer.ggml.token_type", types)
 	g.kvU32("tokenizer.ggml.token_type_count", 2)
 	g.kvU32("tokenizer.ggml.bos_token_id", idCLS)
 	g.kvU32("tokenizer.ggml.eos_token_id", idSEP)
@@ -237,29 +255,45 @@ func (m TinyBERT) WriteGGUF(out io.Writer) error {
 	if err := g.w.Flush(); err != nil || g.err != nil {
 		return errors.Join(err, g.err)
 	}
-	kvs := g.kvs
+	return writeFile(out, kvBuf.Bytes(), g.kvs, tensors)
+}
 
-	g = &ggufWriter{w: bufio.NewWriterSize(out, 1<<20)}
+// writeFile writes a GGUF v3 file: header, the encoded key-value pairs,
+// the tensor table, then each tensor's data, 32-byte aligned.
+func writeFile(out io.Writer, kvs []byte, nkv uint64, tensors []tensor) error {
+	g := &ggufWriter{w: bufio.NewWriterSize(out, 1<<20)}
 	g.put([]byte("GGUF"))
 	g.put(uint32(3))
 	g.put(uint64(len(tensors)))
-	g.put(kvs)
-	_, g.err = g.Write(kvBuf.Bytes())
+	g.put(nkv)
+	_, g.err = g.Write(kvs)
 
 	offset := uint64(0)
 	for _, t := range tensors {
 		g.str(t.name)
 		g.put(uint32(len(t.shape)))
 		g.put(t.shape)
-		g.put(uint32(ggmlTypeF32))
+		if t.f16 {
+			g.put(uint32(ggmlTypeF16))
+		} else {
+			g.put(uint32(ggmlTypeF32))
+		}
 		g.put(offset)
-		offset += align(t.elems() * 4)
+		offset += align(t.bytes())
 	}
 	g.pad()
 	for _, t := range tensors {
 		buf := make([]float32, t.elems())
 		t.fill(buf)
-		g.put(buf)
+		if t.f16 {
+			half := make([]uint16, len(buf))
+			for i, f := range buf {
+				half[i] = uint16(math.Float32bits(f) >> 16) // any bits do: nothing computes with them
+			}
+			g.put(half)
+		} else {
+			g.put(buf)
+		}
 		g.pad()
 	}
 	if g.err != nil {
