@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,9 +90,15 @@ CREATE TABLE IF NOT EXISTS embed_sync_state (
 	embedded_at TEXT,
 	failed_hash TEXT,
 	last_error TEXT,
-	failed_at TEXT
+	failed_at TEXT,
+	model_digest TEXT,
+	ollama_version TEXT
 );
 `
+
+// addedStateColumns are embed_sync_state columns added after its first
+// release: a file from then gets them at open (the table is ours).
+var addedStateColumns = []string{"model_digest TEXT", "ollama_version TEXT"}
 
 // requiredColumns are the waywo_projects columns the sync reads or writes.
 var requiredColumns = []string{"id", "title", "description", "hashtags", "description_embedding"}
@@ -178,9 +185,26 @@ func (s *Store) prepare(ctx context.Context) error {
 		} else if err := checkColumns(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, stateSchema)
-		return err
+		if _, err := tx.ExecContext(ctx, stateSchema); err != nil {
+			return err
+		}
+		return addColumns(ctx, tx)
 	})
+}
+
+func addColumns(ctx context.Context, tx *sqlx.Tx) error {
+	var cols []string
+	if err := tx.SelectContext(ctx, &cols, "SELECT name FROM pragma_table_info('embed_sync_state')"); err != nil {
+		return err
+	}
+	for _, def := range addedStateColumns {
+		if !slices.Contains(cols, strings.Fields(def)[0]) {
+			if _, err := tx.ExecContext(ctx, "ALTER TABLE embed_sync_state ADD COLUMN "+def); err != nil {
+				return fmt.Errorf("add embed_sync_state.%s: %w", def, err)
+			}
+		}
+	}
+	return nil
 }
 
 func checkColumns(ctx context.Context, tx *sqlx.Tx) error {
@@ -219,6 +243,7 @@ type Project struct {
 	Hash       sql.NullString `db:"content_hash"`
 	Model      sql.NullString `db:"model"`
 	Dims       sql.NullInt64  `db:"dims"`
+	Digest     sql.NullString `db:"model_digest"`
 	FailedHash sql.NullString `db:"failed_hash"`
 	LastError  sql.NullString `db:"last_error"`
 }
@@ -226,7 +251,7 @@ type Project struct {
 const selectProjects = `
 SELECT p.id, p.title, p.description, p.hashtags,
 	CASE typeof(p.description_embedding) WHEN 'null' THEN NULL WHEN 'blob' THEN length(p.description_embedding) ELSE -1 END AS blob_bytes,
-	s.content_hash, s.model, s.dims, s.failed_hash, s.last_error
+	s.content_hash, s.model, s.dims, s.model_digest, s.failed_hash, s.last_error
 FROM waywo_projects p LEFT JOIN embed_sync_state s ON s.project_id = p.id`
 
 // Projects reads the rows with the given ids; ids with no row are absent.
@@ -277,6 +302,9 @@ type Embedding struct {
 	ID   int64
 	Blob []byte
 	Hash string
+	// Digest and OllamaVersion fingerprint the model that computed Blob.
+	Digest        string
+	OllamaVersion string
 }
 
 // SaveEmbeddings writes each blob into description_embedding and records
@@ -296,11 +324,12 @@ func (s *Store) SaveEmbeddings(ctx context.Context, es []Embedding, model string
 				continue
 			}
 			if _, err := tx.ExecContext(ctx, `
-INSERT INTO embed_sync_state (project_id, content_hash, model, dims, embedded_at, failed_hash, last_error, failed_at)
-VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL)
+INSERT INTO embed_sync_state (project_id, content_hash, model, dims, embedded_at, model_digest, ollama_version, failed_hash, last_error, failed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)
 ON CONFLICT (project_id) DO UPDATE SET content_hash = excluded.content_hash, model = excluded.model,
-	dims = excluded.dims, embedded_at = excluded.embedded_at, failed_hash = NULL, last_error = NULL, failed_at = NULL`,
-				e.ID, e.Hash, model, dims, stamp); err != nil {
+	dims = excluded.dims, embedded_at = excluded.embedded_at, model_digest = excluded.model_digest,
+	ollama_version = excluded.ollama_version, failed_hash = NULL, last_error = NULL, failed_at = NULL`,
+				e.ID, e.Hash, model, dims, stamp, nullIfEmpty(e.Digest), nullIfEmpty(e.OllamaVersion)); err != nil {
 				return err
 			}
 		}
@@ -308,6 +337,8 @@ ON CONFLICT (project_id) DO UPDATE SET content_hash = excluded.content_hash, mod
 	})
 	return missing, err
 }
+
+func nullIfEmpty(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 // Failure is why a project could not be embedded. Hash is set when the
 // failure is for good for that content (a malformed row, a refused text):

@@ -156,3 +156,27 @@ func TestFailuresAndForgetting(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
 }
+
+// A file whose embed_sync_state predates fingerprints gets the new columns
+// at open, its rows kept (their digest NULL: the sync re-embeds them once).
+func TestOpenAddsTheFingerprintColumns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "waywo.db")
+	raw, err := sql.Open("sqlite3", path)
+	require.NoError(t, err)
+	_, err = raw.Exec(`CREATE TABLE embed_sync_state (project_id INTEGER PRIMARY KEY, content_hash TEXT, model TEXT, dims INTEGER,
+		embedded_at TEXT, failed_hash TEXT, last_error TEXT, failed_at TEXT);
+		INSERT INTO embed_sync_state (project_id, content_hash, model, dims) VALUES (7, 'h', 'm', 4)`)
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	s := open(t, path)
+	var cols []string
+	require.NoError(t, s.r.Select(&cols, "SELECT name FROM pragma_table_info('embed_sync_state')"))
+	require.Contains(t, cols, "model_digest")
+	require.Contains(t, cols, "ollama_version")
+	var digest sql.NullString
+	require.NoError(t, s.r.Get(&digest, "SELECT model_digest FROM embed_sync_state WHERE project_id = 7"))
+	require.False(t, digest.Valid)
+	require.NoError(t, s.Close())
+	open(t, path) // and a second open adds nothing
+}

@@ -47,6 +47,7 @@ type Model struct {
 	client Embedder
 	opts   ModelOptions
 	host   string // for messages
+	fp     fingerprintBox
 }
 
 // NewModel wraps client. host names the endpoint in errors and logs.
@@ -165,33 +166,50 @@ func (m *Model) classify(err error) error {
 }
 
 // Prepare makes sure Ollama at the model's host has the model — pulling it
-// when pull is set, logging progress — then loads it with one call and checks
-// the vector length. Its errors name the model and the host.
+// when pull is set, logging progress —, that it is fit to serve our vectors
+// (CheckServed), records its fingerprint, then loads it with one call and
+// checks the vector length. Its errors name the model and the host.
 func Prepare(ctx context.Context, client *api.Client, m *Model, pull bool, log *zap.Logger) error {
 	showCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err := client.Show(showCtx, &api.ShowRequest{Model: m.opts.Name})
+	show, err := client.Show(showCtx, &api.ShowRequest{Model: m.opts.Name})
 	cancel()
 	var se api.StatusError
 	switch {
 	case err == nil:
 	case errors.As(err, &se) && se.StatusCode == http.StatusNotFound:
 		if !pull {
-			return fmt.Errorf("%w: Ollama at %s (OLLAMA_HOST) has no model %q (EMBED_MODEL): run `ollama pull %s` there, or set EMBED_PULL=1", ErrModelNotFound, m.host, m.opts.Name, m.opts.Name)
+			return fmt.Errorf("%w: Ollama at %s (OLLAMA_HOST) has no model %q (EMBED_MODEL): run `api model install` (or `ollama pull %s` for a model from a registry), or set EMBED_PULL=1", ErrModelNotFound, m.host, m.opts.Name, m.opts.Name)
 		}
 		if err := pullModel(ctx, client, m, log); err != nil {
 			return err
 		}
+		if show, err = client.Show(ctx, &api.ShowRequest{Model: m.opts.Name}); err != nil {
+			return m.classify(err)
+		}
 	default:
 		return fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST) to check model %q: %w", ErrUnavailable, m.host, m.opts.Name, err)
 	}
+	served, err := CheckServed(show, m.opts.Name, m.host, m.opts.Dims)
+	if err != nil {
+		return err
+	}
+	fp, err := ReadFingerprint(ctx, client, m.opts.Name)
+	if err != nil {
+		return fmt.Errorf("reading the fingerprint of model %q at %s: %w", m.opts.Name, m.host, m.classify(err))
+	}
+	m.fp.set(fp)
 	start := time.Now()
 	if _, _, err := m.call(ctx, []string{"warm-up"}); err != nil {
-		return fmt.Errorf("loading model %q at %s: %w", m.opts.Name, m.host, err)
+		return fmt.Errorf("loading model %q at %s: %w", m.opts.Name, m.host, explainLoadFailure(err, served.Architecture, m.opts.Name, m.host, fp.OllamaVersion))
 	}
 	log.Info("model loaded", zap.String("model", m.opts.Name), zap.String("ollama", m.host),
-		zap.Int("dimensions", m.opts.Dims), zap.Duration("took", time.Since(start)))
+		zap.Int("dimensions", m.opts.Dims), zap.String("digest", fp.ShortDigest()),
+		zap.String("ollama_version", fp.OllamaVersion), zap.Duration("took", time.Since(start)))
 	return nil
 }
+
+// Fingerprint is the model's fingerprint as last read by Prepare or Probe.
+func (m *Model) Fingerprint() Fingerprint { return m.fp.get() }
 
 func pullModel(ctx context.Context, client *api.Client, m *Model, log *zap.Logger) error {
 	log.Info("pulling model", zap.String("model", m.opts.Name), zap.String("ollama", m.host))
@@ -214,19 +232,44 @@ func pullModel(ctx context.Context, client *api.Client, m *Model, log *zap.Logge
 	return nil
 }
 
-// Probe tells whether Ollama answers and, with full, still has the model.
-// The cheap form is a HEAD request; the full one reads the model's metadata.
-func Probe(ctx context.Context, client *api.Client, m *Model, full bool) error {
-	if !full {
-		if err := client.Heartbeat(ctx); err != nil {
-			return m.classify(err)
+// Probe tells whether Ollama answers and still serves the model as
+// Prepare found it. The cheap form lists Ollama's models (one small call)
+// and compares the model's digest; the full form, and the cheap one when the
+// digest changed (the model was re-created or replaced), also reads the
+// model's metadata and checks it with CheckServed before taking the new
+// fingerprint. It returns the fingerprint before the probe, so the caller
+// can tell a change.
+func Probe(ctx context.Context, client *api.Client, m *Model, full bool) (before Fingerprint, err error) {
+	before = m.fp.get()
+	list, err := client.List(ctx)
+	if err != nil {
+		return before, m.classify(err)
+	}
+	digest := ""
+	for _, lm := range list.Models {
+		if sameModel(lm.Name, m.opts.Name) || sameModel(lm.Model, m.opts.Name) {
+			digest = lm.Digest
 		}
-		return nil
 	}
-	if _, err := client.Show(ctx, &api.ShowRequest{Model: m.opts.Name}); err != nil {
-		return m.classify(err)
+	if digest == "" {
+		return before, fmt.Errorf("%w: %q at %s: Ollama no longer lists it", ErrModelNotFound, m.opts.Name, m.host)
 	}
-	return nil
+	if !full && digest == before.Digest {
+		return before, nil
+	}
+	show, err := client.Show(ctx, &api.ShowRequest{Model: m.opts.Name})
+	if err != nil {
+		return before, m.classify(err)
+	}
+	if _, err := CheckServed(show, m.opts.Name, m.host, m.opts.Dims); err != nil {
+		return before, err
+	}
+	version, err := client.Version(ctx)
+	if err != nil {
+		return before, m.classify(err)
+	}
+	m.fp.set(Fingerprint{Digest: digest, OllamaVersion: version})
+	return before, nil
 }
 
 // QueryInput is how nemotron wants a query: an instruction naming the task,

@@ -36,12 +36,19 @@ func TestPrepareChecksModelAndDimensions(t *testing.T) {
 	t.Parallel()
 	m, client, _ := realModel(t, nil)
 	require.NoError(t, embed.Prepare(context.Background(), client, m, false, zap.NewNop()))
-	require.NoError(t, embed.Probe(context.Background(), client, m, true))
-	require.NoError(t, embed.Probe(context.Background(), client, m, false))
+	require.NotEmpty(t, m.Fingerprint().Digest, "Prepare records the model's digest")
+	require.NotEmpty(t, m.Fingerprint().OllamaVersion)
+	_, err := embed.Probe(context.Background(), client, m, true)
+	require.NoError(t, err)
+	_, err = embed.Probe(context.Background(), client, m, false)
+	require.NoError(t, err)
 
+	// A length other than EMBED_DIMENSIONS is refused from the model's
+	// metadata, before any embedding.
 	wrong, client, _ := realModel(t, func(o *embed.ModelOptions) { o.Dims = 4096 })
-	err := embed.Prepare(context.Background(), client, wrong, false, zap.NewNop())
-	require.ErrorContains(t, err, "384-dimensional")
+	err = embed.Prepare(context.Background(), client, wrong, false, zap.NewNop())
+	require.ErrorIs(t, err, embed.ErrModelUnfit)
+	require.ErrorContains(t, err, "bert.embedding_length is 384")
 	require.ErrorContains(t, err, "EMBED_DIMENSIONS is 4096")
 }
 
@@ -53,7 +60,8 @@ func TestPrepareNamesAMissingModelAndTheHost(t *testing.T) {
 	require.ErrorContains(t, err, `"no-such-model"`)
 	require.ErrorContains(t, err, ol.URL)
 	require.ErrorContains(t, err, "EMBED_PULL")
-	require.ErrorIs(t, embed.Probe(context.Background(), client, m, true), embed.ErrModelNotFound)
+	_, err = embed.Probe(context.Background(), client, m, true)
+	require.ErrorIs(t, err, embed.ErrModelNotFound)
 }
 
 func TestPrepareNamesAnUnreachableOllama(t *testing.T) {

@@ -1,8 +1,11 @@
 package httpapi_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 )
 
@@ -160,6 +164,28 @@ func TestHealthFollowsWorkers(t *testing.T) {
 	require.EqualValues(t, 1, body["workers"])
 	res := b.embed("rust web server")
 	require.Equal(t, http.StatusOK, res.status, res.Error)
+
+	// The served vector space's fingerprint: the model's digest as that
+	// Ollama lists it, and its version; /v1/models shows the digest too.
+	u, err := url.Parse(b.ollama.URL)
+	require.NoError(t, err)
+	list, err := embed.NewOllamaClient(u).List(context.Background())
+	require.NoError(t, err)
+	digest := ""
+	for _, m := range list.Models {
+		if m.Name == b.ollama.Model+":latest" {
+			digest = m.Digest
+		}
+	}
+	require.NotEmpty(t, digest)
+	require.Equal(t, digest, body["model_digest"])
+	require.NotEmpty(t, body["ollama_version"])
+	resp, err := http.Get(b.url + "/v1/models/" + b.ollama.Model)
+	require.NoError(t, err)
+	var model map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&model))
+	resp.Body.Close()
+	require.Equal(t, digest, model["digest"])
 
 	stop()
 	body = b.waitHealth(http.StatusServiceUnavailable)

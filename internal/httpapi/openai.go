@@ -114,10 +114,16 @@ type openAIModel struct {
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Digest is our extension: the served model's digest in Ollama.
+	Digest string `json:"digest,omitempty"`
 }
 
 func (s *Server) servedModel() openAIModel {
-	return openAIModel{ID: s.opts.Model, Object: "model", OwnedBy: "waywo-embed"}
+	m := openAIModel{ID: s.opts.Model, Object: "model", OwnedBy: "waywo-embed"}
+	if fp, ok := s.fingerprint(); ok {
+		m.Digest = fp.Digest
+	}
+	return m
 }
 
 // handleModels lists the one served model, as OpenAI's GET /v1/models does:

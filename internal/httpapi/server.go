@@ -39,8 +39,11 @@ type Readiness interface {
 
 // Options configure the server.
 type Options struct {
-	Model          string
-	Dims           int
+	Model string
+	Dims  int
+	// Fingerprint, when set, tells the model fingerprint the workers serve
+	// (ok false while none is known); /health and /v1/models show it.
+	Fingerprint    func() (fp embed.Fingerprint, ok bool)
 	Limits         Limits
 	RequestTimeout time.Duration
 	// Broker reports whether NATS is usable; nil error means it is. Left
@@ -368,7 +371,11 @@ type healthResponse struct {
 	Model       string `json:"model"`
 	Dimensions  int    `json:"dimensions"`
 	Workers     int    `json:"workers"`
-	Reason      string `json:"reason,omitempty"`
+	// ModelDigest and OllamaVersion fingerprint the served vector space:
+	// vectors from another digest are not comparable with these.
+	ModelDigest   string `json:"model_digest,omitempty"`
+	OllamaVersion string `json:"ollama_version,omitempty"`
+	Reason        string `json:"reason,omitempty"`
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -378,12 +385,22 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	} else if h.Workers, h.Reason = s.ready.Ready(); h.Workers > 0 {
 		h.ModelLoaded = true
 	}
+	if fp, ok := s.fingerprint(); ok {
+		h.ModelDigest, h.OllamaVersion = fp.Digest, fp.OllamaVersion
+	}
 	status := http.StatusOK
 	if !h.ModelLoaded {
 		h.Status, status = "unhealthy", http.StatusServiceUnavailable
 		s.log.Debug("unhealthy", zap.String("reason", h.Reason))
 	}
 	writeJSON(w, status, h)
+}
+
+func (s *Server) fingerprint() (embed.Fingerprint, bool) {
+	if s.opts.Fingerprint == nil {
+		return embed.Fingerprint{}, false
+	}
+	return s.opts.Fingerprint()
 }
 
 type errorResponse struct {

@@ -99,7 +99,11 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	srv := httptest.NewServer(httpapi.New(client, ready, httpapi.Options{
 		Model: ol.Model, Dims: ol.Dims, Limits: o.limits, RequestTimeout: o.requestTimeout,
 		Broker: func() error { return nil },
-		Cache:  cache, Metrics: apiMetrics, MetricsHandler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
+		Fingerprint: func() (embed.Fingerprint, bool) {
+			fp, _, ok := reg.Fingerprint()
+			return fp, ok
+		},
+		Cache: cache, Metrics: apiMetrics, MetricsHandler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	}, log))
 	t.Cleanup(srv.Close)
 	return &bundle{t: t, url: srv.URL, ns: ns, nc: nc, js: js, workers: reg, ollama: ol, log: log,
@@ -150,9 +154,15 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 			wm.ModelCall(o.ollamaURL, took, err)
 		},
 	})
+	if o.ollamaURL == b.ollama.URL { // as a configured worker does before its first job
+		require.NoError(t, embed.Prepare(context.Background(), client, model, false, b.log))
+	}
 	w := queue.NewWorker(wnc, wjs, []queue.Endpoint{{
 		Model: model,
-		Probe: func(ctx context.Context, full bool) error { return embed.Probe(ctx, client, model, full) },
+		Probe: func(ctx context.Context, full bool) error {
+			_, err := embed.Probe(ctx, client, model, full)
+			return err
+		},
 	}}, queue.WorkerOptions{
 		ID: "w-" + t.Name(), Dims: b.ollama.Dims, QueryTask: "Given a question, retrieve passages that answer the question",
 		BatchSize: o.batchSize, Consumer: queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},

@@ -22,15 +22,19 @@ type Fake struct {
 	URL string
 
 	model    string
+	dims     int
 	perInput time.Duration
 	vector   []byte // one vector, JSON-encoded
 	runner   sync.Mutex
 	srv      *http.Server
 }
 
+// FakeDigest is the digest the fake lists for its model.
+const FakeDigest = "sha256:fa4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4e"
+
 // StartFake serves a fake Ollama on a free loopback port.
 func StartFake(model string, dims int, perInput time.Duration) (*Fake, error) {
-	f := &Fake{model: model, perInput: perInput}
+	f := &Fake{model: model, dims: dims, perInput: perInput}
 	// A unit vector of Gaussian values, like a real embedding, written as
 	// Ollama writes it (encoding/json's shortest float32 form, about 11
 	// characters a value): parsing them is the worker's main cost.
@@ -56,7 +60,11 @@ func StartFake(model string, dims int, perInput time.Duration) (*Fake, error) {
 			http.Error(w, `{"error":"model not found"}`, http.StatusNotFound)
 			return
 		}
-		_, _ = w.Write([]byte(`{"modelfile":"","details":{"family":"fake"}}`))
+		_, _ = fmt.Fprintf(w, `{"modelfile":"","details":{"family":"fake"},"capabilities":["embedding"],`+
+			`"model_info":{"general.architecture":"fake","fake.embedding_length":%d,"fake.pooling_type":1}}`, f.dims)
+	})
+	mux.HandleFunc("GET /api/tags", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = fmt.Fprintf(w, `{"models":[{"name":%q,"model":%q,"digest":%q}]}`, f.model+":latest", f.model+":latest", FakeDigest)
 	})
 	mux.HandleFunc("GET /api/version", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte(`{"version":"fake"}`))

@@ -3,6 +3,7 @@ package projectsync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -214,26 +215,42 @@ func sleep(ctx context.Context, d time.Duration) {
 // every project) as a project event, and forgets the state of deleted
 // projects. It returns how many it queued.
 func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, error) {
+	n, _, err := reconcile(ctx, s, js, all)
+	return n, err
+}
+
+func reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, []ModelChange, error) {
 	if _, err := s.Store.ForgetDeleted(ctx); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	ids, err := s.Targets(ctx, all)
+	ids, changes, err := s.targets(ctx, all)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := queue.PublishProjectsChanged(ctx, js, ids, "reconcile"); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return len(ids), nil
+	return len(ids), changes, nil
 }
 
 // RunReconciler reconciles now and then every interval (never again when
 // interval is 0) until ctx ends. A failed round is logged and retried at
 // the next tick. obs may be nil.
+//
+// A change of model (the workers serve a new digest) is logged once per
+// old and new digest, with how many projects it sends back to the model.
 func RunReconciler(ctx context.Context, s *Syncer, js jetstream.JetStream, interval time.Duration, obs Observer, log *zap.Logger) {
+	announced := map[[2]string]bool{}
 	for {
 		start := time.Now()
-		n, err := Reconcile(ctx, s, js, false)
+		n, changes, err := reconcile(ctx, s, js, false)
+		for _, c := range changes {
+			if key := [2]string{c.From, c.To.Digest}; !announced[key] {
+				announced[key] = true
+				log.Warn(fmt.Sprintf("model changed from %s to %s: %d projects to re-embed", shortDigest(c.From), c.To.ShortDigest(), c.Projects),
+					zap.String("from", c.From), zap.String("to", c.To.Digest), zap.String("ollama_version", c.To.OllamaVersion), zap.Int("projects", c.Projects))
+			}
+		}
 		if obs != nil && !errors.Is(err, context.Canceled) {
 			obs.Reconciled(n, err)
 		}

@@ -120,7 +120,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
 	e.syncer = &projectsync.Syncer{Store: e.store, Embedder: client, Model: ol.Model, Dims: ol.Dims,
-		MaxTextBytes: 128 << 10, Now: time.Now, Log: log}
+		MaxTextBytes: 128 << 10, Now: time.Now, Log: log,
+		Fingerprint: func() (embed.Fingerprint, bool) {
+			fp, _, ok := e.workers.Fingerprint()
+			return fp, ok
+		}}
 	if !o.noConsumer {
 		e.startConsumer(ns, log)
 	}
@@ -140,9 +144,12 @@ func (e *env) startWorker(ns *server.Server, log *zap.Logger, truncate bool) {
 		OnCall: func(int, time.Duration, error) { e.calls.Add(1) },
 	})
 	oc := embed.NewOllamaClient(u)
+	// As a configured worker does before its first job: checks the model
+	// and reads its fingerprint.
+	require.NoError(t, embed.Prepare(context.Background(), oc, model, false, log))
 	w := queue.NewWorker(wnc, wjs, []queue.Endpoint{{
 		Model: model,
-		Probe: func(ctx context.Context, full bool) error { return embed.Probe(ctx, oc, model, full) },
+		Probe: func(ctx context.Context, full bool) error { _, err := embed.Probe(ctx, oc, model, full); return err },
 	}}, queue.WorkerOptions{
 		ID: "w-" + strings.ReplaceAll(t.Name(), "/", "-"), Dims: e.ollama.Dims, QueryTask: "q", BatchSize: 32,
 		Consumer:          queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},

@@ -39,8 +39,12 @@ type Syncer struct {
 	Dims     int
 	// MaxTextBytes bounds a project's text (EMBED_MAX_DOCUMENT_BYTES).
 	MaxTextBytes int
-	Now          func() time.Time
-	Log          *zap.Logger
+	// Fingerprint, when set, tells the model fingerprint the workers serve
+	// now (ok false while none is known). A row whose vector was computed
+	// under another digest is stale.
+	Fingerprint func() (fp embed.Fingerprint, ok bool)
+	Now         func() time.Time
+	Log         *zap.Logger
 }
 
 // Outcome is what a sync did with one project.
@@ -157,14 +161,23 @@ const (
 )
 
 type classified struct {
-	state  State
-	key    string
-	text   string
-	err    error  // why no text could be built
-	reason string // StateFailed: the recorded reason; StateStale: what changed
+	state       State
+	modelChange string // StateStale because the model's digest changed: the digest it was embedded under
+	key         string
+	text        string
+	err         error  // why no text could be built
+	reason      string // StateFailed: the recorded reason; StateStale: what changed
 }
 
-func (s *Syncer) classify(p db.Project) classified {
+// current is the served fingerprint, when known.
+func (s *Syncer) current() (embed.Fingerprint, bool) {
+	if s.Fingerprint == nil {
+		return embed.Fingerprint{}, false
+	}
+	return s.Fingerprint()
+}
+
+func (s *Syncer) classify(p db.Project, cur embed.Fingerprint, known bool) classified {
 	text, err := Text(p, s.MaxTextBytes)
 	c := classified{key: contentKey(p, text, err), text: text, err: err}
 	switch {
@@ -180,6 +193,16 @@ func (s *Syncer) classify(p db.Project) classified {
 		c.state, c.reason = StateStale, fmt.Sprintf("model changed from %s", p.Model.String)
 	case p.Dims.Int64 != int64(s.Dims) || p.BlobBytes.Int64 != int64(4*s.Dims):
 		c.state, c.reason = StateStale, fmt.Sprintf("dimensions changed from %d", p.Dims.Int64)
+	case known && p.Digest.String != cur.Digest:
+		// Rows written before fingerprints were recorded have none: their
+		// model is unknown (perhaps nemotron served causally, before `api
+		// model install` prepared it), so they are re-embedded once.
+		from := p.Digest.String
+		if from == "" {
+			from = "unrecorded"
+		}
+		c.state, c.modelChange = StateStale, from
+		c.reason = fmt.Sprintf("model digest changed from %s to %s", from, cur.ShortDigest())
 	default:
 		c.state = StateEmbedded
 	}
@@ -204,8 +227,9 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 		keys     []string
 		failures []db.Failure
 	)
+	cur, known := s.current()
 	for _, p := range rows {
-		c := s.classify(p)
+		c := s.classify(p, cur, known)
 		switch {
 		case c.state == StateFailed && !force:
 			out[p.ID] = Result{Outcome: Failed, Reason: c.reason, Recorded: true}
@@ -267,6 +291,9 @@ func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []st
 	es := make([]db.Embedding, len(ids))
 	for i, id := range ids {
 		es[i] = db.Embedding{ID: id, Blob: embed.AppendVector(nil, res.Vectors[i]), Hash: keys[i]}
+		if i < len(res.Fingerprints) {
+			es[i].Digest, es[i].OllamaVersion = res.Fingerprints[i].Digest, res.Fingerprints[i].OllamaVersion
+		}
 	}
 	missing, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
 	for _, id := range ids {
@@ -289,15 +316,41 @@ func newRequestID() string {
 // Targets lists the projects a reconcile should queue: those pending or
 // stale, and with all set every project.
 func (s *Syncer) Targets(ctx context.Context, all bool) ([]int64, error) {
+	ids, _, err := s.targets(ctx, all)
+	return ids, err
+}
+
+// ModelChange counts the projects whose vectors were computed under
+// another model digest than the one served now.
+type ModelChange struct {
+	From     string // the digest the vectors were computed under; "unrecorded" for rows older than fingerprints
+	To       embed.Fingerprint
+	Projects int
+}
+
+func (s *Syncer) targets(ctx context.Context, all bool) ([]int64, []ModelChange, error) {
 	var ids []int64
+	cur, known := s.current()
+	changed := map[string]int{}
 	err := s.Store.EachProject(ctx, func(p db.Project) error {
-		if c := s.classify(p); all || c.state == StatePending || c.state == StateStale {
+		c := s.classify(p, cur, known)
+		if all || c.state == StatePending || c.state == StateStale {
 			ids = append(ids, p.ID)
+		}
+		if c.modelChange != "" {
+			changed[c.modelChange]++
 		}
 		return nil
 	})
-	return ids, err
+	var changes []ModelChange
+	for from, n := range changed {
+		changes = append(changes, ModelChange{From: from, To: cur, Projects: n})
+	}
+	slices.SortFunc(changes, func(a, b ModelChange) int { return strings.Compare(a.From, b.From) })
+	return ids, changes, err
 }
+
+func shortDigest(d string) string { return embed.Fingerprint{Digest: d}.ShortDigest() }
 
 // FailedProject is one project that cannot be embedded as it stands.
 type FailedProject struct {
@@ -307,15 +360,16 @@ type FailedProject struct {
 
 // Status counts rows by state. Queued is filled in by the caller.
 type Status struct {
-	Model      string          `json:"model"`
-	Dimensions int             `json:"dimensions"`
-	Total      int             `json:"total"`
-	Embedded   int             `json:"embedded"`
-	Stale      int             `json:"stale"`
-	Pending    int             `json:"pending"`
-	Failed     int             `json:"failed"`
-	Queued     uint64          `json:"queued_events"`
-	Failures   []FailedProject `json:"failed_projects"`
+	Model       string          `json:"model"`
+	ModelDigest string          `json:"model_digest,omitempty"` // what the workers serve now; rows of another are stale
+	Dimensions  int             `json:"dimensions"`
+	Total       int             `json:"total"`
+	Embedded    int             `json:"embedded"`
+	Stale       int             `json:"stale"`
+	Pending     int             `json:"pending"`
+	Failed      int             `json:"failed"`
+	Queued      uint64          `json:"queued_events"`
+	Failures    []FailedProject `json:"failed_projects"`
 	// Retrying are pending or stale projects whose last attempt failed for
 	// a passing reason (out of attempts during an outage, say); the
 	// reconcile tries them again.
@@ -325,9 +379,13 @@ type Status struct {
 // Status reads every row and counts.
 func (s *Syncer) Status(ctx context.Context) (Status, error) {
 	st := Status{Model: s.Model, Dimensions: s.Dims, Failures: []FailedProject{}, Retrying: []FailedProject{}}
+	cur, known := s.current()
+	if known {
+		st.ModelDigest = cur.Digest
+	}
 	err := s.Store.EachProject(ctx, func(p db.Project) error {
 		st.Total++
-		c := s.classify(p)
+		c := s.classify(p, cur, known)
 		if (c.state == StateStale || c.state == StatePending) && p.LastError.Valid && !p.FailedHash.Valid {
 			st.Retrying = append(st.Retrying, FailedProject{ID: p.ID, Reason: p.LastError.String})
 		}

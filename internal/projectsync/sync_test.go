@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
 )
@@ -215,7 +218,8 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	require.NoError(t, err)
 	st, err := e.syncer.Status(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, projectsync.Status{Model: e.ollama.Model, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1,
+	served, _, _ := e.workers.Fingerprint()
+	require.Equal(t, projectsync.Status{Model: e.ollama.Model, ModelDigest: served.Digest, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1,
 		Failures: []projectsync.FailedProject{}, Retrying: []projectsync.FailedProject{}}, st)
 
 	ids, err := e.syncer.Targets(context.Background(), false)
@@ -341,4 +345,55 @@ func TestStatusShowsRetryingProjects(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, st.Retrying)
 	require.Equal(t, 2, st.Embedded)
+}
+
+// Every synced row records the fingerprint of the model that computed it.
+// When the workers serve another digest, those rows are stale: the
+// reconcile queues them and says so once, with how many.
+func TestAModelChangeMakesRowsStale(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	for id := int64(1); id <= 3; id++ {
+		e.insert(id, fmt.Sprintf("P%d", id), ollamatest.Sentence(uint64(id), 8), `[]`)
+	}
+	n, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	e.settled()
+	served, _, ok := e.workers.Fingerprint()
+	require.True(t, ok)
+	var digest, version string
+	require.NoError(t, e.raw.QueryRow("SELECT model_digest, ollama_version FROM embed_sync_state WHERE project_id = 2").Scan(&digest, &version))
+	require.Equal(t, served.Digest, digest)
+	require.Equal(t, served.OllamaVersion, version)
+	st, err := e.syncer.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 3, st.Embedded)
+	require.Equal(t, served.Digest, st.ModelDigest)
+
+	// The same rows, seen from a system whose workers serve a new model.
+	next := embed.Fingerprint{Digest: "sha256:" + strings.Repeat("ab", 32), OllamaVersion: "0.32.15"}
+	changed := *e.syncer
+	changed.Fingerprint = func() (embed.Fingerprint, bool) { return next, true }
+	st, err = changed.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 3, st.Stale)
+	require.Equal(t, next.Digest, st.ModelDigest)
+
+	core, logs := observer.New(zap.InfoLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		projectsync.RunReconciler(ctx, &changed, e.js, 5*time.Millisecond, nil, zap.New(core))
+	}()
+	require.Eventually(t, func() bool { return logs.FilterMessage("reconciled").Len() >= 3 }, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	<-done
+	for _, r := range logs.FilterMessage("reconciled").All() {
+		require.EqualValues(t, 3, r.ContextMap()["queued"])
+	}
+	announced := logs.FilterMessageSnippet("model changed from").All()
+	require.Len(t, announced, 1, "said once, not every round")
+	require.Equal(t, fmt.Sprintf("model changed from %s to abababababab: 3 projects to re-embed", served.ShortDigest()), announced[0].Message)
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/embed"
 )
 
 var (
@@ -84,8 +86,11 @@ type Request struct {
 // Result holds one vector per document, in input order.
 type Result struct {
 	Vectors [][]float32
-	Tokens  int
-	Jobs    int
+	// Fingerprints[i] is that of the model that computed Vectors[i] (empty
+	// from a worker that did not say).
+	Fingerprints []embed.Fingerprint
+	Tokens       int
+	Jobs         int
 }
 
 // DocumentError names the document a failure belongs to, as an index into
@@ -160,7 +165,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 
-	res := Result{Vectors: make([][]float32, len(req.Documents)), Jobs: len(spans)}
+	res := Result{Vectors: make([][]float32, len(req.Documents)), Fingerprints: make([]embed.Fingerprint, len(req.Documents)), Jobs: len(spans)}
 	done := make(map[int]bool, len(spans))
 	for len(done) < len(spans) {
 		select {
@@ -187,6 +192,9 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 				return Result{}, r.Err
 			}
 			copy(res.Vectors[off:end], r.Vectors)
+			for i := off; i < end; i++ {
+				res.Fingerprints[i] = r.Fingerprint
+			}
 			res.Tokens += r.Tokens
 			done[off] = true
 		}

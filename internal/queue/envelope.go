@@ -31,6 +31,8 @@ const (
 	HeaderTokens     = "Embed-Tokens"
 	HeaderWorker     = "Embed-Worker"
 	HeaderModel      = "Embed-Model"
+	HeaderDigest     = "Embed-Model-Digest"   // the model's digest in the Ollama that computed the vectors
+	HeaderOllama     = "Embed-Ollama-Version" // that Ollama's version
 )
 
 // Input types.
@@ -226,7 +228,9 @@ type Reply struct {
 	Tokens  int
 	Worker  string
 	Model   string
-	Err     *ReplyError
+	// Fingerprint is the model's in the Ollama that computed the vectors.
+	Fingerprint embed.Fingerprint
+	Err         *ReplyError
 }
 
 // Msg encodes the reply: vectors as one little-endian float32 body.
@@ -237,6 +241,10 @@ func (r Reply) Msg(subject string) *nats.Msg {
 	}
 	if r.Model != "" {
 		m.Header.Set(HeaderModel, r.Model)
+	}
+	if r.Fingerprint.Digest != "" {
+		m.Header.Set(HeaderDigest, r.Fingerprint.Digest)
+		m.Header.Set(HeaderOllama, r.Fingerprint.OllamaVersion)
 	}
 	if r.Err != nil {
 		m.Header.Set(HeaderStatus, r.Err.Code)
@@ -264,7 +272,7 @@ func (r Reply) Msg(subject string) *nats.Msg {
 
 // DecodeReply reads a reply that must hold want vectors of dims floats.
 func DecodeReply(h nats.Header, data []byte, want, dims int) (Reply, error) {
-	r := Reply{Worker: h.Get(HeaderWorker), Model: h.Get(HeaderModel)}
+	r := Reply{Worker: h.Get(HeaderWorker), Model: h.Get(HeaderModel), Fingerprint: embed.Fingerprint{Digest: h.Get(HeaderDigest), OllamaVersion: h.Get(HeaderOllama)}}
 	status := h.Get(HeaderStatus)
 	switch status {
 	case StatusOK:

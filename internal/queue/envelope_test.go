@@ -93,13 +93,15 @@ func FuzzDecodeJob(f *testing.F) {
 func TestReplyRoundTrip(t *testing.T) {
 	t.Parallel()
 	vecs := [][]float32{{1, 0, -1}, {0.5, 0.25, 0.125}}
-	m := Reply{Vectors: vecs, Tokens: 17, Worker: "w1", Model: "m"}.Msg("x.y")
+	fp := embed.Fingerprint{Digest: "sha256:0123", OllamaVersion: "0.32.15"}
+	m := Reply{Vectors: vecs, Tokens: 17, Worker: "w1", Model: "m", Fingerprint: fp}.Msg("x.y")
 	r, err := DecodeReply(m.Header, m.Data, 2, 3)
 	require.NoError(t, err)
 	require.Nil(t, r.Err)
 	require.Equal(t, vecs, r.Vectors)
 	require.Equal(t, 17, r.Tokens)
 	require.Equal(t, "w1", r.Worker)
+	require.Equal(t, fp, r.Fingerprint)
 
 	_, err = DecodeReply(m.Header, m.Data, 3, 3)
 	require.ErrorIs(t, err, ErrBadReply, "count must match the job")

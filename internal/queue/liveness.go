@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/embed"
 )
 
 // Heartbeat is what a worker announces on HeartbeatSubject every interval,
@@ -24,6 +26,9 @@ type Heartbeat struct {
 	Busy      int           `json:"busy"` // model calls in flight now
 	TTL       time.Duration `json:"ttl"`  // count the worker gone if nothing follows within this
 	Stopping  bool          `json:"stopping,omitempty"`
+	// Fingerprint is the model's in the first ready endpoint: the vector
+	// space this worker's answers are in.
+	Fingerprint embed.Fingerprint `json:"fingerprint"`
 }
 
 // WorkerStatus is a worker as the api last heard of it.
@@ -126,3 +131,27 @@ func (r *Registry) Ready() (int, string) {
 
 // Close stops listening.
 func (r *Registry) Close() error { return r.sub.Unsubscribe() }
+
+// Fingerprint is the model fingerprint the most ready live workers report:
+// the vector space the system serves now. During a change of model two may
+// be live at once; mixed says so. ok is false while no ready worker has
+// reported one.
+func (r *Registry) Fingerprint() (fp embed.Fingerprint, mixed, ok bool) {
+	counts := map[embed.Fingerprint]int{}
+	for _, w := range r.Live() {
+		if w.Ready && w.Fingerprint.Digest != "" {
+			counts[w.Fingerprint]++
+		}
+	}
+	best := 0
+	for f, n := range counts {
+		if n > best || (n == best && f.Digest < fp.Digest) {
+			fp, best = f, n
+		}
+	}
+	digests := map[string]bool{}
+	for f := range counts {
+		digests[f.Digest] = true
+	}
+	return fp, len(digests) > 1, best > 0
+}

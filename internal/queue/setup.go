@@ -96,7 +96,12 @@ func NewConfiguredWorker(ctx context.Context, nc *nats.Conn, cfg config.Config, 
 			})
 			errs[i] = embed.Prepare(ctx, client, model, cfg.Pull, log)
 			endpoints[i] = Endpoint{Model: model, Probe: func(ctx context.Context, full bool) error {
-				return embed.Probe(ctx, client, model, full)
+				before, err := embed.Probe(ctx, client, model, full)
+				if after := model.Fingerprint(); err == nil && before.Digest != "" && after.Digest != before.Digest {
+					log.Warn("model changed in Ollama: vectors from now on are of the new model", zap.String("model", cfg.Model),
+						zap.String("ollama", host), zap.String("from", before.ShortDigest()), zap.String("to", after.ShortDigest()))
+				}
+				return err
 			}}
 		})
 	}

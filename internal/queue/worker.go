@@ -500,7 +500,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	at := 0
 	for _, p := range batch {
 		n := len(p.job.Documents)
-		rep := Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Vectors: out.Vectors[at : at+n]}
+		rep := Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Fingerprint: r.ep.Model.Fingerprint(), Vectors: out.Vectors[at : at+n]}
 		for i, rej := range out.Rejected[at : at+n] {
 			if rej != nil {
 				rep = Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Err: &ReplyError{Code: StatusRejected, Message: rej.Error(), Index: i}}
@@ -660,6 +660,9 @@ func (w *Worker) announce(stopping bool) {
 		hb.Model = r.ep.Model.Name()
 		hb.Endpoints = append(hb.Endpoints, r.ep.Model.Host())
 		if r.ready {
+			if !hb.Ready {
+				hb.Fingerprint = r.ep.Model.Fingerprint()
+			}
 			hb.Ready = true
 		} else if hb.Reason == "" {
 			hb.Reason = r.ep.Model.Host() + ": " + r.reason
