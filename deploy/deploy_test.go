@@ -155,24 +155,52 @@ func TestComposeRunsTheSystem(t *testing.T) {
 	requireDependsOn(t, worker, "model", types.ServiceConditionCompletedSuccessfully)
 	requireDependsOn(t, worker, "nats", types.ServiceConditionHealthy)
 
-	// The GPU, the model service's script and Modelfile.
+	// The GPU.
 	require.NotNil(t, ollama.Deploy)
 	require.NotEmpty(t, ollama.Deploy.Resources.Reservations.Devices)
 	require.Contains(t, ollama.Deploy.Resources.Reservations.Devices[0].Capabilities, "gpu")
-	require.Equal(t, "/deploy/model-init.sh", model.Entrypoint[len(model.Entrypoint)-1])
-	for _, f := range []string{"model-init.sh", "Modelfile"} {
-		_, err := os.Stat(f)
-		require.NoError(t, err)
+
+	// The model service is `api model install` from our image, configured
+	// with values the binary accepts, its source inside its mounts.
+	require.NotNil(t, model.Build)
+	require.Equal(t, "api", model.Build.Target)
+	require.Equal(t, api.Image, model.Image)
+	require.Empty(t, model.Entrypoint, "the image's entrypoint, /usr/local/bin/api")
+	require.Equal(t, types.ShellCommand{"model", "install"}, model.Command)
+	modelCfg := configOf(t, model)
+	require.Equal(t, apiCfg.Model, modelCfg.Model)
+	require.Equal(t, apiCfg.Dimensions, modelCfg.Dimensions)
+	require.Equal(t, 8192, modelCfg.Context)
+	require.Equal(t, "/models/llama-embed-nemotron-8b.gguf", modelCfg.ModelSource)
+	requireVolumeAt(t, p, model, filepath.Dir(modelCfg.ModelSource))
+	requireVolumeAt(t, p, model, modelCfg.DataDir)
+	require.Equal(t, "no", model.Restart)
+
+	// Ollama is pinned to a release that loads llama-embed, the same in
+	// every service and in .env.example.
+	for _, s := range []types.ServiceConfig{ollama} {
+		name, tag, _ := strings.Cut(s.Image, ":")
+		require.Equal(t, "ollama/ollama", name)
+		require.NotEqual(t, "latest", tag)
+		require.False(t, versionBefore(t, tag, "0.30.0"), "Ollama %s cannot load llama-embed", tag)
+		require.Equal(t, tag, envExample(t)["OLLAMA_VERSION"])
 	}
-	modelfile, err := os.ReadFile("Modelfile")
-	require.NoError(t, err)
-	script, err := os.ReadFile("model-init.sh")
-	require.NoError(t, err)
-	from := regexp.MustCompile(`(?m)^FROM (\S+)$`).FindSubmatch(modelfile)
-	require.NotNil(t, from)
-	require.Contains(t, string(script), "[ -f "+string(from[1])+" ]", "the script looks for the file the Modelfile uses")
-	requireVolumeAt(t, p, model, filepath.Dir(string(from[1])))
-	requireVolumeAt(t, p, model, "/deploy")
+	multi := load(t, nil, "compose.multi-gpu.yml")
+	require.Equal(t, ollama.Image, service(t, multi, "ollama-1").Image)
+}
+
+func versionBefore(t *testing.T, v, min string) bool {
+	t.Helper()
+	parse := func(s string) []int {
+		var out []int
+		for _, p := range strings.Split(s, ".") {
+			n, err := strconv.Atoi(p)
+			require.NoError(t, err, "version %q", s)
+			out = append(out, n)
+		}
+		return out
+	}
+	return slices.Compare(parse(v), parse(min)) < 0
 }
 
 func requireVolumeAt(t *testing.T, p *types.Project, s types.ServiceConfig, dir string) {
@@ -224,8 +252,9 @@ func TestComposeOverrides(t *testing.T) {
 	}
 }
 
-// .env.example lists every variable the binaries read with its default.
-func TestEnvExampleListsEverySetting(t *testing.T) {
+// envExample is every VAR=value line of .env.example, commented or not.
+func envExample(t *testing.T) map[string]string {
+	t.Helper()
 	f, err := os.Open(".env.example")
 	require.NoError(t, err)
 	defer f.Close()
@@ -238,6 +267,12 @@ func TestEnvExampleListsEverySetting(t *testing.T) {
 		}
 	}
 	require.NoError(t, sc.Err())
+	return listed
+}
+
+// .env.example lists every variable the binaries read with its default.
+func TestEnvExampleListsEverySetting(t *testing.T) {
+	listed := envExample(t)
 	for _, s := range config.Settings() {
 		def, ok := listed[s.Env]
 		require.True(t, ok, ".env.example lacks %s", s.Env)
@@ -246,7 +281,7 @@ func TestEnvExampleListsEverySetting(t *testing.T) {
 	// And the compose-only ones the compose file interpolates.
 	compose, err := os.ReadFile("../docker-compose.yml")
 	require.NoError(t, err)
-	for _, m := range regexp.MustCompile(`\$\{([A-Z_]+)`).FindAllStringSubmatch(string(compose), -1) {
+	for _, m := range regexp.MustCompile(`\$\{([A-Z][A-Z0-9_]*)`).FindAllStringSubmatch(string(compose), -1) {
 		_, ok := listed[m[1]]
 		require.True(t, ok || slices.Contains(config.Names(), m[1]), ".env.example lacks %s", m[1])
 	}

@@ -38,6 +38,9 @@ func main() {
 		fmt.Println("\nSubcommands:\n  api reindex [--all]   embed every missing or stale project now (--all: every project)")
 		fmt.Println("  api deadletters [list|replay] [--kind jobs|projects] [--limit N]")
 		fmt.Println("  api healthcheck       exit 0 when this api's /health answers 200 (container HEALTHCHECK)")
+		fmt.Println("  api model install [--force] [SOURCE]   put EMBED_MODEL into the Ollama at OLLAMA_HOST ready to serve,")
+		fmt.Println("                        from SOURCE or EMBED_MODEL_SOURCE (a GGUF path or an https URL); idempotent")
+		fmt.Println("  api model prepare IN.gguf OUT.gguf     write a copy of IN with the metadata Ollama needs to serve it")
 		return
 	}
 	var sub string
@@ -64,6 +67,8 @@ func main() {
 		err = reindexCommand(ctx, cfg, log, args, os.Stdout, os.Stderr)
 	case "deadletters":
 		err = deadLettersCommand(ctx, cfg, log, args, os.Stdout)
+	case "model":
+		err = modelCommand(ctx, cfg, log, args, os.Stdout, os.Stderr)
 	case "healthcheck":
 		if err := httpapi.Probe(ctx, cfg.HTTPAddr); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -243,6 +248,10 @@ func openSync(ctx context.Context, cfg config.Config, s *system, log *zap.Logger
 	return &projectsync.Syncer{
 		Store: store, Embedder: s.client, Model: cfg.Model, Dims: cfg.Dimensions,
 		MaxTextBytes: cfg.MaxDocumentBytes, Now: time.Now, Log: log.Named("sync"),
+		Fingerprint: func() (embed.Fingerprint, bool) {
+			fp, _, ok := s.workers.Fingerprint()
+			return fp, ok
+		},
 	}, nil
 }
 
@@ -340,6 +349,10 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	api := httpapi.New(sys.client, sys.workers, httpapi.Options{
 		Model: cfg.Model,
 		Dims:  cfg.Dimensions,
+		Fingerprint: func() (embed.Fingerprint, bool) {
+			fp, _, ok := sys.workers.Fingerprint()
+			return fp, ok
+		},
 		Limits: httpapi.Limits{
 			MaxDocuments:     cfg.MaxDocuments,
 			MaxDocumentBytes: cfg.MaxDocumentBytes,

@@ -45,6 +45,9 @@ type Config struct {
 	Truncate     bool
 	Pull         bool
 	QueryTask    string
+	Context      int    // EMBED_CONTEXT: tokens of one input window (num_ctx and num_batch)
+	ModelSource  string // EMBED_MODEL_SOURCE: the GGUF `api model install` installs
+	ModelSHA256  string // EMBED_MODEL_SHA256
 
 	AckWait    time.Duration
 	MaxDeliver int
@@ -132,6 +135,14 @@ var settings = []setting{
 	{"EMBED_TRUNCATE", "true", "let Ollama truncate inputs longer than the context; false refuses them (400) instead", boolVar(func(c *Config) *bool { return &c.Truncate })},
 	{"EMBED_QUERY_TASK", "Given a question, retrieve passages that answer the question", "task named in the instruction prefix of query inputs (input_type \"query\")", str(func(c *Config) *string { return &c.QueryTask }, nonEmpty)},
 	{"EMBED_PULL", "false", "worker pulls a missing model at start instead of exiting", boolVar(func(c *Config) *bool { return &c.Pull })},
+	{"EMBED_CONTEXT", "8192", "tokens of one input window: `api model install` sets the model's num_ctx and its embedding batch size (num_batch) to it, since a bidirectional model needs a whole input in one micro-batch", intIn(func(c *Config) *int { return &c.Context }, 16, 1<<20)},
+	{"EMBED_MODEL_SOURCE", "", "the GGUF `api model install` installs as EMBED_MODEL: a local path or an https URL (downloaded with resume); empty: the model must already be in Ollama", str(func(c *Config) *string { return &c.ModelSource }, nil)},
+	{"EMBED_MODEL_SHA256", "", "SHA-256 (hex) the GGUF at EMBED_MODEL_SOURCE must have; empty: a download is checked against the checksum its server states, when it states one", str(func(c *Config) *string { return &c.ModelSHA256 }, optional(func(v string) error {
+		if len(v) != 64 || strings.Trim(strings.ToLower(v), "0123456789abcdef") != "" {
+			return errors.New("want 64 hex digits")
+		}
+		return nil
+	}))},
 	{"EMBED_ACK_WAIT", "30s", "JetStream ack wait of a job; workers report progress during longer model calls", durationIn(func(c *Config) *time.Duration { return &c.AckWait }, time.Second, time.Hour)},
 	{"EMBED_MAX_DELIVER", "5", "attempts per job before it fails with an error reply", intIn(func(c *Config) *int { return &c.MaxDeliver }, 1, 1000)},
 	{"EMBED_STREAM_MAX_MSGS", "100000", "most jobs the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxMsgs })},
@@ -256,6 +267,9 @@ func (c Config) LogFields() []zap.Field {
 		zap.Bool("truncate", c.Truncate),
 		zap.Bool("pull", c.Pull),
 		zap.String("query_task", c.QueryTask),
+		zap.Int("context", c.Context),
+		zap.String("model_source", redactURLs(c.ModelSource)),
+		zap.String("model_sha256", c.ModelSHA256),
 		zap.Duration("ack_wait", c.AckWait),
 		zap.Int("max_deliver", c.MaxDeliver),
 		zap.Int64("stream_max_msgs", c.StreamMaxMsgs),
