@@ -74,6 +74,19 @@ func TestBurstOfEventsCoalesces(t *testing.T) {
 	for i := range 100 {
 		e.publish(int64(i%10 + 1))
 	}
+	// settled() alone (the consumer's counts) was seen to pass with project
+	// 1 not yet synced, under -race in 2 runs of 6; the suspect, not pinned
+	// down, is per-subject replacement deleting messages under the
+	// consumer. Wait for the outcome itself (an event really lost still
+	// fails here), then for the stream to be quiet before counting calls.
+	require.Eventually(t, func() bool {
+		for id := int64(1); id <= 10; id++ {
+			if e.blob(id) == nil {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 20*time.Millisecond, "every project gets a vector")
 	e.settled()
 	require.LessOrEqual(t, e.calls.Load()-calls, int64(10))
 	for id := int64(1); id <= 10; id++ {
