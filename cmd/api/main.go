@@ -80,6 +80,10 @@ func main() {
 	if err != nil {
 		log.Error("api failed", zap.String("command", sub), zap.Error(err))
 		_ = log.Sync()
+		if sub != "" {
+			// A command's user reads its last line: the reason, plainly.
+			fmt.Fprintf(os.Stderr, "api %s: %v\n", sub, err)
+		}
 		os.Exit(1)
 	}
 	_ = log.Sync()
