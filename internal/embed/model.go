@@ -245,12 +245,7 @@ func Probe(ctx context.Context, client *api.Client, m *Model, full bool) (before
 	if err != nil {
 		return before, m.classify(err)
 	}
-	digest := ""
-	for _, lm := range list.Models {
-		if sameModel(lm.Name, m.opts.Name) || sameModel(lm.Model, m.opts.Name) {
-			digest = lm.Digest
-		}
-	}
+	digest := listedDigest(list, m.opts.Name)
 	if digest == "" {
 		return before, fmt.Errorf("%w: %q at %s: Ollama no longer lists it", ErrModelNotFound, m.opts.Name, m.host)
 	}

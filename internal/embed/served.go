@@ -172,18 +172,23 @@ func ReadFingerprint(ctx context.Context, client *api.Client, name string) (Fing
 	if err != nil {
 		return Fingerprint{}, err
 	}
-	var fp Fingerprint
-	for _, m := range list.Models {
-		if sameModel(m.Name, name) || sameModel(m.Model, name) {
-			fp.Digest = m.Digest
-			break
-		}
-	}
+	fp := Fingerprint{Digest: listedDigest(list, name)}
 	if fp.Digest == "" {
 		return Fingerprint{}, fmt.Errorf("%w: %q is not among the models Ollama lists", ErrModelNotFound, name)
 	}
 	fp.OllamaVersion, err = client.Version(ctx)
 	return fp, err
+}
+
+// listedDigest is the digest Ollama lists for the model name; "" when it
+// lists none.
+func listedDigest(list *api.ListResponse, name string) string {
+	for _, m := range list.Models {
+		if sameModel(m.Name, name) || sameModel(m.Model, name) {
+			return m.Digest
+		}
+	}
+	return ""
 }
 
 // sameModel says whether Ollama's listed name is the configured one; a name

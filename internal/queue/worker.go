@@ -470,6 +470,10 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	}
 	stop := w.keepInProgress(batch)
 	start := w.opts.Now()
+	// Read before the call: should the probe see a new model during it, the
+	// vectors are recorded under the old digest and so re-embedded later,
+	// never the other way round.
+	fp := r.ep.Model.Fingerprint()
 	out, err := r.ep.Model.EmbedAll(workCtx, inputs)
 	stop()
 	took := w.opts.Now().Sub(start)
@@ -500,7 +504,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	at := 0
 	for _, p := range batch {
 		n := len(p.job.Documents)
-		rep := Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Fingerprint: r.ep.Model.Fingerprint(), Vectors: out.Vectors[at : at+n]}
+		rep := Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Fingerprint: fp, Vectors: out.Vectors[at : at+n]}
 		for i, rej := range out.Rejected[at : at+n] {
 			if rej != nil {
 				rep = Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Err: &ReplyError{Code: StatusRejected, Message: rej.Error(), Index: i}}
