@@ -97,6 +97,7 @@ func TestFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the fault suite runs real processes for about two minutes")
 	}
+	ollamatest.Exclusive(t)
 	t.Run("kill -9 a worker mid-batch", killWorker)
 	t.Run("Ollama stopped for 30s", ollamaOutage)
 	t.Run("nats-server restarted", natsRestart)

@@ -334,3 +334,38 @@ func RunTests(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// Exclusive makes the suites that run many processes at once (the fault
+// suite, the compose end-to-end test) take turns on this machine: on two
+// cores one's load distorts the other's timing (the fault suite, run beside
+// the compose test's image builds and containers, once saw a connection
+// reset at an api's shutdown). It blocks until no other such suite runs and
+// holds the machine-wide lock until the test ends. Other tests are not
+// affected.
+func Exclusive(tb testing.TB) {
+	tb.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		tb.Fatalf("no cache directory: %v", err)
+	}
+	dir := filepath.Join(cache, "waywo-embed")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "heavy-suite.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		tb.Fatalf("lock %s: %v", lock.Name(), err)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		tb.Logf("waited %s for another heavy suite to finish", waited.Round(time.Second))
+	}
+	tb.Cleanup(func() {
+		_ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		lock.Close()
+	})
+}
