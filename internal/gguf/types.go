@@ -26,14 +26,6 @@ var ggmlTypes = map[uint32]ggmlType{
 	30: {"BF16", 1, 2}, 34: {"TQ1_0", 256, 54}, 35: {"TQ2_0", 256, 66}, 39: {"MXFP4", 32, 17},
 }
 
-// TypeName is the ggml name of a tensor type id.
-func TypeName(t uint32) string {
-	if gt, ok := ggmlTypes[t]; ok {
-		return gt.name
-	}
-	return fmt.Sprintf("type %d", t)
-}
-
 // tensorSize is the bytes a tensor's data takes, checked for a known type,
 // non-zero dimensions, whole blocks along the first one, and no overflow.
 func tensorSize(t Tensor) (uint64, error) {

@@ -5,10 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
 )
 
-// Set is a metadata value to write: Uint32, Bool or String builds one.
+// Set is a metadata value to write: Uint32 or Bool builds one.
 type Set struct {
 	Key  string
 	Type ValueType
@@ -28,17 +27,6 @@ func Bool(key string, v bool) Set {
 		b = 1
 	}
 	return Set{Key: key, Type: TypeBool, raw: append(tag(TypeBool), b), show: fmt.Sprint(v)}
-}
-
-// Float32 sets key to an f32.
-func Float32(key string, v float32) Set {
-	return Set{Key: key, Type: TypeFloat32, raw: binary.LittleEndian.AppendUint32(tag(TypeFloat32), math.Float32bits(v)), show: fmt.Sprint(v)}
-}
-
-// String sets key to a string.
-func String(key, v string) Set {
-	raw := binary.LittleEndian.AppendUint64(tag(TypeString), uint64(len(v)))
-	return Set{Key: key, Type: TypeString, raw: append(raw, v...), show: fmt.Sprintf("%q", v)}
 }
 
 func tag(t ValueType) []byte { return binary.LittleEndian.AppendUint32(nil, uint32(t)) }

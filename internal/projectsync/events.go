@@ -214,12 +214,8 @@ func sleep(ctx context.Context, d time.Duration) {
 // Reconcile queues every project whose vector is missing or stale (all:
 // every project) as a project event, and forgets the state of deleted
 // projects. It returns how many it queued.
-func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, error) {
-	n, _, err := reconcile(ctx, s, js, all)
-	return n, err
-}
-
-func reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, []ModelChange, error) {
+// The model changes it found come back too (see ModelChange).
+func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, []ModelChange, error) {
 	if _, err := s.Store.ForgetDeleted(ctx); err != nil {
 		return 0, nil, err
 	}
@@ -243,7 +239,7 @@ func RunReconciler(ctx context.Context, s *Syncer, js jetstream.JetStream, inter
 	announced := map[[2]string]bool{}
 	for {
 		start := time.Now()
-		n, changes, err := reconcile(ctx, s, js, false)
+		n, changes, err := Reconcile(ctx, s, js, false)
 		for _, c := range changes {
 			if key := [2]string{c.From, c.To.Digest}; !announced[key] {
 				announced[key] = true

@@ -209,7 +209,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	for id := int64(1); id <= 6; id++ {
 		e.insert(id, fmt.Sprintf("P%d", id), ollamatest.Sentence(uint64(id), 12), `[]`)
 	}
-	n, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
 	require.NoError(t, err)
 	require.Equal(t, 6, n)
 	e.settled()
@@ -218,7 +218,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	}
 
 	// Nothing to do now.
-	n, err = projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err = projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
 	require.NoError(t, err)
 	require.Zero(t, n)
 
@@ -238,7 +238,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	ids, err := e.syncer.Targets(context.Background(), false)
 	require.NoError(t, err)
 	require.Equal(t, []int64{2, 4}, ids)
-	n, err = projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err = projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	e.settled()
@@ -369,7 +369,7 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	for id := int64(1); id <= 3; id++ {
 		e.insert(id, fmt.Sprintf("P%d", id), ollamatest.Sentence(uint64(id), 8), `[]`)
 	}
-	n, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	e.settled()
