@@ -213,8 +213,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // Reconcile queues every project whose vector is missing or stale (all:
 // every project) as a project event, and forgets the state of deleted
-// projects. It returns how many it queued.
-// The model changes it found come back too (see ModelChange).
+// projects. It returns how many it queued and the model changes it found
+// (see ModelChange).
 func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, []ModelChange, error) {
 	if _, err := s.Store.ForgetDeleted(ctx); err != nil {
 		return 0, nil, err
