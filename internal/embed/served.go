@@ -88,7 +88,10 @@ func CheckServed(show *api.ShowResponse, name, host string, dims int) (Served, e
 			errs = append(errs, fmt.Errorf("%s is %v (want %v: %s)", r.Key, got, r.Want, r.Why))
 		}
 	}
-	if !hasCapability(show.Capabilities, model.CapabilityEmbedding) {
+	// Ollama before 0.6.4 lists no capabilities; its gate was the same key.
+	_, pooled := show.ModelInfo[s.Architecture+".pooling_type"]
+	embeds := hasCapability(show.Capabilities, model.CapabilityEmbedding) || (len(show.Capabilities) == 0 && pooled)
+	if !embeds {
 		errs = append(errs, fmt.Errorf("it has no embedding capability (capabilities %v): Ollama would answer 501 \"this server does not support embeddings\"", s.Capabilities))
 	}
 	if s.Dims != dims {
