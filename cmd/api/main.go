@@ -28,6 +28,7 @@ import (
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/worker"
 )
 
 func main() {
@@ -179,7 +180,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 			return nil, err
 		}
 		s.closers = append(s.closers, wnc.Close)
-		w, err := queue.NewConfiguredWorker(ctx, wnc, cfg, metrics.NewWorker(s.reg), log)
+		w, err := worker.NewConfigured(ctx, wnc, cfg, metrics.NewWorker(s.reg), log)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/worker"
 )
 
 func main() {
@@ -80,7 +81,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 	}
 	defer nc.Close()
 	reg := metrics.NewRegistry()
-	w, err := queue.NewConfiguredWorker(ctx, nc, cfg, metrics.NewWorker(reg), log)
+	w, err := worker.NewConfigured(ctx, nc, cfg, metrics.NewWorker(reg), log)
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 
 // serveMetrics serves /metrics and a /health that is 200 while the worker
 // can embed (for container healthchecks).
-func serveMetrics(addr string, reg *prometheus.Registry, w *queue.Worker, log *zap.Logger) (stop func(), err error) {
+func serveMetrics(addr string, reg *prometheus.Registry, w *worker.Worker, log *zap.Logger) (stop func(), err error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /health", func(rw http.ResponseWriter, _ *http.Request) {

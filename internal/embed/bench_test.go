@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"testing"
-	"time"
 
 	"github.com/ollama/ollama/api"
 )
@@ -64,14 +63,4 @@ func BenchmarkOllamaReplyDecode(b *testing.B) {
 			}
 		}
 	})
-}
-
-func BenchmarkBatcher(b *testing.B) {
-	now := time.Now
-	bt := NewBatcher[int](32, 0, now)
-	for b.Loop() {
-		for i := 0; bt.Add(i, 1); i++ {
-		}
-		_ = bt.Flush()
-	}
 }

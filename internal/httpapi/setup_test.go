@@ -29,6 +29,7 @@ import (
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/worker"
 )
 
 // bundle is one API over a real in-process nats-server and a real Ollama.
@@ -41,7 +42,7 @@ type bundle struct {
 	workers *queue.Registry
 	ollama  *ollamatest.Server
 	log     *zap.Logger
-	batches chan queue.BatchInfo
+	batches chan worker.BatchInfo
 	reg     *prometheus.Registry
 	// modelInputs counts the inputs every worker sent to Ollama.
 	modelInputs atomic.Int64
@@ -107,7 +108,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	}, log))
 	t.Cleanup(srv.Close)
 	return &bundle{t: t, url: srv.URL, ns: ns, nc: nc, js: js, workers: reg, ollama: ol, log: log,
-		batches: make(chan queue.BatchInfo, 10_000), reg: promReg}
+		batches: make(chan worker.BatchInfo, 10_000), reg: promReg}
 }
 
 type workerOptions struct {
@@ -157,20 +158,20 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 	if o.ollamaURL == b.ollama.URL { // as a configured worker does before its first job
 		require.NoError(t, embed.Prepare(context.Background(), client, model, false, b.log))
 	}
-	w := queue.NewWorker(wnc, wjs, []queue.Endpoint{{
+	w := worker.New(wnc, wjs, []worker.Endpoint{{
 		Model: model,
 		Probe: func(ctx context.Context, full bool) error {
 			_, err := embed.Probe(ctx, client, model, full)
 			return err
 		},
-	}}, queue.WorkerOptions{
+	}}, worker.Options{
 		ID: "w-" + t.Name(), Dims: b.ollama.Dims, QueryTask: "Given a question, retrieve passages that answer the question",
 		BatchSize: o.batchSize, Consumer: queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},
 		Limits:            queue.StreamLimits{MaxMsgs: 10_000, MaxBytes: 1 << 30},
 		HeartbeatInterval: 50 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond,
 		ShutdownTimeout: 10 * time.Second,
-		Observer: queue.ObserverFuncs{
-			OnBatch: func(bi queue.BatchInfo) {
+		Observer: worker.ObserverFuncs{
+			OnBatch: func(bi worker.BatchInfo) {
 				wm.Batch(bi)
 				select {
 				case b.batches <- bi:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/worker"
 )
 
 const ns = "embed"
@@ -138,7 +139,7 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(queueWaiting, prometheus.GaugeValue, float64(s.Waiting))
 }
 
-// Worker counts what a worker does. It implements queue.Observer.
+// Worker counts what a worker does. It implements worker.Observer.
 type Worker struct {
 	batchDocs  prometheus.Histogram
 	batchJobs  prometheus.Histogram
@@ -150,7 +151,7 @@ type Worker struct {
 	errors     *prometheus.CounterVec
 }
 
-var _ queue.Observer = (*Worker)(nil)
+var _ worker.Observer = (*Worker)(nil)
 
 // NewWorker registers a worker's series on reg.
 func NewWorker(reg prometheus.Registerer) *Worker {
@@ -197,7 +198,7 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 }
 
 // Batch counts one batch.
-func (m *Worker) Batch(b queue.BatchInfo) {
+func (m *Worker) Batch(b worker.BatchInfo) {
 	if m == nil {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/worker"
 )
 
 func TestNilMetricsAreSafe(t *testing.T) {
@@ -21,7 +22,7 @@ func TestNilMetricsAreSafe(t *testing.T) {
 	a.Cache(1, 1)
 	a.Error("x")
 	var w *Worker
-	w.Batch(queue.BatchInfo{})
+	w.Batch(worker.BatchInfo{})
 	w.JobError("x")
 	w.ModelCall("e", time.Millisecond, nil)
 }
@@ -30,8 +31,8 @@ func TestWorkerCounts(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	w := NewWorker(reg)
-	w.Batch(queue.BatchInfo{Jobs: 2, Documents: 5, Rejected: 1, Tokens: 40, Reason: embed.FlushFull, Took: time.Millisecond})
-	w.Batch(queue.BatchInfo{Jobs: 1, Documents: 3, Reason: embed.FlushDrain, Err: errors.New("down")})
+	w.Batch(worker.BatchInfo{Jobs: 2, Documents: 5, Rejected: 1, Tokens: 40, Reason: worker.FlushFull, Took: time.Millisecond})
+	w.Batch(worker.BatchInfo{Jobs: 1, Documents: 3, Reason: worker.FlushDrain, Err: errors.New("down")})
 	w.ModelCall("h", time.Millisecond, embed.ErrRejected)
 	w.ModelCall("h", time.Millisecond, nil)
 	w.JobError("retried")

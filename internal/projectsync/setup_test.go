@@ -26,6 +26,7 @@ import (
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/worker"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
@@ -147,10 +148,10 @@ func (e *env) startWorker(ns *server.Server, log *zap.Logger, truncate bool) {
 	// As a configured worker does before its first job: checks the model
 	// and reads its fingerprint.
 	require.NoError(t, embed.Prepare(context.Background(), oc, model, false, log))
-	w := queue.NewWorker(wnc, wjs, []queue.Endpoint{{
+	w := worker.New(wnc, wjs, []worker.Endpoint{{
 		Model: model,
 		Probe: func(ctx context.Context, full bool) error { _, err := embed.Probe(ctx, oc, model, full); return err },
-	}}, queue.WorkerOptions{
+	}}, worker.Options{
 		ID: "w-" + strings.ReplaceAll(t.Name(), "/", "-"), Dims: e.ollama.Dims, QueryTask: "q", BatchSize: 32,
 		Consumer:          queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},
 		Limits:            queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30},

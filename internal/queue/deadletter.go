@@ -225,7 +225,7 @@ func giveUp(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, a maxDel
 	kind := "projects"
 	if a.Stream == JobsStream {
 		kind = "jobs"
-		if job, err := DecodeJob(raw.Header, raw.Data); err == nil && validSubject(job.ReplyTo) {
+		if job, err := DecodeJob(raw.Header, raw.Data); err == nil && ValidSubject(job.ReplyTo) {
 			_ = nc.PublishMsg(Reply{Err: &ReplyError{Code: StatusUnavailable, Message: reason, Index: -1}}.Msg(job.ReplyTo))
 		}
 	}

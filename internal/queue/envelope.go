@@ -152,7 +152,7 @@ func DecodeJob(h nats.Header, data []byte) (Job, error) {
 	if j.RequestID == "" {
 		errs = append(errs, errors.New("no request id"))
 	}
-	if !validSubject(j.ReplyTo) {
+	if !ValidSubject(j.ReplyTo) {
 		errs = append(errs, fmt.Errorf("bad reply subject %q", j.ReplyTo))
 	}
 	if j.InputType != InputDocument && j.InputType != InputQuery {
@@ -184,7 +184,7 @@ func DecodeJob(h nats.Header, data []byte) (Job, error) {
 	return j, nil
 }
 
-func validSubject(s string) bool {
+func ValidSubject(s string) bool {
 	if s == "" || len(s) > 512 || strings.ContainsAny(s, " \t\r\n*>") {
 		return false
 	}

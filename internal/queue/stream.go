@@ -101,7 +101,8 @@ func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, l Stream
 	return c, nil
 }
 
-func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+// NewJetStream is jetstream.New with an error that says what failed.
+func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)

@@ -1,4 +1,4 @@
-package queue
+package worker
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/ollama/ollama/api"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
 )
 
 func TestMain(m *testing.M) {
@@ -53,8 +53,8 @@ type qbundle struct {
 	ns     *server.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	client *Client
-	reg    *Registry
+	client *queue.Client
+	reg    *queue.Registry
 	log    *zap.Logger
 }
 
@@ -63,20 +63,20 @@ const dims = 4
 func qsetup(t *testing.T) *qbundle {
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	ns, err := StartEmbedded(EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := Connect("", "test-api", ns, config.NATSAuth{}, log)
+	nc, err := queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	_, err = EnsureJobsStream(context.Background(), js, StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26})
+	_, err = queue.EnsureJobsStream(context.Background(), js, queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26})
 	require.NoError(t, err)
-	client, err := NewClient(nc, js, dims, time.Now, log)
+	client, err := queue.NewClient(nc, js, dims, time.Now, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Close() })
-	reg, err := WatchWorkers(nc, time.Now, log)
+	reg, err := queue.WatchWorkers(nc, time.Now, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = reg.Close() })
 	return &qbundle{t: t, ns: ns, nc: nc, js: js, client: client, reg: reg, log: log}
@@ -98,15 +98,15 @@ func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
 	if o.maxDeliver == 0 {
 		o.maxDeliver = 5
 	}
-	wnc, err := Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
+	wnc, err := queue.Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
 	require.NoError(b.t, err)
 	wjs, err := jetstream.New(wnc)
 	require.NoError(b.t, err)
 	model := embed.NewModel(o.fake, "fake:1", embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true})
-	w := NewWorker(wnc, wjs, []Endpoint{{Model: model, Probe: o.probe}}, WorkerOptions{
+	w := New(wnc, wjs, []Endpoint{{Model: model, Probe: o.probe}}, Options{
 		ID: "w1", Dims: dims, QueryTask: "task", BatchSize: 16, CallsPerEndpoint: o.calls,
-		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver},
-		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+		Consumer:          queue.ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver},
+		Limits:            queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
 		ShutdownTimeout: 10 * time.Second, Observer: ObserverFuncs{OnBatch: o.onBatch},
 	}, b.log)
@@ -128,17 +128,17 @@ func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
 }
 
 func (b *qbundle) queued() uint64 {
-	s, err := b.js.Stream(context.Background(), JobsStream)
+	s, err := b.js.Stream(context.Background(), queue.JobsStream)
 	require.NoError(b.t, err)
 	info, err := s.Info(context.Background())
 	require.NoError(b.t, err)
 	return info.State.Msgs
 }
 
-func (b *qbundle) embed(timeout time.Duration, docs ...string) (Result, error) {
+func (b *qbundle) embed(timeout time.Duration, docs ...string) (queue.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return b.client.Embed(ctx, Request{Documents: docs})
+	return b.client.Embed(ctx, queue.Request{Documents: docs})
 }
 
 func TestTransientModelErrorIsRetried(t *testing.T) {
@@ -173,22 +173,22 @@ func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 		"a terminated job leaves the work queue")
 	dls := b.deadLetters(1)
 	require.Equal(t, "jobs", dls[0].Kind)
-	require.Equal(t, JobsSubject, dls[0].Subject)
+	require.Equal(t, queue.JobsSubject, dls[0].Subject)
 	require.Contains(t, dls[0].Reason, "after 2 attempts: ")
 	require.Contains(t, dls[0].Reason, "connection refused")
 	require.Equal(t, "2", dls[0].Deliveries)
-	job, err := DecodeJob(dls[0].Header, dls[0].Payload)
+	job, err := queue.DecodeJob(dls[0].Header, dls[0].Payload)
 	require.NoError(t, err, "the dead letter keeps the job as it was")
 	require.Equal(t, []string{"doc"}, job.Documents)
 }
 
 // deadLetters waits for n dead letters and returns them.
-func (b *qbundle) deadLetters(n int) []StoredDeadLetter {
+func (b *qbundle) deadLetters(n int) []queue.StoredDeadLetter {
 	b.t.Helper()
-	var dls []StoredDeadLetter
+	var dls []queue.StoredDeadLetter
 	require.Eventually(b.t, func() bool {
 		var err error
-		dls, err = ListDeadLetters(context.Background(), b.js, "", 100)
+		dls, err = queue.ListDeadLetters(context.Background(), b.js, "", 100)
 		return err == nil && len(dls) >= n
 	}, 5*time.Second, 10*time.Millisecond)
 	require.Len(b.t, dls, n)
@@ -214,10 +214,10 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	replies, err := b.nc.SubscribeSync("test.reply")
 	require.NoError(t, err)
 
-	m := nats.NewMsg(JobsSubject)
-	m.Header.Set(HeaderRequestID, "r1")
-	m.Header.Set(HeaderReply, "test.reply")
-	m.Header.Set(HeaderOffset, "0")
+	m := nats.NewMsg(queue.JobsSubject)
+	m.Header.Set(queue.HeaderRequestID, "r1")
+	m.Header.Set(queue.HeaderReply, "test.reply")
+	m.Header.Set(queue.HeaderOffset, "0")
 	m.Data = []byte("not a job body")
 	_, err = b.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
@@ -225,10 +225,10 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 
 	rm, err := replies.NextMsg(10 * time.Second)
 	require.NoError(t, err)
-	r, err := DecodeReply(rm.Header, rm.Data, 1, dims)
+	r, err := queue.DecodeReply(rm.Header, rm.Data, 1, dims)
 	require.NoError(t, err)
-	require.Equal(t, StatusBadJob, r.Err.Code)
-	require.ErrorIs(t, r.Err, ErrBadJob)
+	require.Equal(t, queue.StatusBadJob, r.Err.Code)
+	require.ErrorIs(t, r.Err, queue.ErrBadJob)
 	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
 	dls := b.deadLetters(1)
@@ -245,13 +245,13 @@ func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
 	t.Parallel()
 	b := qsetup(t)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
-	job := Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
-	_, err := b.js.PublishMsg(context.Background(), job.Msg(JobsSubject))
+	job := queue.Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
+	_, err := b.js.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
 	require.NoError(t, err)
 	b.worker(wopts{fake: fake})
 	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
-	dls, err := ListDeadLetters(context.Background(), b.js, "", 10)
+	dls, err := queue.ListDeadLetters(context.Background(), b.js, "", 10)
 	require.NoError(t, err)
 	require.Empty(t, dls, "a job nobody waits for is no failure")
 }
@@ -272,7 +272,7 @@ func TestStopFinishesTheBatchInFlight(t *testing.T) {
 	cancel, done := b.worker(wopts{fake: fake})
 
 	type out struct {
-		res Result
+		res queue.Result
 		err error
 	}
 	got := make(chan out, 1)
@@ -314,28 +314,13 @@ func TestUnreadyEndpointTakesNoWork(t *testing.T) {
 		return n == 0 && len(b.reg.Live()) == 1 && reason != "" && strings.Contains(reason, "connection refused")
 	}, 5*time.Second, 5*time.Millisecond)
 
-	job := Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
-	_, err := b.js.PublishMsg(context.Background(), job.Msg(JobsSubject))
+	job := queue.Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
+	_, err := b.js.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
 	require.NoError(t, err)
 	down.Store(false)
 	require.Eventually(t, func() bool { n, _ := b.reg.Ready(); return n == 1 }, 5*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.EqualValues(t, 1, fake.calls.Load())
-}
-
-func TestQueueFullIsRefusedAtOnce(t *testing.T) {
-	t.Parallel()
-	b := qsetup(t)
-	_, err := EnsureJobsStream(context.Background(), b.js, StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20})
-	require.NoError(t, err)
-	for range 2 {
-		_, err := b.js.PublishMsg(context.Background(), Job{RequestID: nuid.Next(), ReplyTo: "x.y", Documents: []string{"a"}}.Msg(JobsSubject))
-		require.NoError(t, err)
-	}
-	start := time.Now()
-	_, err = b.embed(10*time.Second, "one too many")
-	require.ErrorIs(t, err, ErrQueueFull)
-	require.Less(t, time.Since(start), 5*time.Second)
 }
 
 // One worker with two endpoints keeps a batch in flight on each: the second
@@ -357,14 +342,14 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 		m := embed.NewModel(fake, name, embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 1, Timeout: 10 * time.Second})
 		return Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
 	}
-	wnc, err := Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
+	wnc, err := queue.Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
 	require.NoError(t, err)
 	wjs, err := jetstream.New(wnc)
 	require.NoError(t, err)
-	w := NewWorker(wnc, wjs, []Endpoint{endpoint("gpu0"), endpoint("gpu1")}, WorkerOptions{
+	w := New(wnc, wjs, []Endpoint{endpoint("gpu0"), endpoint("gpu1")}, Options{
 		ID: "w2", Dims: dims, BatchSize: 1, CallsPerEndpoint: 2,
-		Consumer:          ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: 5},
-		Limits:            StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+		Consumer:          queue.ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: 5},
+		Limits:            queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
 		HeartbeatInterval: 20 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
 	}, b.log)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -438,7 +423,7 @@ func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
 	require.Equal(t, call{inputs: 1}, <-calls)
 	send("second")
 	send("third")
-	cons, err := b.js.Consumer(context.Background(), JobsStream, WorkersConsumer)
+	cons, err := b.js.Consumer(context.Background(), queue.JobsStream, queue.WorkersConsumer)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		info, err := cons.Info(context.Background())
@@ -449,93 +434,4 @@ func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
 	for range 3 {
 		require.NoError(t, <-results)
 	}
-}
-
-// With NATS_USER/NATS_PASSWORD or NATS_TOKEN the embedded server requires
-// them of every client, in-process ones included.
-func TestEmbeddedServerRequiresConfiguredAuth(t *testing.T) {
-	t.Parallel()
-	log := zap.NewNop()
-	for _, tc := range []struct {
-		name      string
-		opts      EmbeddedOptions
-		good, bad config.NATSAuth
-	}{
-		{"UserPassword", EmbeddedOptions{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "nope"}},
-		{"Token", EmbeddedOptions{Token: "tok"}, config.NATSAuth{Token: "tok"}, config.NATSAuth{Token: "other"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			o := tc.opts
-			o.Addr, o.StoreDir = "127.0.0.1:0", t.TempDir()
-			ns, err := StartEmbedded(o)
-			require.NoError(t, err)
-			t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-
-			_, err = nats.Connect(ns.ClientURL(), nats.NoReconnect())
-			require.Error(t, err, "no credentials")
-			_, err = Connect(ns.ClientURL(), "t", nil, tc.bad, log)
-			require.ErrorContains(t, err, "Authorization Violation")
-			nc, err := Connect(ns.ClientURL(), "t", nil, tc.good, log)
-			require.NoError(t, err)
-			nc.Close()
-			nc, err = Connect("", "t", ns, tc.good, log)
-			require.NoError(t, err, "in-process with credentials")
-			nc.Close()
-		})
-	}
-}
-
-// A job that runs out of deliveries without ever being settled (its
-// worker dies every time) is dead-lettered from JetStream's advisory, its
-// requester is answered at once, and it leaves the work queue.
-func TestJobOutOfDeliveriesIsDeadLettered(t *testing.T) {
-	t.Parallel()
-	b := qsetup(t)
-	require.NoError(t, EnsureDeadLetters(context.Background(), b.js))
-	sub, err := WatchMaxDeliveries(b.nc, b.js, time.Now, b.log)
-	require.NoError(t, err)
-	defer sub.Unsubscribe()
-	cons, err := EnsureWorkersConsumer(context.Background(), b.js, StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
-		ConsumerOptions{AckWait: time.Second, MaxDeliver: 2})
-	require.NoError(t, err)
-
-	type result struct {
-		err  error
-		took time.Duration
-	}
-	got := make(chan result, 1)
-	go func() {
-		start := time.Now()
-		_, err := b.embed(time.Minute, "doomed")
-		got <- result{err, time.Since(start)}
-	}()
-	// A "worker" that takes the job and dies before settling it, twice,
-	// then keeps asking for work (JetStream notices the exhausted job when
-	// it next looks for something to deliver).
-	taken := 0
-	var r result
-wait:
-	for {
-		select {
-		case r = <-got:
-			break wait
-		default:
-		}
-		mb, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
-		require.NoError(t, err)
-		for range mb.Messages() {
-			taken++
-		}
-	}
-	require.Equal(t, 2, taken)
-	require.ErrorIs(t, r.err, embed.ErrUnavailable)
-	require.ErrorContains(t, r.err, "delivered 2 times without being settled")
-	require.Less(t, r.took, 30*time.Second, "answered long before the request's timeout")
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
-	dls := b.deadLetters(1)
-	require.Equal(t, "jobs", dls[0].Kind)
-	job, err := DecodeJob(dls[0].Header, dls[0].Payload)
-	require.NoError(t, err)
-	require.Equal(t, []string{"doomed"}, job.Documents)
 }

@@ -1,4 +1,4 @@
-package embed
+package worker
 
 import (
 	"testing"
@@ -65,4 +65,44 @@ func TestBatcher(t *testing.T) {
 		require.Zero(t, b.Until())
 		require.False(t, b.Full())
 	})
+}
+
+// The policy: full (or an item held over) goes at once; with a wait set
+// and time left it lingers; after lingering it goes for the wait; with no
+// wait it goes because the queue is drained.
+func TestBatcherDecides(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	b := NewBatcher[string](3, 100*time.Millisecond, clock.now)
+	b.Add("a", 1)
+	reason, linger := b.Decide(false, false)
+	require.Equal(t, FlushWait, reason)
+	require.Equal(t, 100*time.Millisecond, linger)
+	reason, linger = b.Decide(true, false)
+	require.Equal(t, FlushFull, reason, "an item held for the next batch")
+	require.Zero(t, linger)
+	reason, _ = b.Decide(false, true)
+	require.Equal(t, FlushWait, reason)
+	clock.t = clock.t.Add(150 * time.Millisecond)
+	reason, linger = b.Decide(false, false)
+	require.Equal(t, FlushDrain, reason, "the wait is over")
+	require.Zero(t, linger)
+	b.Add("bc", 2)
+	reason, _ = b.Decide(false, true)
+	require.Equal(t, FlushFull, reason)
+
+	noWait := NewBatcher[string](3, 0, clock.now)
+	noWait.Add("a", 1)
+	reason, linger = noWait.Decide(false, false)
+	require.Equal(t, FlushDrain, reason)
+	require.Zero(t, linger)
+}
+
+func BenchmarkBatcher(b *testing.B) {
+	bt := NewBatcher[int](32, 0, time.Now)
+	for b.Loop() {
+		for i := 0; bt.Add(i, 1); i++ {
+		}
+		_ = bt.Flush()
+	}
 }

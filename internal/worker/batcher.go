@@ -1,4 +1,4 @@
-package embed
+package worker
 
 import "time"
 
@@ -10,12 +10,12 @@ const (
 	FlushFull  FlushReason = "full"  // the document limit was reached
 	FlushWait  FlushReason = "wait"  // EMBED_BATCH_WAIT elapsed since the first document
 	FlushDrain FlushReason = "drain" // the queue had nothing more right now
-	FlushStop  FlushReason = "stop"  // the worker is stopping
 )
 
 // Batcher groups items (jobs of one or more documents) into batches of at
-// most MaxDocs documents. It is a plain value with no goroutines: the worker
-// loop adds, asks how long it may still wait, and flushes. An item larger than
+// most MaxDocs documents, and is the policy that decides when a batch goes
+// to the model (Decide). It is a plain value with no goroutines: the worker
+// loop adds, asks the policy, and flushes. An item larger than
 // MaxDocs on its own is still accepted into an empty batch; the model client
 // splits its call.
 type Batcher[T any] struct {
@@ -70,6 +70,25 @@ func (b *Batcher[T]) Until() time.Duration {
 		return 0
 	}
 	return max(0, b.wait-b.now().Sub(b.started))
+}
+
+// Decide is the batch policy: whether the batch goes to the model now, and
+// why. It goes full when no further document fits or an item is held for
+// the next batch (overflow); after lingering for more (waited), for the
+// wait; otherwise, while EMBED_BATCH_WAIT leaves time since its first
+// document, linger says how long to wait for more before it goes; else it
+// goes because the queue had nothing more.
+func (b *Batcher[T]) Decide(overflow, waited bool) (reason FlushReason, linger time.Duration) {
+	switch {
+	case b.Full() || overflow:
+		return FlushFull, 0
+	case waited:
+		return FlushWait, 0
+	}
+	if wait := b.Until(); wait > 0 {
+		return FlushWait, wait
+	}
+	return FlushDrain, 0
 }
 
 // Items are the batch's items so far; the slice is the batcher's own.

@@ -1,0 +1,94 @@
+// Options: what a worker is given and what it reports to.
+
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
+)
+
+// Endpoint is one Ollama a worker drives. Ollama computes an embedding
+// model's inputs one after another, so throughput grows with endpoints, not
+// with concurrent calls to one; a second call in flight
+// (Options.CallsPerEndpoint) only lets the next batch wait in
+// Ollama's queue while the worker reads, checks and answers the one before.
+type Endpoint struct {
+	Model *embed.Model
+	// Probe checks the endpoint answers; full also checks it has the model.
+	Probe func(ctx context.Context, full bool) error
+}
+
+// Options configure a worker.
+type Options struct {
+	ID        string
+	Dims      int
+	QueryTask string // instruction for query inputs
+	BatchSize int
+	BatchWait time.Duration
+	// CallsPerEndpoint is how many model calls an endpoint has in flight at
+	// most (default 1). A batch goes to an endpoint with none in flight if
+	// there is one; it queues behind another call only when it is full, so
+	// under light load batches keep growing while the model computes.
+	CallsPerEndpoint  int
+	Consumer          queue.ConsumerOptions
+	Limits            queue.StreamLimits
+	HeartbeatInterval time.Duration
+	ProbeTimeout      time.Duration // default 2s
+	ShutdownTimeout   time.Duration
+	Now               func() time.Time
+	// Observer, when set, is told about every batch and every job that did
+	// not simply succeed: the seam for metrics and for tests.
+	Observer Observer
+}
+
+// Observer is what a worker reports to; metrics.Worker is one.
+type Observer interface {
+	Batch(BatchInfo)
+	// JobError counts a job by kind: retried, failed, rejected, bad_job,
+	// reply_failed.
+	JobError(kind string)
+	// ModelCall is told about every Ollama call.
+	ModelCall(endpoint string, took time.Duration, err error)
+}
+
+// ObserverFuncs adapts functions to Observer; nil fields are skipped.
+type ObserverFuncs struct {
+	OnBatch     func(BatchInfo)
+	OnJobError  func(kind string)
+	OnModelCall func(endpoint string, took time.Duration, err error)
+}
+
+func (o ObserverFuncs) ModelCall(endpoint string, took time.Duration, err error) {
+	if o.OnModelCall != nil {
+		o.OnModelCall(endpoint, took, err)
+	}
+}
+
+func (o ObserverFuncs) Batch(b BatchInfo) {
+	if o.OnBatch != nil {
+		o.OnBatch(b)
+	}
+}
+
+func (o ObserverFuncs) JobError(kind string) {
+	if o.OnJobError != nil {
+		o.OnJobError(kind)
+	}
+}
+
+// BatchInfo describes one batch a worker ran.
+type BatchInfo struct {
+	Endpoint  string
+	Jobs      int
+	Requests  int // distinct requests among the jobs
+	Documents int
+	Reason    FlushReason
+	Calls     int // Ollama calls, bisection of rejected inputs included
+	Rejected  int // documents the model refused
+	Tokens    int // prompt tokens Ollama reported
+	Took      time.Duration
+	Err       error
+}

@@ -1,0 +1,136 @@
+// Package worker is the compute side of the pipeline: it pulls jobs from
+// the JetStream work queue, merges them into batches, calls Ollama on every
+// endpoint it drives, replies to the requester and acks. It holds no state
+// but what is in flight; run as many as there are GPUs.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/waywo/embed/internal/queue"
+	"go.uber.org/zap"
+)
+
+// Worker pulls jobs, merges them into batches, calls the model, replies and
+// acks. Delivery is at least once: a job is acked only after its reply is
+// published, and a reply for a job the requester no longer waits for is
+// dropped by the requester.
+type Worker struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	opts Options
+	log  *zap.Logger
+
+	runners []*runner
+	idle    chan *runner // an endpoint with no call in flight
+	extra   chan *runner // an endpoint that can take one more call
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when any runner's readiness changes
+}
+
+// runner is one endpoint and its state.
+type runner struct {
+	ep   Endpoint
+	work chan batch // one batch after the runner was taken from idle or extra
+
+	// guarded by Worker.mu
+	ready  bool
+	reason string
+	busy   int // calls in flight
+}
+
+// pending is a fetched, decoded job not yet answered.
+type pending struct {
+	msg jetstream.Msg
+	job queue.Job
+}
+
+type batch struct {
+	items  []*pending
+	reason FlushReason
+}
+
+// New returns a worker over endpoints, which must already be prepared
+// (model present and loaded): they start ready.
+func New(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts Options, log *zap.Logger) *Worker {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = 2 * time.Second
+	}
+	if opts.Observer == nil {
+		opts.Observer = ObserverFuncs{}
+	}
+	opts.CallsPerEndpoint = max(opts.CallsPerEndpoint, 1)
+	w := &Worker{
+		nc: nc, js: js, opts: opts,
+		log:     log.Named("worker").With(zap.String("worker", opts.ID)),
+		idle:    make(chan *runner),
+		extra:   make(chan *runner),
+		changed: make(chan struct{}),
+	}
+	for _, ep := range endpoints {
+		w.runners = append(w.runners, &runner{ep: ep, work: make(chan batch, 1), ready: true})
+	}
+	return w
+}
+
+// Run works until ctx ends, then stops in two phases: it stops fetching and
+// hands back jobs it holds but has not started, lets batches in flight
+// finish, reply and ack for up to ShutdownTimeout, and finally announces it
+// is leaving. The caller drains the connection afterwards.
+func (w *Worker) Run(ctx context.Context) error {
+	if len(w.runners) == 0 {
+		return errors.New("worker has no endpoints")
+	}
+	cons, err := queue.EnsureWorkersConsumer(ctx, w.js, w.opts.Limits, w.opts.Consumer)
+	if err != nil {
+		return err
+	}
+	if err := queue.EnsureDeadLetters(ctx, w.js); err != nil {
+		return err
+	}
+	ping, err := w.nc.Subscribe(queue.PingSubject, func(*nats.Msg) { w.announce(false) })
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", queue.PingSubject, err)
+	}
+
+	// Model calls outlive the stop signal until the shutdown timeout.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	var wg sync.WaitGroup
+	for _, r := range w.runners {
+		wg.Go(func() { w.runLoop(ctx, workCtx, r) })
+	}
+	wg.Go(func() { w.heartbeatLoop(ctx) })
+	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_endpoint", w.opts.CallsPerEndpoint),
+		zap.Int("batch_size", w.opts.BatchSize))
+
+	w.dispatch(ctx, cons)
+
+	w.log.Info("worker stopping: finishing batches in flight", zap.Duration("timeout", w.opts.ShutdownTimeout))
+	stopTimer := time.AfterFunc(w.opts.ShutdownTimeout, cancelWork)
+	wg.Wait()
+	stopTimer.Stop()
+	_ = ping.Unsubscribe()
+	w.announce(true)
+	_ = w.nc.Flush()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
