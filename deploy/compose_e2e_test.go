@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 // standIn is the tag deploy/e2e/provision.sh gives its local images.
@@ -108,7 +108,7 @@ func newCompose(t *testing.T) *compose {
 	require.NoError(t, os.Chmod(filepath.Join(dir, "models"), 0o755))
 	require.NoError(t, os.Chmod(dir, 0o755))
 
-	apiPort, natsPort, ollamaPort := freePort(t), freePort(t), freePort(t)
+	apiPort, natsPort, ollamaPort := systemtest.Port(t), systemtest.Port(t), systemtest.Port(t)
 	override := fmt.Sprintf(`# Written by TestComposeEndToEnd: local stand-ins for the public images,
 # free loopback ports, Ollama published so the test can ask it directly.
 x-standins: &standins
@@ -155,13 +155,6 @@ services:
 		c.run(5*time.Minute, "down", "-v", "--remove-orphans")
 	})
 	return c
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // run is `docker compose -p … -f … args`, with the test's environment.

@@ -3,7 +3,6 @@ package embedclient
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 // flaky serves handlers in turn, one per call, repeating the last.
@@ -129,11 +129,8 @@ func TestCallerDeadlineIsNotRetried(t *testing.T) {
 
 func TestUnreachableServiceIsRetriedThenReported(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
-	_, err = New("http://"+addr, fast()...).EmbedOne(context.Background(), "a")
+	addr := systemtest.Addr(t) // nothing listens there now
+	_, err := New("http://"+addr, fast()...).EmbedOne(context.Background(), "a")
 	require.ErrorContains(t, err, "3 attempts failed")
 	require.ErrorContains(t, err, "connection refused")
 }

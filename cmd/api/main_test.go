@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
@@ -56,21 +56,13 @@ func waitHealthy(t *testing.T, base string, limit time.Duration) {
 	}, limit, 10*time.Millisecond)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // The default mode — no NATS_URL — is the whole system in one process: an
 // embedded nats-server others can reach, an in-process worker, the HTTP API.
 // On stop, a request in flight still gets its answer.
 func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 	t.Parallel()
 	ol := ollamatest.Shared(t)
-	natsAddr := freeAddr(t)
+	natsAddr := systemtest.Addr(t)
 	cfg, err := config.Load(func(k string) (string, bool) {
 		v, ok := map[string]string{
 			"EMBED_HTTP_ADDR":          "127.0.0.1:0",

@@ -22,6 +22,7 @@ import (
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 func syncConfig(t *testing.T, extra map[string]string) (config.Config, string) {
@@ -30,7 +31,7 @@ func syncConfig(t *testing.T, extra map[string]string) (config.Config, string) {
 	dir := t.TempDir()
 	env := map[string]string{
 		"EMBED_HTTP_ADDR":          "127.0.0.1:0",
-		"EMBED_NATS_ADDR":          freeAddr(t),
+		"EMBED_NATS_ADDR":          systemtest.Addr(t),
 		"EMBED_DATA_DIR":           dir,
 		"WAYWO_DB":                 filepath.Join(dir, "waywo.db"),
 		"OLLAMA_HOST":              ol.URL,

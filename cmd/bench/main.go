@@ -28,15 +28,16 @@ import (
 	"time"
 
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 type row struct {
-	Group    string  `json:"group"`
-	Scenario string  `json:"scenario"`
-	Sample   sample  `json:"sample"`
-	API      *usage  `json:"api,omitempty"`
-	Workers  *usage  `json:"workers,omitempty"`
-	Ratio    float64 `json:"ratio,omitempty"`
+	Group    string            `json:"group"`
+	Scenario string            `json:"scenario"`
+	Sample   sample            `json:"sample"`
+	API      *systemtest.Usage `json:"api,omitempty"`
+	Workers  *systemtest.Usage `json:"workers,omitempty"`
+	Ratio    float64           `json:"ratio,omitempty"`
 }
 
 type report struct {
@@ -96,7 +97,7 @@ const (
 func run(ctx context.Context, d time.Duration, out string) error {
 	work := mkdir(out, "work")
 	fmt.Println("building api and worker…")
-	if err := buildBinaries(work); err != nil {
+	if err := systemtest.BuildBinaries(work); err != nil {
 		return err
 	}
 	// One thread per Ollama: two Ollamas of llama.cpp's default threads on
@@ -405,11 +406,11 @@ func (b *bench) targets() {
 // worker process per backend list, drives it, and stops it.
 func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, model string, dims int, backends [][]string) (row, error) {
 	ctx, work, c := b.ctx, b.work, b.c
-	httpAddr, err := freeAddr()
+	httpAddr, err := systemtest.FreeAddr()
 	if err != nil {
 		return row{}, err
 	}
-	natsAddr, err := freeAddr()
+	natsAddr, err := systemtest.FreeAddr()
 	if err != nil {
 		return row{}, err
 	}
@@ -429,7 +430,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	var pprofAddrs []string // api first, then the first worker
 	if profile {
 		for range 2 {
-			a, err := freeAddr()
+			a, err := systemtest.FreeAddr()
 			if err != nil {
 				return row{}, err
 			}
@@ -441,11 +442,11 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	if err != nil {
 		return row{}, err
 	}
-	defer api.stop()
-	var workers []*proc
+	defer api.Stop(20 * time.Second)
+	var workers []*systemtest.Process
 	defer func() {
 		for _, w := range workers {
-			w.stop()
+			w.Stop(20 * time.Second)
 		}
 	}()
 	base := "http://" + httpAddr
@@ -454,7 +455,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	}
 	var metricsAddrs []string
 	for i, hosts := range backends {
-		maddr, err := freeAddr()
+		maddr, err := systemtest.FreeAddr()
 		if err != nil {
 			return row{}, err
 		}
@@ -481,10 +482,10 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	if err := waitWorkers(ctx, base, len(backends)); err != nil {
 		return row{}, err
 	}
-	apiBefore := api.usage()
-	var wBefore []usage
+	apiBefore := api.Usage()
+	var wBefore []systemtest.Usage
 	for _, w := range workers {
-		wBefore = append(wBefore, w.usage())
+		wBefore = append(wBefore, w.Usage())
 	}
 	var profiles sync.WaitGroup
 	for i, a := range pprofAddrs {
@@ -505,14 +506,14 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	s := drive(ctx, c, clients, docsPer, d, pipelineCall(base))
 	stopSelf()
 	profiles.Wait()
-	apiAfter := api.usage()
-	wu := usage{}
+	apiAfter := api.Usage()
+	wu := systemtest.Usage{}
 	for i, w := range workers {
-		u := w.usage()
+		u := w.Usage()
 		wu.CPUSeconds += u.CPUSeconds - wBefore[i].CPUSeconds
 		wu.PeakRSSMB = max(wu.PeakRSSMB, u.PeakRSSMB)
 	}
-	au := usage{CPUSeconds: apiAfter.CPUSeconds - apiBefore.CPUSeconds, PeakRSSMB: apiAfter.PeakRSSMB}
+	au := systemtest.Usage{CPUSeconds: apiAfter.CPUSeconds - apiBefore.CPUSeconds, PeakRSSMB: apiAfter.PeakRSSMB}
 	for i, maddr := range metricsAddrs {
 		saveMetrics("http://"+maddr+"/metrics", filepath.Join(work, fmt.Sprintf("%s-worker-%d.metrics", name, i)))
 	}

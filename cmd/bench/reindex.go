@@ -22,6 +22,7 @@ import (
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 // reindex runs `api reindex` as a process over 1,000 projects twice: cold,
@@ -63,7 +64,7 @@ func (b *bench) reindex() error {
 	counter := &callCounter{texts: texts}
 	proxy := counter.proxy(b.ollA)
 	defer proxy.Close()
-	natsAddr, err := freeAddr()
+	natsAddr, err := systemtest.FreeAddr()
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,6 +37,7 @@ import (
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 // binaries are built once per run: api, worker and nats-server.
@@ -54,100 +54,31 @@ func buildBinaries(t *testing.T) string {
 		if binaries.err != nil {
 			return
 		}
-		for name, pkg := range map[string]string{
-			"api": "github.com/waywo/embed/cmd/api", "worker": "github.com/waywo/embed/cmd/worker",
-			"nats-server": "github.com/nats-io/nats-server/v2",
-		} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, name), pkg).CombinedOutput()
-			if err != nil {
-				binaries.err = fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-				return
-			}
-		}
+		binaries.err = systemtest.BuildBinaries(binaries.dir, "api", "worker", "nats-server")
 	})
 	require.NoError(t, binaries.err)
 	return binaries.dir
 }
 
-// proc is one child process with its log in a file; stdin is a pipe the
-// test can write to.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
-	stdin   io.WriteCloser
-}
-
-// startProc starts bin (one of the built binaries, or an absolute path).
-func startProc(t *testing.T, dir, bin, name string, env map[string]string, args ...string) *proc {
+// startProc starts bin (one of the built binaries, or an absolute path)
+// with a pipe for standard input; it is killed when the test ends.
+func startProc(t *testing.T, dir, bin, name string, env map[string]string, args ...string) *systemtest.Process {
 	t.Helper()
 	if !filepath.IsAbs(bin) {
 		bin = filepath.Join(binaries.dir, bin)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = os.Environ()
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := systemtest.Start(systemtest.Spec{Name: name, Dir: dir, Bin: bin, Args: args, Env: env, Stdin: true})
 	require.NoError(t, err)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath, stdin: stdin}
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(p.Kill)
 	return p
 }
 
-func (p *proc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *proc) kill() {
-	if p.alive() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
-
-// wait waits for the process to exit and returns its exit code.
-func (p *proc) wait(t *testing.T, limit time.Duration) int {
+// exitCode waits for p to exit and returns its exit code.
+func exitCode(t *testing.T, p *systemtest.Process, limit time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(limit):
-		t.Fatalf("%s did not exit within %s\n%s", p.name, limit, p.tail())
-		return -1
-	}
-}
-
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.logPath)
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
-	}
-	return string(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	code, err := p.Wait(limit)
+	require.NoError(t, err, p.Tail(3000))
+	return code
 }
 
 // cluster is one system under test: its own nats-server, api, workers and
@@ -159,11 +90,11 @@ type cluster struct {
 	opts     clusterOptions
 	natsPort int
 	natsConf string
-	nats     *proc
+	nats     *systemtest.Process
 	apiEnv   map[string]string
-	api      *proc
+	api      *systemtest.Process
 	apiURL   string
-	workers  []*proc
+	workers  []*systemtest.Process
 	dbPath   string
 	raw      *sql.DB // the backend's connection to the file
 	nc       *nats.Conn
@@ -209,7 +140,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 
 	// nats-server, its own process, file store synced as in deploy/nats.conf.
-	c.natsPort = freePort(t)
+	c.natsPort = systemtest.Port(t)
 	c.natsConf = filepath.Join(c.dir, "nats.conf")
 	require.NoError(t, os.WriteFile(c.natsConf, []byte(fmt.Sprintf(
 		"listen: 127.0.0.1:%d\nserver_name: faults\njetstream { store_dir: %q, sync_interval: 10s }\n",
@@ -227,7 +158,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		"NATS_URL": natsURL, "EMBED_MODEL": ol.Model, "EMBED_DIMENSIONS": strconv.Itoa(ol.Dims),
 		"EMBED_HEARTBEAT_INTERVAL": "200ms", "EMBED_ACK_WAIT": "2s", "EMBED_LOG_LEVEL": "info",
 	}
-	httpPort := freePort(t)
+	httpPort := systemtest.Port(t)
 	c.apiURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	c.apiEnv = map[string]string{
 		"EMBED_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", httpPort), "EMBED_DATA_DIR": filepath.Join(c.dir, "api-data"),
@@ -242,7 +173,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	for i := 1; i <= 2; i++ {
 		env := map[string]string{
 			"OLLAMA_HOST": o.ollamaURL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i), "EMBED_BATCH_SIZE": "8",
-			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", freePort(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
+			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", systemtest.Port(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
 			"EMBED_MODEL_TIMEOUT": "30s",
 		}
 		for k, v := range common {
@@ -260,8 +191,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	c.waitHealthy(60 * time.Second)
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, p := range append([]*proc{c.nats, c.api}, c.workers...) {
-				t.Logf("--- %s log (end):\n%s", p.name, p.tail())
+			for _, p := range append([]*systemtest.Process{c.nats, c.api}, c.workers...) {
+				t.Logf("--- %s log (end):\n%s", p.Name, p.Tail(3000))
 			}
 		}
 	})
@@ -301,7 +232,7 @@ func (c *cluster) health() (int, string) {
 func (c *cluster) waitHealthy(limit time.Duration) {
 	c.t.Helper()
 	require.Eventually(c.t, func() bool { s, _ := c.health(); return s == http.StatusOK }, limit, 20*time.Millisecond,
-		"the api never became healthy\n%s", c.api.tail())
+		"the api never became healthy\n%s", c.api.Tail(3000))
 }
 
 // tally counts /embed outcomes. hung: no answer within the request timeout

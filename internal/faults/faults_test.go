@@ -128,7 +128,7 @@ func killWorker(t *testing.T) {
 	ty, waitTraffic := c.traffic(ctx, 6)
 	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
 	require.Eventually(t, func() bool { return ty.ok.Load() > 5 && c.ackPending() > 0 }, 30*time.Second, 5*time.Millisecond)
-	c.workers[0].kill() // SIGKILL, mid-batch: jobs are held unacknowledged
+	c.workers[0].Kill() // SIGKILL, mid-batch: jobs are held unacknowledged
 	okAtKill := ty.ok.Load()
 	require.Eventually(t, func() bool { return ty.ok.Load() > okAtKill+20 }, 60*time.Second, 10*time.Millisecond,
 		"the other worker takes over")
@@ -136,7 +136,7 @@ func killWorker(t *testing.T) {
 	waitTraffic()
 	waitEvents()
 	record(t, "kill -9 worker", ty, ev, c.projects, c.settle(60*time.Second))
-	require.True(t, c.workers[1].alive())
+	require.True(t, c.workers[1].Alive())
 }
 
 // 2. Ollama stopped for 30 s: /health says 503 with the reason, events wait
@@ -182,9 +182,9 @@ hold:
 	waitEvents()
 	record(t, "Ollama down 30s", ty, ev, c.projects, c.settle(60*time.Second))
 	for _, w := range c.workers {
-		require.True(t, w.alive(), "no crash loop: the workers stayed up")
+		require.True(t, w.Alive(), "no crash loop: the workers stayed up")
 	}
-	require.True(t, c.api.alive())
+	require.True(t, c.api.Alive())
 }
 
 // 3. nats-server restarted on its file store: api and workers reconnect by
@@ -197,8 +197,8 @@ func natsRestart(t *testing.T) {
 	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
 	require.Eventually(t, func() bool { return ty.ok.Load() > 5 && ev.sent.Load() > 5 }, 30*time.Second, 10*time.Millisecond)
 
-	c.nats.signal(syscall.SIGTERM)
-	c.nats.wait(t, 30*time.Second)
+	c.nats.Signal(syscall.SIGTERM)
+	exitCode(t, c.nats, 30*time.Second)
 	require.Eventually(t, func() bool { s, _ := c.health(); return s == http.StatusServiceUnavailable }, 10*time.Second, 20*time.Millisecond)
 	c.startNATS()
 	c.waitHealthy(60 * time.Second)
@@ -216,7 +216,7 @@ func natsRestart(t *testing.T) {
 	require.NoError(t, s.Purge(context.Background()))
 	record(t, "nats-server restart", ty, ev, c.projects, c.settle(60*time.Second))
 	for _, p := range append(c.workers, c.api) {
-		require.True(t, p.alive(), "%s reconnected by itself", p.name)
+		require.True(t, p.Alive(), "%s reconnected by itself", p.Name)
 	}
 }
 
@@ -238,7 +238,7 @@ func sqliteLocked(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	lock := startProc(t, c.dir, self, "sqlite-locker", map[string]string{"FAULTS_LOCK_DB": c.dbPath})
-	require.Eventually(t, func() bool { return strings.Contains(lock.tail(), "locked") }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(lock.Tail(3000), "locked") }, 10*time.Second, 5*time.Millisecond)
 	lockedAt := time.Now()
 	okAtLock := ty.ok.Load()
 	ev := &events{}
@@ -250,9 +250,9 @@ func sqliteLocked(t *testing.T) {
 	// The lock stays 5 s, and /embed keeps answering meanwhile.
 	require.Eventually(t, func() bool { return time.Since(lockedAt) >= 5*time.Second && ty.ok.Load() > okAtLock }, 30*time.Second, 10*time.Millisecond,
 		"/embed kept answering while the file was locked")
-	_, err = lock.stdin.Write([]byte("release\n"))
+	_, err = lock.Stdin().Write([]byte("release\n"))
 	require.NoError(t, err)
-	require.Zero(t, lock.wait(t, 30*time.Second), lock.tail())
+	require.Zero(t, exitCode(t, lock, 30*time.Second), lock.Tail(3000))
 	stop()
 	waitTraffic()
 	record(t, "SQLite locked 5s", ty, ev, c.projects, c.settle(60*time.Second))
@@ -266,14 +266,14 @@ func sigterm(t *testing.T) {
 	ty, waitTraffic := c.traffic(ctx, 6)
 	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
 	require.Eventually(t, func() bool { return ty.ok.Load() > 5 && c.ackPending() > 0 }, 30*time.Second, 5*time.Millisecond)
-	c.workers[0].signal(syscall.SIGTERM)
-	require.Zero(t, c.workers[0].wait(t, 30*time.Second), "the worker exits cleanly")
-	require.Contains(t, c.workers[0].tail(), "worker stopped")
+	c.workers[0].Signal(syscall.SIGTERM)
+	require.Zero(t, exitCode(t, c.workers[0], 30*time.Second), "the worker exits cleanly")
+	require.Contains(t, c.workers[0].Tail(3000), "worker stopped")
 
 	okBefore := ty.ok.Load()
 	require.Eventually(t, func() bool { return ty.ok.Load() > okBefore+10 && c.ackPending() > 0 }, 30*time.Second, 5*time.Millisecond)
-	c.api.signal(syscall.SIGTERM)
-	require.Zero(t, c.api.wait(t, 40*time.Second), "the api exits cleanly")
+	c.api.Signal(syscall.SIGTERM)
+	require.Zero(t, exitCode(t, c.api, 40*time.Second), "the api exits cleanly")
 	// Requests in flight at the SIGTERM were answered (none hung); new ones
 	// find no api until it is back.
 	c.startAPI()
@@ -340,5 +340,5 @@ func slowOllama(t *testing.T) {
 	ty.sent.Add(slow.sent.Load())
 	ty.refused.Add(slow.refused.Load())
 	record(t, "slow Ollama", ty, ev, c.projects, c.settle(60*time.Second))
-	require.True(t, c.api.alive())
+	require.True(t, c.api.Alive())
 }

@@ -8,40 +8,32 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollama/ollama/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/worker"
 )
 
-// bundle is one API over a real in-process nats-server and a real Ollama.
+// bundle is one API (httptest) over the shared system (systemtest.Bundle)
+// and the real test Ollama.
 type bundle struct {
+	*systemtest.Bundle
 	t       *testing.T
 	url     string
-	ns      *server.Server
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	workers *queue.Registry
 	ollama  *ollamatest.Server
-	log     *zap.Logger
 	batches chan worker.BatchInfo
 	reg     *prometheus.Registry
 	// modelInputs counts the inputs every worker sent to Ollama.
@@ -62,31 +54,14 @@ type setupOptions struct {
 func setup(t *testing.T, o setupOptions) *bundle {
 	t.Helper()
 	ol := ollamatest.Shared(t)
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = queue.EnsureJobsStream(context.Background(), js, queue.StreamLimits{MaxMsgs: 10_000, MaxBytes: 1 << 30})
-	require.NoError(t, err)
-	reg, err := queue.WatchWorkers(nc, time.Now, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = reg.Close() })
-	client, err := queue.NewClient(nc, js, ol.Dims, time.Now, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = client.Close() })
-
+	sys := systemtest.Setup(t, systemtest.Options{Dims: ol.Dims})
 	if o.requestTimeout == 0 {
 		o.requestTimeout = 30 * time.Second
 	}
 	if o.limits.MaxDocuments == 0 {
 		o.limits = httpapi.Limits{MaxDocuments: 1024, MaxDocumentBytes: 128 << 10, MaxBodyBytes: 10 << 20}
 	}
-	var ready httpapi.Readiness = reg
+	var ready httpapi.Readiness = sys.Workers
 	if o.readiness != nil {
 		ready = o.readiness
 	}
@@ -94,21 +69,20 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	require.NoError(t, err)
 	promReg := prometheus.NewRegistry()
 	apiMetrics := metrics.NewAPI(promReg, func() (int, int) {
-		n, _ := reg.Ready()
-		return len(reg.Live()), n
-	}, func() (queue.Stats, error) { return queue.ReadStats(context.Background(), js) })
-	srv := httptest.NewServer(httpapi.New(client, ready, httpapi.Options{
+		n, _ := sys.Workers.Ready()
+		return len(sys.Workers.Live()), n
+	}, func() (queue.Stats, error) { return queue.ReadStats(context.Background(), sys.JS) })
+	srv := httptest.NewServer(httpapi.New(sys.Client, ready, httpapi.Options{
 		Model: ol.Model, Dims: ol.Dims, Limits: o.limits, RequestTimeout: o.requestTimeout,
 		Broker: func() error { return nil },
 		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := reg.Fingerprint()
+			fp, _, ok := sys.Workers.Fingerprint()
 			return fp, ok
 		},
 		Cache: cache, Metrics: apiMetrics, MetricsHandler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
-	}, log))
+	}, sys.Log))
 	t.Cleanup(srv.Close)
-	return &bundle{t: t, url: srv.URL, ns: ns, nc: nc, js: js, workers: reg, ollama: ol, log: log,
-		batches: make(chan worker.BatchInfo, 10_000), reg: promReg}
+	return &bundle{Bundle: sys, t: t, url: srv.URL, ollama: ol, batches: make(chan worker.BatchInfo, 10_000), reg: promReg}
 }
 
 type workerOptions struct {
@@ -117,59 +91,30 @@ type workerOptions struct {
 	ollamaURL string
 }
 
-// startWorker runs a worker on its own connection; the returned stop ends it
-// gracefully (and is also a cleanup).
+// startWorker runs a worker over the test Ollama (or another at
+// ollamaURL); the returned stop ends it gracefully (and is also a cleanup).
 func (b *bundle) startWorker(o workerOptions) (stop func()) {
 	t := b.t
 	t.Helper()
-	if o.batchSize == 0 {
-		o.batchSize = 32
-	}
 	if o.ollamaURL == "" {
 		o.ollamaURL = b.ollama.URL
 	}
-	truncate := true
-	if o.truncate != nil {
-		truncate = *o.truncate
-	}
-	wnc, err := queue.Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
-	require.NoError(t, err)
-	b.workerConns = append(b.workerConns, wnc)
-	wjs, err := jetstream.New(wnc)
-	require.NoError(t, err)
-	u, err := url.Parse(o.ollamaURL)
-	require.NoError(t, err)
-	client := embed.NewOllamaClient(u)
 	// The first worker reports to the api's registry, as the in-process
 	// worker does; later ones to their own.
 	wreg := prometheus.NewRegistry()
-	if len(b.workerConns) == 1 {
+	if len(b.workerConns) == 0 {
 		wreg = b.reg
 	}
 	wm := metrics.NewWorker(wreg)
-	model := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), o.ollamaURL, embed.ModelOptions{
-		Name: b.ollama.Model, Dims: b.ollama.Dims, MaxBatch: o.batchSize,
-		Timeout: 30 * time.Second, KeepAlive: -1, Truncate: truncate,
+	ep := b.ollama.Endpoint(t, ollamatest.EndpointOptions{
+		URL: o.ollamaURL, MaxBatch: o.batchSize, NoTrunc: o.truncate != nil && !*o.truncate,
 		OnCall: func(inputs int, took time.Duration, err error) {
 			b.modelInputs.Add(int64(inputs))
 			wm.ModelCall(o.ollamaURL, took, err)
 		},
 	})
-	if o.ollamaURL == b.ollama.URL { // as a configured worker does before its first job
-		require.NoError(t, embed.Prepare(context.Background(), client, model, false, b.log))
-	}
-	w := worker.New(wnc, wjs, []worker.Endpoint{{
-		Model: model,
-		Probe: func(ctx context.Context, full bool) error {
-			_, err := embed.Probe(ctx, client, model, full)
-			return err
-		},
-	}}, worker.Options{
-		ID: "w-" + t.Name(), Dims: b.ollama.Dims, QueryTask: "Given a question, retrieve passages that answer the question",
-		BatchSize: o.batchSize, Consumer: queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},
-		Limits:            queue.StreamLimits{MaxMsgs: 10_000, MaxBytes: 1 << 30},
-		HeartbeatInterval: 50 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second,
+	r := b.StartWorker(systemtest.WorkerOptions{
+		Endpoints: []worker.Endpoint{ep}, BatchSize: o.batchSize,
 		Observer: worker.ObserverFuncs{
 			OnBatch: func(bi worker.BatchInfo) {
 				wm.Batch(bi)
@@ -180,21 +125,9 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 			},
 			OnJobError: wm.JobError,
 		},
-	}, b.log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			require.NoError(t, <-done)
-			_ = wnc.Drain()
-			wnc.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	})
+	b.workerConns = append(b.workerConns, r.Conn)
+	return r.Stop
 }
 
 type embedResponse struct {
@@ -268,7 +201,7 @@ func (alwaysReady) Ready() (int, string) { return 1, "" }
 func (b *bundle) waitQueued(n uint64) {
 	b.t.Helper()
 	require.Eventually(b.t, func() bool {
-		s, err := b.js.Stream(context.Background(), queue.JobsStream)
+		s, err := b.JS.Stream(context.Background(), queue.JobsStream)
 		if err != nil {
 			return false
 		}

@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/waywo/embed/internal/systemtest"
 	"go.uber.org/goleak"
 )
 
@@ -91,9 +91,7 @@ type Server struct {
 	dir  string
 	port int
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	logf *os.File
+	proc *systemtest.Process // nil while stopped
 }
 
 // Unavailable ends a test that needs Ollama when none can be had: a failure
@@ -188,7 +186,10 @@ func start(dir string, extra ...string) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "create", ModelName, "-f", modelfile)
-	cmd.Env = s.env()
+	cmd.Env = os.Environ()
+	for k, v := range s.env() {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("ollama create: %w\n%s", err, tail(out, 2000))
@@ -196,13 +197,13 @@ func start(dir string, extra ...string) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) env() []string {
-	return append(os.Environ(),
-		"OLLAMA_HOST=127.0.0.1:"+strconv.Itoa(s.port),
-		"OLLAMA_MODELS="+filepath.Join(s.dir, "models"),
-		"HOME="+s.dir, // ollama writes its key pair under $HOME/.ollama
-		"OLLAMA_NOPRUNE=1",
-	)
+func (s *Server) env() map[string]string {
+	return map[string]string{
+		"OLLAMA_HOST":    "127.0.0.1:" + strconv.Itoa(s.port),
+		"OLLAMA_MODELS":  filepath.Join(s.dir, "models"),
+		"HOME":           s.dir, // ollama writes its key pair under $HOME/.ollama
+		"OLLAMA_NOPRUNE": "1",
+	}
 }
 
 // Restart starts a stopped server again on the same address, with the
@@ -210,7 +211,7 @@ func (s *Server) env() []string {
 // alone.
 func (s *Server) Restart() error {
 	s.mu.Lock()
-	running := s.cmd != nil
+	running := s.proc != nil
 	s.mu.Unlock()
 	if running {
 		return nil
@@ -220,7 +221,7 @@ func (s *Server) Restart() error {
 
 // launch starts `ollama serve` on a free port and waits until it answers.
 func (s *Server) launch() error {
-	port, err := freePort()
+	port, err := systemtest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -230,25 +231,16 @@ func (s *Server) launch() error {
 func (s *Server) launchOn(port int) error {
 	s.port = port
 	s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
-	logf, err := os.OpenFile(filepath.Join(s.dir, "serve.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(s.bin, "serve")
-	cmd.Env = s.env()
-	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so Stop also ends the runner it spawns; and
 	// killed with the test binary if that dies first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := systemtest.Start(systemtest.Spec{Name: "serve", Dir: s.dir, Bin: s.bin, Args: []string{"serve"}, Env: s.env(), Group: true})
+	if err != nil {
 		return fmt.Errorf("start ollama serve: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
-	s.cmd, s.done, s.logf = cmd, done, logf
+	s.proc = p
 	s.mu.Unlock()
+	done := p.Done()
 	if err := s.waitUp(30*time.Second, done); err != nil {
 		s.Stop()
 		return fmt.Errorf("%w\n%s", err, s.Log())
@@ -280,37 +272,18 @@ func (s *Server) waitUp(limit time.Duration, exited <-chan struct{}) error {
 // Stop ends the server and its runners. It is safe to call twice.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	cmd, done, logf := s.cmd, s.done, s.logf
-	s.cmd = nil
+	p := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if p != nil {
+		p.Stop(10 * time.Second)
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-	// A runner that outlived serve is in the same group.
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	logf.Close()
 }
 
 // Log returns the end of the server's log, for failure messages.
 func (s *Server) Log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "serve.log"))
 	return tail(b, 4000)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func tail(b []byte, n int) string {

@@ -11,7 +11,7 @@ import (
 
 func TestMain(m *testing.M) { RunTests(m) }
 
-func embed(t *testing.T, s *Server, texts ...string) [][]float32 {
+func embedDirect(t *testing.T, s *Server, texts ...string) [][]float32 {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"model": s.Model, "input": texts})
 	resp, err := http.Post(s.URL+"/api/embed", "application/json", bytes.NewReader(body))
@@ -28,7 +28,7 @@ func embed(t *testing.T, s *Server, texts ...string) [][]float32 {
 func TestTinyModelEmbedsMeaningInRealOllama(t *testing.T) {
 	t.Parallel()
 	s := Shared(t)
-	v := embed(t, s, "a rust web server for hackers", "rust web server", "garden recipe kitchen", "a rust web server for hackers")
+	v := embedDirect(t, s, "a rust web server for hackers", "rust web server", "garden recipe kitchen", "a rust web server for hackers")
 	require.Len(t, v, 4)
 	require.Len(t, v[0], s.Dims)
 	require.InDelta(t, 1.0, Cosine(v[0], v[3]), 1e-6)

@@ -6,45 +6,39 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	_ "github.com/mattn/go-sqlite3"
 
-	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/worker"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
 
-// env is the sync over real parts: a SQLite file, an in-process
-// nats-server, a worker on the shared tiny Ollama model.
+// env is the sync over real parts: a SQLite file, the shared system
+// (systemtest.Bundle), a worker on the shared tiny Ollama model.
 type env struct {
-	t       *testing.T
-	path    string
-	raw     *sql.DB // a second connection, as the backend would have
-	store   *db.Store
-	syncer  *projectsync.Syncer
-	js      jetstream.JetStream
-	nc      *nats.Conn
-	ollama  *ollamatest.Server
-	direct  *embed.Model
-	calls   atomic.Int64 // Ollama calls made by the worker
-	workers *queue.Registry
+	*systemtest.Bundle
+	t      *testing.T
+	path   string
+	raw    *sql.DB // a second connection, as the backend would have
+	store  *db.Store
+	syncer *projectsync.Syncer
+	js     jetstream.JetStream
+	ollama *ollamatest.Server
+	direct *embed.Model
+	calls  atomic.Int64 // Ollama calls made by the worker
 }
 
 // backendSchema is an existing WAYWO file: the backend's columns plus
@@ -80,8 +74,8 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	ol := ollamatest.Shared(t)
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	e := &env{t: t, path: filepath.Join(t.TempDir(), "waywo.db"), ollama: ol}
+	sys := systemtest.Setup(t, systemtest.Options{Dims: ol.Dims})
+	e := &env{Bundle: sys, t: t, path: filepath.Join(t.TempDir(), "waywo.db"), ollama: ol}
 
 	var err error
 	e.raw, err = sql.Open("sqlite3", "file:"+e.path+"?_busy_timeout=10000")
@@ -91,92 +85,41 @@ func newEnv(t *testing.T, o envOptions) *env {
 		_, err = e.raw.Exec(o.schema)
 		require.NoError(t, err)
 	}
-	e.store, err = db.Open(context.Background(), e.path, log)
+	e.store, err = db.Open(context.Background(), e.path, sys.Log)
 	require.NoError(t, err)
 	t.Cleanup(func() { e.store.Close() })
 
-	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	e.nc, err = queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
-	require.NoError(t, err)
-	t.Cleanup(e.nc.Close)
-	e.js, err = jetstream.New(e.nc)
-	require.NoError(t, err)
-	ctx := context.Background()
-	_, err = queue.EnsureJobsStream(ctx, e.js, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30})
-	require.NoError(t, err)
-	require.NoError(t, queue.EnsureDeadLetters(ctx, e.js))
-	e.workers, err = queue.WatchWorkers(e.nc, time.Now, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = e.workers.Close() })
-	client, err := queue.NewClient(e.nc, e.js, ol.Dims, time.Now, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = client.Close() })
-	e.startWorker(ns, log, !o.noTruncate)
+	// As a configured worker does before its first job, the endpoint
+	// checks the model and reads its fingerprint.
+	ep := ol.Endpoint(t, ollamatest.EndpointOptions{NoTrunc: o.noTruncate, OnCall: func(int, time.Duration, error) { e.calls.Add(1) }})
+	sys.StartWorker(systemtest.WorkerOptions{Endpoints: []worker.Endpoint{ep}})
+	sys.WaitReady(1)
 
 	u, err := url.Parse(ol.URL)
 	require.NoError(t, err)
 	e.direct = embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, embed.ModelOptions{
 		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
-	e.syncer = &projectsync.Syncer{Store: e.store, Embedder: client, Model: ol.Model, Dims: ol.Dims,
-		MaxTextBytes: 128 << 10, Now: time.Now, Log: log,
+	e.syncer = &projectsync.Syncer{Store: e.store, Embedder: sys.Client, Model: ol.Model, Dims: ol.Dims,
+		MaxTextBytes: 128 << 10, Now: time.Now, Log: sys.Log,
 		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := e.workers.Fingerprint()
+			fp, _, ok := e.Workers.Fingerprint()
 			return fp, ok
 		}}
 	if !o.noConsumer {
-		e.startConsumer(ns, log)
+		e.startConsumer()
 	}
 	return e
 }
 
-func (e *env) startWorker(ns *server.Server, log *zap.Logger, truncate bool) {
+func (e *env) startConsumer() {
 	t := e.t
-	wnc, err := queue.Connect("", "test-worker", ns, config.NATSAuth{}, log)
-	require.NoError(t, err)
-	wjs, err := jetstream.New(wnc)
-	require.NoError(t, err)
-	u, err := url.Parse(e.ollama.URL)
-	require.NoError(t, err)
-	model := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), e.ollama.URL, embed.ModelOptions{
-		Name: e.ollama.Model, Dims: e.ollama.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: truncate,
-		OnCall: func(int, time.Duration, error) { e.calls.Add(1) },
-	})
-	oc := embed.NewOllamaClient(u)
-	// As a configured worker does before its first job: checks the model
-	// and reads its fingerprint.
-	require.NoError(t, embed.Prepare(context.Background(), oc, model, false, log))
-	w := worker.New(wnc, wjs, []worker.Endpoint{{
-		Model: model,
-		Probe: func(ctx context.Context, full bool) error { _, err := embed.Probe(ctx, oc, model, full); return err },
-	}}, worker.Options{
-		ID: "w-" + strings.ReplaceAll(t.Name(), "/", "-"), Dims: e.ollama.Dims, QueryTask: "q", BatchSize: 32,
-		Consumer:          queue.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5},
-		Limits:            queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30},
-		HeartbeatInterval: 50 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
-	}, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		_ = wnc.Drain()
-		wnc.Close()
-	})
-	require.Eventually(t, func() bool { n, _ := e.workers.Ready(); return n > 0 }, 30*time.Second, 20*time.Millisecond)
-}
-
-func (e *env) startConsumer(_ *server.Server, log *zap.Logger) {
-	t := e.t
-	cons, err := queue.EnsureProjects(context.Background(), e.js, time.Minute, 3)
+	cons, err := queue.EnsureProjects(context.Background(), e.JS, time.Minute, 3)
 	require.NoError(t, err)
 	c := &projectsync.Consumer{
-		Syncer: e.syncer, Consumer: cons, JS: e.js,
-		Ready: func() bool { n, _ := e.workers.Ready(); return n > 0 },
-		Batch: 32, Parallel: 2, MaxDeliver: 3, Timeout: 30 * time.Second, Log: log,
+		Syncer: e.syncer, Consumer: cons, JS: e.JS,
+		Ready: func() bool { n, _ := e.Workers.Ready(); return n > 0 },
+		Batch: 32, Parallel: 2, MaxDeliver: 3, Timeout: 30 * time.Second, Log: e.Log,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -193,7 +136,7 @@ func (e *env) insert(id int64, title, description, hashtags string) {
 
 func (e *env) publish(id int64) {
 	e.t.Helper()
-	_, err := e.js.Publish(context.Background(), fmt.Sprintf("waywo.projects.changed.%d", id), nil)
+	_, err := e.JS.Publish(context.Background(), fmt.Sprintf("waywo.projects.changed.%d", id), nil)
 	require.NoError(e.t, err)
 }
 
@@ -223,7 +166,7 @@ func (e *env) reference(text string) []float32 {
 func (e *env) settled() {
 	e.t.Helper()
 	require.Eventually(e.t, func() bool {
-		c, err := e.js.Consumer(context.Background(), queue.ProjectsStream, queue.ProjectsConsumer)
+		c, err := e.JS.Consumer(context.Background(), queue.ProjectsStream, queue.ProjectsConsumer)
 		if err != nil {
 			return false
 		}
@@ -234,7 +177,7 @@ func (e *env) settled() {
 
 func (e *env) deadLetters() []queue.StoredDeadLetter {
 	e.t.Helper()
-	dls, err := queue.ListDeadLetters(context.Background(), e.js, "projects", 1000)
+	dls, err := queue.ListDeadLetters(context.Background(), e.JS, "projects", 1000)
 	require.NoError(e.t, err)
 	return dls
 }

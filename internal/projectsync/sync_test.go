@@ -209,7 +209,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	for id := int64(1); id <= 6; id++ {
 		e.insert(id, fmt.Sprintf("P%d", id), ollamatest.Sentence(uint64(id), 12), `[]`)
 	}
-	n, _, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err := projectsync.Reconcile(context.Background(), e.syncer, e.JS, false)
 	require.NoError(t, err)
 	require.Equal(t, 6, n)
 	e.settled()
@@ -218,7 +218,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	}
 
 	// Nothing to do now.
-	n, _, err = projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err = projectsync.Reconcile(context.Background(), e.syncer, e.JS, false)
 	require.NoError(t, err)
 	require.Zero(t, n)
 
@@ -231,14 +231,14 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	require.NoError(t, err)
 	st, err := e.syncer.Status(context.Background())
 	require.NoError(t, err)
-	served, _, _ := e.workers.Fingerprint()
+	served, _, _ := e.Workers.Fingerprint()
 	require.Equal(t, projectsync.Status{Model: e.ollama.Model, ModelDigest: served.Digest, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1,
 		Failures: []projectsync.FailedProject{}, Retrying: []projectsync.FailedProject{}}, st)
 
 	ids, err := e.syncer.Targets(context.Background(), false)
 	require.NoError(t, err)
 	require.Equal(t, []int64{2, 4}, ids)
-	n, _, err = projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err = projectsync.Reconcile(context.Background(), e.syncer, e.JS, false)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	e.settled()
@@ -369,11 +369,11 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	for id := int64(1); id <= 3; id++ {
 		e.insert(id, fmt.Sprintf("P%d", id), ollamatest.Sentence(uint64(id), 8), `[]`)
 	}
-	n, _, err := projectsync.Reconcile(context.Background(), e.syncer, e.js, false)
+	n, _, err := projectsync.Reconcile(context.Background(), e.syncer, e.JS, false)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	e.settled()
-	served, _, ok := e.workers.Fingerprint()
+	served, _, ok := e.Workers.Fingerprint()
 	require.True(t, ok)
 	var digest, version string
 	require.NoError(t, e.raw.QueryRow("SELECT model_digest, ollama_version FROM embed_sync_state WHERE project_id = 2").Scan(&digest, &version))
@@ -398,7 +398,7 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		projectsync.RunReconciler(ctx, &changed, e.js, 5*time.Millisecond, nil, zap.New(core))
+		projectsync.RunReconciler(ctx, &changed, e.JS, 5*time.Millisecond, nil, zap.New(core))
 	}()
 	require.Eventually(t, func() bool { return logs.FilterMessage("reconciled").Len() >= 3 }, 10*time.Second, 5*time.Millisecond)
 	cancel()

@@ -1,4 +1,4 @@
-package queue
+package queue_test
 
 import (
 	"encoding/json"
@@ -8,18 +8,20 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 // The served fingerprint is the one most ready workers report; a worker
 // that cannot embed does not count, and two digests at once are "mixed".
 func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
-	_, _, ok := b.reg.Fingerprint()
+	b := systemtest.Setup(t, small)
+	_, _, ok := b.Workers.Fingerprint()
 	require.False(t, ok, "unknown before any worker reports")
 	a := embed.Fingerprint{Digest: "sha256:aaaa", OllamaVersion: "0.32.15"}
 	c := embed.Fingerprint{Digest: "sha256:cccc", OllamaVersion: "0.32.15"}
-	for _, hb := range []Heartbeat{
+	for _, hb := range []queue.Heartbeat{
 		{ID: "w1", Ready: true, TTL: time.Minute, Fingerprint: a},
 		{ID: "w2", Ready: true, TTL: time.Minute, Fingerprint: c},
 		{ID: "w3", Ready: true, TTL: time.Minute, Fingerprint: a},
@@ -28,10 +30,10 @@ func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 	} {
 		data, err := json.Marshal(hb)
 		require.NoError(t, err)
-		require.NoError(t, b.nc.Publish(HeartbeatSubject, data))
+		require.NoError(t, b.NC.Publish(queue.HeartbeatSubject, data))
 	}
-	require.Eventually(t, func() bool { return len(b.reg.Live()) == 5 }, 5*time.Second, 5*time.Millisecond)
-	fp, mixed, ok := b.reg.Fingerprint()
+	require.Eventually(t, func() bool { return len(b.Workers.Live()) == 5 }, 5*time.Second, 5*time.Millisecond)
+	fp, mixed, ok := b.Workers.Fingerprint()
 	require.True(t, ok)
 	require.True(t, mixed)
 	require.Equal(t, a, fp)

@@ -1,4 +1,4 @@
-package worker
+package worker_test
 
 import (
 	"context"
@@ -10,18 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollama/ollama/api"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/worker"
 )
 
 func TestMain(m *testing.M) {
@@ -48,130 +45,65 @@ func vectorsFor(req *api.EmbedRequest) *api.EmbedResponse {
 	return out
 }
 
-type qbundle struct {
-	t      *testing.T
-	ns     *server.Server
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	client *queue.Client
-	reg    *queue.Registry
-	log    *zap.Logger
-}
-
 const dims = 4
 
-func qsetup(t *testing.T) *qbundle {
-	t.Helper()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = queue.EnsureJobsStream(context.Background(), js, queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26})
-	require.NoError(t, err)
-	client, err := queue.NewClient(nc, js, dims, time.Now, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = client.Close() })
-	reg, err := queue.WatchWorkers(nc, time.Now, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = reg.Close() })
-	return &qbundle{t: t, ns: ns, nc: nc, js: js, client: client, reg: reg, log: log}
-}
+// small is the system these tests run on: 4-d vectors, a small queue.
+var small = systemtest.Options{Dims: dims, Limits: queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}}
 
 type wopts struct {
 	fake       *fakeOllama
 	probe      func(ctx context.Context, full bool) error
 	maxDeliver int
-	onBatch    func(BatchInfo)
+	onBatch    func(worker.BatchInfo)
 	calls      int // CallsPerEndpoint
 }
 
-func (b *qbundle) worker(o wopts) (cancel func(), done <-chan error) {
-	b.t.Helper()
+func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan error) {
+	b.T.Helper()
 	if o.probe == nil {
 		o.probe = func(context.Context, bool) error { return nil }
 	}
-	if o.maxDeliver == 0 {
-		o.maxDeliver = 5
-	}
-	wnc, err := queue.Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
-	require.NoError(b.t, err)
-	wjs, err := jetstream.New(wnc)
-	require.NoError(b.t, err)
 	model := embed.NewModel(o.fake, "fake:1", embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true})
-	w := New(wnc, wjs, []Endpoint{{Model: model, Probe: o.probe}}, Options{
-		ID: "w1", Dims: dims, QueryTask: "task", BatchSize: 16, CallsPerEndpoint: o.calls,
-		Consumer:          queue.ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver},
-		Limits:            queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+	r := b.StartWorker(systemtest.WorkerOptions{
+		ID: "w1", Endpoints: []worker.Endpoint{{Model: model, Probe: o.probe}},
+		BatchSize: 16, CallsPerEndpoint: o.calls, AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver,
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second, Observer: ObserverFuncs{OnBatch: o.onBatch},
-	}, b.log)
-	ctx, stop := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	go func() {
-		ch <- w.Run(ctx)
-		wnc.Close()
-	}()
-	var once sync.Once
-	cancel = func() {
-		once.Do(func() {
-			stop()
-			require.NoError(b.t, <-ch)
-		})
-	}
-	b.t.Cleanup(cancel)
-	return cancel, ch
-}
-
-func (b *qbundle) queued() uint64 {
-	s, err := b.js.Stream(context.Background(), queue.JobsStream)
-	require.NoError(b.t, err)
-	info, err := s.Info(context.Background())
-	require.NoError(b.t, err)
-	return info.State.Msgs
-}
-
-func (b *qbundle) embed(timeout time.Duration, docs ...string) (queue.Result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return b.client.Embed(ctx, queue.Request{Documents: docs})
+		Observer: worker.ObserverFuncs{OnBatch: o.onBatch},
+	})
+	return r.Stop, r.Done
 }
 
 func TestTransientModelErrorIsRetried(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		if n == 1 {
 			return nil, api.StatusError{StatusCode: http.StatusInternalServerError, ErrorMessage: "runner crashed"}
 		}
 		return vectorsFor(req), nil
 	}}
-	b.worker(wopts{fake: fake})
-	res, err := b.embed(20*time.Second, "one", "three")
+	startWorker(b, wopts{fake: fake})
+	res, err := b.Embed(20*time.Second, "one", "three")
 	require.NoError(t, err)
 	require.Equal(t, [][]float32{{3, 1, 0, 0}, {5, 1, 0, 0}}, res.Vectors)
 	require.EqualValues(t, 2, fake.calls.Load())
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 }
 
 func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(int64, *api.EmbedRequest) (*api.EmbedResponse, error) {
 		return nil, errors.New("connection refused")
 	}}
-	b.worker(wopts{fake: fake, maxDeliver: 2})
-	_, err := b.embed(20*time.Second, "doc")
+	startWorker(b, wopts{fake: fake, maxDeliver: 2})
+	_, err := b.Embed(20*time.Second, "doc")
 	require.ErrorIs(t, err, embed.ErrUnavailable)
 	require.ErrorContains(t, err, "after 2 attempts")
 	require.EqualValues(t, 2, fake.calls.Load())
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"a terminated job leaves the work queue")
-	dls := b.deadLetters(1)
+	dls := b.DeadLetters("", 1)
 	require.Equal(t, "jobs", dls[0].Kind)
 	require.Equal(t, queue.JobsSubject, dls[0].Subject)
 	require.Contains(t, dls[0].Reason, "after 2 attempts: ")
@@ -183,35 +115,24 @@ func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 }
 
 // deadLetters waits for n dead letters and returns them.
-func (b *qbundle) deadLetters(n int) []queue.StoredDeadLetter {
-	b.t.Helper()
-	var dls []queue.StoredDeadLetter
-	require.Eventually(b.t, func() bool {
-		var err error
-		dls, err = queue.ListDeadLetters(context.Background(), b.js, "", 100)
-		return err == nil && len(dls) >= n
-	}, 5*time.Second, 10*time.Millisecond)
-	require.Len(b.t, dls, n)
-	return dls
-}
 
 func TestWrongDimensionsAreNotPassedOn(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(int64, *api.EmbedRequest) (*api.EmbedResponse, error) {
 		return &api.EmbedResponse{Embeddings: [][]float32{{1, 2, 3}}}, nil
 	}}
-	b.worker(wopts{fake: fake, maxDeliver: 1})
-	_, err := b.embed(20*time.Second, "doc")
+	startWorker(b, wopts{fake: fake, maxDeliver: 1})
+	_, err := b.Embed(20*time.Second, "doc")
 	require.ErrorIs(t, err, embed.ErrUnavailable)
 	require.ErrorContains(t, err, "3-dimensional")
 }
 
 func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
-	replies, err := b.nc.SubscribeSync("test.reply")
+	replies, err := b.NC.SubscribeSync("test.reply")
 	require.NoError(t, err)
 
 	m := nats.NewMsg(queue.JobsSubject)
@@ -219,9 +140,9 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	m.Header.Set(queue.HeaderReply, "test.reply")
 	m.Header.Set(queue.HeaderOffset, "0")
 	m.Data = []byte("not a job body")
-	_, err = b.js.PublishMsg(context.Background(), m)
+	_, err = b.JS.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
-	b.worker(wopts{fake: fake})
+	startWorker(b, wopts{fake: fake})
 
 	rm, err := replies.NextMsg(10 * time.Second)
 	require.NoError(t, err)
@@ -229,29 +150,29 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, queue.StatusBadJob, r.Err.Code)
 	require.ErrorIs(t, r.Err, queue.ErrBadJob)
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
-	dls := b.deadLetters(1)
+	dls := b.DeadLetters("", 1)
 	require.Contains(t, dls[0].Reason, "malformed job")
 	require.Equal(t, "not a job body", string(dls[0].Payload))
 
 	// The worker carries on with good work.
-	res, err := b.embed(10*time.Second, "ok")
+	res, err := b.Embed(10*time.Second, "ok")
 	require.NoError(t, err)
 	require.Len(t, res.Vectors, 1)
 }
 
 func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
 	job := queue.Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
-	_, err := b.js.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
+	_, err := b.JS.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
 	require.NoError(t, err)
-	b.worker(wopts{fake: fake})
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	startWorker(b, wopts{fake: fake})
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
-	dls, err := queue.ListDeadLetters(context.Background(), b.js, "", 10)
+	dls, err := queue.ListDeadLetters(context.Background(), b.JS, "", 10)
 	require.NoError(t, err)
 	require.Empty(t, dls, "a job nobody waits for is no failure")
 }
@@ -260,7 +181,7 @@ func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
 // flight finishes, is replied to and acked.
 func TestStopFinishesTheBatchInFlight(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	started, release := make(chan struct{}), make(chan struct{})
 	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		if n == 1 {
@@ -269,7 +190,7 @@ func TestStopFinishesTheBatchInFlight(t *testing.T) {
 		}
 		return vectorsFor(req), nil
 	}}
-	cancel, done := b.worker(wopts{fake: fake})
+	cancel, done := startWorker(b, wopts{fake: fake})
 
 	type out struct {
 		res queue.Result
@@ -277,7 +198,7 @@ func TestStopFinishesTheBatchInFlight(t *testing.T) {
 	}
 	got := make(chan out, 1)
 	go func() {
-		res, err := b.embed(20*time.Second, "in flight")
+		res, err := b.Embed(20*time.Second, "in flight")
 		got <- out{res, err}
 	}()
 	<-started
@@ -292,34 +213,34 @@ func TestStopFinishesTheBatchInFlight(t *testing.T) {
 	o := <-got
 	require.NoError(t, o.err)
 	require.Equal(t, [][]float32{{9, 1, 0, 0}}, o.res.Vectors)
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond, "the job was acked")
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond, "the job was acked")
 }
 
 // A worker whose Ollama does not answer announces it is not ready, with the
 // reason, takes no jobs, and recovers when Ollama is back.
 func TestUnreadyEndpointTakesNoWork(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	var down atomic.Bool
 	down.Store(true)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
-	b.worker(wopts{fake: fake, probe: func(context.Context, bool) error {
+	startWorker(b, wopts{fake: fake, probe: func(context.Context, bool) error {
 		if down.Load() {
 			return errors.New("dial tcp 127.0.0.1:11434: connection refused")
 		}
 		return nil
 	}})
 	require.Eventually(t, func() bool {
-		n, reason := b.reg.Ready()
-		return n == 0 && len(b.reg.Live()) == 1 && reason != "" && strings.Contains(reason, "connection refused")
+		n, reason := b.Workers.Ready()
+		return n == 0 && len(b.Workers.Live()) == 1 && reason != "" && strings.Contains(reason, "connection refused")
 	}, 5*time.Second, 5*time.Millisecond)
 
 	job := queue.Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
-	_, err := b.js.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
+	_, err := b.JS.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
 	require.NoError(t, err)
 	down.Store(false)
-	require.Eventually(t, func() bool { n, _ := b.reg.Ready(); return n == 1 }, 5*time.Second, 5*time.Millisecond)
-	require.Eventually(t, func() bool { return b.queued() == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { n, _ := b.Workers.Ready(); return n == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.EqualValues(t, 1, fake.calls.Load())
 }
 
@@ -330,36 +251,27 @@ func TestUnreadyEndpointTakesNoWork(t *testing.T) {
 // nothing in flight before it queues behind another call.
 func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	inFlight := make(chan string, 4)
 	release := make(chan struct{})
-	endpoint := func(name string) Endpoint {
+	endpoint := func(name string) worker.Endpoint {
 		fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 			inFlight <- name
 			<-release
 			return vectorsFor(req), nil
 		}}
 		m := embed.NewModel(fake, name, embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 1, Timeout: 10 * time.Second})
-		return Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
+		return worker.Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
 	}
-	wnc, err := queue.Connect("", "test-worker", b.ns, config.NATSAuth{}, b.log)
-	require.NoError(t, err)
-	wjs, err := jetstream.New(wnc)
-	require.NoError(t, err)
-	w := New(wnc, wjs, []Endpoint{endpoint("gpu0"), endpoint("gpu1")}, Options{
-		ID: "w2", Dims: dims, BatchSize: 1, CallsPerEndpoint: 2,
-		Consumer:          queue.ConsumerOptions{AckWait: 3 * time.Second, MaxDeliver: 5},
-		Limits:            queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
-		HeartbeatInterval: 20 * time.Millisecond, ShutdownTimeout: 10 * time.Second,
-	}, b.log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx); wnc.Close() }()
+	stop := b.StartWorker(systemtest.WorkerOptions{
+		ID: "w2", Endpoints: []worker.Endpoint{endpoint("gpu0"), endpoint("gpu1")}, BatchSize: 1, CallsPerEndpoint: 2,
+		AckWait: 3 * time.Second, HeartbeatInterval: 20 * time.Millisecond,
+	}).Stop
 
 	results := make(chan error, 4)
 	send := func(docs ...string) {
 		for _, d := range docs {
-			go func() { _, err := b.embed(20*time.Second, d); results <- err }()
+			go func() { _, err := b.Embed(20*time.Second, d); results <- err }()
 		}
 	}
 	send("first", "second")
@@ -371,7 +283,7 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	got[<-inFlight]++
 	require.Equal(t, map[string]int{"gpu0": 2, "gpu1": 2}, got, "then a second call queues on each")
 	require.Eventually(t, func() bool {
-		for _, hb := range b.reg.Live() {
+		for _, hb := range b.Workers.Live() {
 			if hb.ID == "w2" && hb.Busy == 4 {
 				return true
 			}
@@ -382,8 +294,7 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	for range 4 {
 		require.NoError(t, <-results)
 	}
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 }
 
 // A batch that is not full does not queue behind a call in flight: it waits
@@ -391,7 +302,7 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 // call per endpoint, kept under light load).
 func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
 	t.Parallel()
-	b := qsetup(t)
+	b := systemtest.Setup(t, small)
 	type call struct {
 		inputs       int
 		afterRelease bool
@@ -413,21 +324,21 @@ func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
 		}
 		return vectorsFor(req), nil
 	}}
-	b.worker(wopts{fake: fake, calls: 2})
+	startWorker(b, wopts{fake: fake, calls: 2})
 	t.Cleanup(releaseAll) // runs before the worker's stop: a failed test still ends
 	results := make(chan error, 3)
 	send := func(d string) {
-		go func() { _, err := b.embed(20*time.Second, d); results <- err }()
+		go func() { _, err := b.Embed(20*time.Second, d); results <- err }()
 	}
 	send("first")
 	require.Equal(t, call{inputs: 1}, <-calls)
 	send("second")
 	send("third")
-	cons, err := b.js.Consumer(context.Background(), queue.JobsStream, queue.WorkersConsumer)
+	cons, err := b.JS.Consumer(context.Background(), queue.JobsStream, queue.WorkersConsumer)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		info, err := cons.Info(context.Background())
-		return err == nil && b.queued() == 3 && info.NumAckPending >= 2 // the worker holds "second"
+		return err == nil && b.Queued() == 3 && info.NumAckPending >= 2 // the worker holds "second"
 	}, 5*time.Second, 5*time.Millisecond)
 	releaseAll()
 	require.Equal(t, call{inputs: 2, afterRelease: true}, <-calls, "one call for both, once the first is done")
