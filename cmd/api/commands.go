@@ -118,7 +118,7 @@ func deadLettersCommand(ctx context.Context, cfg config.Config, log *zap.Logger,
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *kind != "" && *kind != "jobs" && *kind != "projects" {
+	if k := queue.DeadLetterKind(*kind); k != "" && k != queue.KindJobs && k != queue.KindProjects {
 		return fmt.Errorf("--kind wants jobs or projects, got %q", *kind)
 	}
 	if action != "list" && action != "replay" {
@@ -132,9 +132,9 @@ func deadLettersCommand(ctx context.Context, cfg config.Config, log *zap.Logger,
 	defer sys.close()
 	defer func() { _ = sys.stop(log) }()
 	if action == "replay" {
-		*kind = "projects"
+		*kind = string(queue.KindProjects)
 	}
-	dls, err := queue.ListDeadLetters(ctx, sys.js, *kind, *limit)
+	dls, err := queue.ListDeadLetters(ctx, sys.js, queue.DeadLetterKind(*kind), *limit)
 	if err != nil {
 		return err
 	}

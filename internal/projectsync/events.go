@@ -131,7 +131,7 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 }
 
 func (c *Consumer) settle(ctx context.Context, m jetstream.Msg, id int64, r Result) {
-	log := c.Log.With(zap.Int64("project_id", id), zap.String("origin", m.Headers().Get(queue.OriginHeader)))
+	log := c.Log.With(zap.Int64("project_id", id), zap.String("origin", m.Headers().Get(queue.HeaderOrigin)))
 	switch r.Outcome {
 	case Embedded, Unchanged:
 		_ = m.Ack()
@@ -176,13 +176,13 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, id int64, re
 		h[k] = v
 	}
 	if id > 0 {
-		h.Set("Embed-Project-Id", strconv.FormatInt(id, 10))
+		h.Set(queue.HeaderProjectID, strconv.FormatInt(id, 10))
 	}
 	if c.Observer != nil {
 		c.Observer.DeadLettered()
 	}
 	err := queue.PublishDeadLetter(ctx, c.JS, queue.DeadLetter{
-		Kind: "projects", Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: h, Payload: m.Data(),
+		Kind: queue.KindProjects, Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: h, Payload: m.Data(),
 	}, c.Syncer.Now())
 	if err != nil {
 		c.Log.Error("could not store dead letter", zap.String("subject", m.Subject()), zap.String("reason", reason), zap.Error(err))

@@ -243,9 +243,13 @@ func (c *Client) onReply(m *nats.Msg) {
 	}
 }
 
+// errCodeStoreFailed is JetStream's JSStreamStoreFailedF: the stream refused
+// to store the message, as it does when a limit is reached (discard new).
+const errCodeStoreFailed = 10077
+
 func publishError(ctx context.Context, err error) error {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || strings.Contains(apiErr.Description, "maximum")) {
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeStoreFailed || strings.Contains(apiErr.Description, "maximum")) {
 		return fmt.Errorf("%w: %s", ErrQueueFull, apiErr.Description)
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {

@@ -19,10 +19,11 @@ const (
 	DeadLetterStream  = "EMBED_DLQ"
 	DeadLetterSubject = "embed.dlq" // .projects or .jobs
 
-	ReasonHeader          = "Embed-Reason"
-	OriginalSubjectHeader = "Embed-Original-Subject"
-	DeliveriesHeader      = "Embed-Deliveries"
-	FailedAtHeader        = "Embed-Failed-At"
+	HeaderReason          = "Embed-Reason"
+	HeaderOriginalSubject = "Embed-Original-Subject"
+	HeaderDeliveries      = "Embed-Deliveries"
+	HeaderFailedAt        = "Embed-Failed-At"
+	HeaderProjectID       = "Embed-Project-Id" // on a dead project event: the project
 )
 
 // DeadLetterStreamConfig keeps dead letters for 30 days, dropping the
@@ -48,9 +49,18 @@ func EnsureDeadLetters(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
+// DeadLetterKind says what failed: a job or a project event. It is the
+// last token of the dead letter's subject.
+type DeadLetterKind string
+
+const (
+	KindJobs     DeadLetterKind = "jobs"
+	KindProjects DeadLetterKind = "projects"
+)
+
 // DeadLetter is one failure to record.
 type DeadLetter struct {
-	Kind       string // "projects" or "jobs"
+	Kind       DeadLetterKind
 	Subject    string // where the work was published
 	Reason     string
 	Deliveries uint64
@@ -60,17 +70,17 @@ type DeadLetter struct {
 
 // PublishDeadLetter stores d and waits for the stream's ack.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, d DeadLetter, at time.Time) error {
-	m := nats.NewMsg(DeadLetterSubject + "." + d.Kind)
+	m := nats.NewMsg(DeadLetterSubject + "." + string(d.Kind))
 	for k, vs := range d.Header {
 		if k == "Nats-Msg-Id" { // would dedupe two failures of one job
 			continue
 		}
 		m.Header[k] = vs
 	}
-	m.Header.Set(ReasonHeader, d.Reason)
-	m.Header.Set(OriginalSubjectHeader, d.Subject)
-	m.Header.Set(DeliveriesHeader, strconv.FormatUint(d.Deliveries, 10))
-	m.Header.Set(FailedAtHeader, at.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(HeaderReason, d.Reason)
+	m.Header.Set(HeaderOriginalSubject, d.Subject)
+	m.Header.Set(HeaderDeliveries, strconv.FormatUint(d.Deliveries, 10))
+	m.Header.Set(HeaderFailedAt, at.UTC().Format(time.RFC3339Nano))
 	m.Data = d.Payload
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("dead letter: %w", err)
@@ -81,7 +91,7 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, d DeadLetter
 // StoredDeadLetter is a dead letter as read back from the stream.
 type StoredDeadLetter struct {
 	Seq        uint64
-	Kind       string
+	Kind       DeadLetterKind
 	Subject    string
 	Reason     string
 	Deliveries string
@@ -92,14 +102,14 @@ type StoredDeadLetter struct {
 
 // ListDeadLetters reads up to limit dead letters of kind ("" for all),
 // oldest first.
-func ListDeadLetters(ctx context.Context, js jetstream.JetStream, kind string, limit int) ([]StoredDeadLetter, error) {
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, kind DeadLetterKind, limit int) ([]StoredDeadLetter, error) {
 	s, err := js.Stream(ctx, DeadLetterStream)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", DeadLetterStream, err)
 	}
 	filter := DeadLetterSubject + ".>"
 	if kind != "" {
-		filter = DeadLetterSubject + "." + kind
+		filter = DeadLetterSubject + "." + string(kind)
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
 	if err != nil {
@@ -127,14 +137,14 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, kind string, l
 		for m := range mb.Messages() {
 			n++
 			md, _ := m.Metadata()
-			d := StoredDeadLetter{Kind: m.Subject()[len(DeadLetterSubject)+1:], Header: m.Headers(), Payload: m.Data()}
+			d := StoredDeadLetter{Kind: DeadLetterKind(m.Subject()[len(DeadLetterSubject)+1:]), Header: m.Headers(), Payload: m.Data()}
 			if md != nil {
 				d.Seq = md.Sequence.Stream
 			}
-			d.Subject = d.Header.Get(OriginalSubjectHeader)
-			d.Reason = d.Header.Get(ReasonHeader)
-			d.Deliveries = d.Header.Get(DeliveriesHeader)
-			d.FailedAt = d.Header.Get(FailedAtHeader)
+			d.Subject = d.Header.Get(HeaderOriginalSubject)
+			d.Reason = d.Header.Get(HeaderReason)
+			d.Deliveries = d.Header.Get(HeaderDeliveries)
+			d.FailedAt = d.Header.Get(HeaderFailedAt)
 			out = append(out, d)
 		}
 		if n == 0 {
@@ -148,7 +158,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, kind string, l
 // original subject and deletes it. Jobs are not replayed: their requester
 // got its error reply and is gone.
 func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, d StoredDeadLetter) error {
-	if d.Kind != "projects" {
+	if d.Kind != KindProjects {
 		return fmt.Errorf("dead letter %d is a %s one; only project events can be replayed (a job's requester is gone)", d.Seq, d.Kind)
 	}
 	if _, err := ProjectIDFromSubject(d.Subject); err != nil {
@@ -156,7 +166,7 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, d StoredDeadL
 	}
 	m := nats.NewMsg(d.Subject)
 	m.Data = d.Payload
-	m.Header.Set(OriginHeader, "replay")
+	m.Header.Set(HeaderOrigin, "replay")
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return publishError(ctx, err)
 	}
@@ -222,9 +232,9 @@ func giveUp(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, a maxDel
 		return err
 	}
 	reason := fmt.Sprintf("delivered %d times without being settled: the handler crashed or ran past its ack wait every time", a.Deliveries)
-	kind := "projects"
+	kind := KindProjects
 	if a.Stream == JobsStream {
-		kind = "jobs"
+		kind = KindJobs
 		if job, err := DecodeJob(raw.Header, raw.Data); err == nil && ValidSubject(job.ReplyTo) {
 			_ = nc.PublishMsg(Reply{Err: &ReplyError{Code: StatusUnavailable, Message: reason, Index: -1}}.Msg(job.ReplyTo))
 		}

@@ -19,9 +19,9 @@ const (
 	ProjectSubjectPrefix = "waywo.projects.changed."
 	ProjectsConsumer     = "embed-sync"
 
-	// OriginHeader says who asked for a sync: "event" (absent), "http" or
+	// HeaderOrigin says who asked for a sync: "event" (absent), "http" or
 	// "reconcile". It is for logs only.
-	OriginHeader = "Embed-Origin"
+	HeaderOrigin = "Embed-Origin"
 )
 
 // ProjectsStreamConfig keeps at most one pending event per project: a
@@ -105,7 +105,7 @@ func PublishProjectsChanged(ctx context.Context, js jetstream.JetStream, ids []i
 		for _, id := range ids[start:min(start+window, len(ids))] {
 			m := nats.NewMsg(ProjectSubjectPrefix + strconv.FormatInt(id, 10))
 			if origin != "" {
-				m.Header.Set(OriginHeader, origin)
+				m.Header.Set(HeaderOrigin, origin)
 			}
 			f, err := js.PublishMsgAsync(m)
 			if err != nil {

@@ -125,7 +125,7 @@ wait:
 	require.Less(t, r.took, 30*time.Second, "answered long before the request's timeout")
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	dls := b.DeadLetters("", 1)
-	require.Equal(t, "jobs", dls[0].Kind)
+	require.Equal(t, queue.KindJobs, dls[0].Kind)
 	job, err := queue.DecodeJob(dls[0].Header, dls[0].Payload)
 	require.NoError(t, err)
 	require.Equal(t, []string{"doomed"}, job.Documents)

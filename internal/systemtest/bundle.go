@@ -165,7 +165,7 @@ func (b *Bundle) Queued() uint64 {
 
 // DeadLetters waits for n dead letters of kind ("" for any) and returns
 // them; more than n fails.
-func (b *Bundle) DeadLetters(kind string, n int) []queue.StoredDeadLetter {
+func (b *Bundle) DeadLetters(kind queue.DeadLetterKind, n int) []queue.StoredDeadLetter {
 	b.T.Helper()
 	var dls []queue.StoredDeadLetter
 	require.Eventually(b.T, func() bool {

@@ -137,7 +137,7 @@ func (w *Worker) deadLetter(m jetstream.Msg, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := queue.PublishDeadLetter(ctx, w.js, queue.DeadLetter{
-		Kind: "jobs", Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: m.Headers(), Payload: m.Data(),
+		Kind: queue.KindJobs, Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: m.Headers(), Payload: m.Data(),
 	}, w.opts.Now())
 	if err != nil {
 		w.log.Error("could not store dead letter", zap.String("reason", reason), zap.Error(err))

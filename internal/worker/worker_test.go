@@ -104,7 +104,7 @@ func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"a terminated job leaves the work queue")
 	dls := b.DeadLetters("", 1)
-	require.Equal(t, "jobs", dls[0].Kind)
+	require.Equal(t, queue.KindJobs, dls[0].Kind)
 	require.Equal(t, queue.JobsSubject, dls[0].Subject)
 	require.Contains(t, dls[0].Reason, "after 2 attempts: ")
 	require.Contains(t, dls[0].Reason, "connection refused")
