@@ -288,7 +288,7 @@ func (p projectsAPI) Status(ctx context.Context) (any, error) {
 // once it accepts connections.
 func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func(addr string)) error {
 	log.Info("starting api", cfg.LogFields()...)
-	stopPprof, err := cfg.ServePprof(log)
+	stopPprof, err := metrics.ServePprof(cfg.PprofAddr, log)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 		return errors.New("NATS_URL is required: a worker joins the queue of an api or a nats-server (the api's embedded one listens on EMBED_NATS_ADDR, default nats://127.0.0.1:4222)")
 	}
 	log.Info("starting worker", cfg.LogFields()...)
-	stopPprof, err := cfg.ServePprof(log)
+	stopPprof, err := metrics.ServePprof(cfg.PprofAddr, log)
 	if err != nil {
 		return err
 	}

@@ -70,11 +70,30 @@ type Config struct {
 
 	LogFormat string
 	LogLevel  zap.AtomicLevel
+
+	values [][2]string // every setting's effective text, in table order, for LogFields
 }
 
 type setting struct {
 	env, def, help string
 	set            func(c *Config, v string) error
+}
+
+// redacted says how a setting's value is logged when it must not be logged
+// as it is: secrets as whether they are set, URLs without their user info.
+var redacted = map[string]func(string) string{
+	"NATS_PASSWORD":      isSet,
+	"NATS_TOKEN":         isSet,
+	"EMBED_API_KEY":      isSet,
+	"NATS_URL":           redactURLs,
+	"EMBED_MODEL_SOURCE": redactURLs,
+}
+
+func isSet(v string) string {
+	if v == "" {
+		return ""
+	}
+	return "(set)"
 }
 
 // settings is the single list of knobs: Load parses it, Usage prints it and
@@ -200,9 +219,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		if !ok {
 			v = s.def
 		}
-		if err := s.set(&c, strings.TrimSpace(v)); err != nil {
+		v = strings.TrimSpace(v)
+		if err := s.set(&c, v); err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", s.env, v, err))
 		}
+		c.values = append(c.values, [2]string{s.env, v})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration: %w", err)
@@ -242,52 +263,20 @@ func (c Config) InProcessWorker() bool {
 	return c.Worker == "on" || (c.Worker == "auto" && c.Embedded())
 }
 
-// LogFields is the configuration as log fields, for the one line at start.
-// NATS_URL may carry credentials, so its user info is redacted.
+// LogFields is the configuration as log fields, for the one line at start:
+// every setting of the table under its name less the EMBED_ prefix, in
+// lower case, as given or defaulted (secrets as "(set)", URLs without their
+// user info), then the values resolved from others.
 func (c Config) LogFields() []zap.Field {
-	return []zap.Field{
-		zap.String("http_addr", c.HTTPAddr),
-		zap.String("nats_url", redactURLs(c.NATSURL)),
-		zap.String("nats_addr", c.NATSAddr),
-		zap.String("nats_auth", c.NATSAuth.describe()),
-		zap.Bool("api_key_set", c.APIKey != ""),
-		zap.Stringer("ollama_host", c.OllamaHost),
-		zap.Stringers("ollama_hosts", c.OllamaHosts),
-		zap.String("model", c.Model),
-		zap.Int("dimensions", c.Dimensions),
-		zap.String("data_dir", c.DataDir),
-		zap.Duration("request_timeout", c.RequestTimeout),
-		zap.Int("max_documents", c.MaxDocuments),
-		zap.Int("max_document_bytes", c.MaxDocumentBytes),
-		zap.Int64("max_body_bytes", c.MaxBodyBytes),
-		zap.Int("batch_size", c.BatchSize),
-		zap.Duration("batch_wait", c.BatchWait),
-		zap.Duration("model_timeout", c.ModelTimeout),
-		zap.Duration("keep_alive", c.KeepAlive),
-		zap.Bool("truncate", c.Truncate),
-		zap.Bool("pull", c.Pull),
-		zap.String("query_task", c.QueryTask),
-		zap.Int("context", c.Context),
-		zap.String("model_source", redactURLs(c.ModelSource)),
-		zap.String("model_sha256", c.ModelSHA256),
-		zap.Duration("ack_wait", c.AckWait),
-		zap.Int("max_deliver", c.MaxDeliver),
-		zap.Int64("stream_max_msgs", c.StreamMaxMsgs),
-		zap.Int64("stream_max_bytes", c.StreamMaxBytes),
-		zap.Duration("heartbeat_interval", c.HeartbeatInterval),
-		zap.Duration("shutdown_timeout", c.ShutdownTimeout),
-		zap.Int("cache_size", c.CacheSize),
-		zap.String("metrics_addr", c.MetricsAddr),
-		zap.String("pprof_addr", c.PprofAddr),
-		zap.String("worker", c.Worker),
-		zap.String("worker_id", c.WorkerID),
-		zap.Bool("sync", c.Sync),
-		zap.String("waywo_db", c.DBPath),
-		zap.Duration("reconcile_interval", c.ReconcileInterval),
-		zap.Int("sync_batches", c.SyncBatches),
-		zap.String("log_format", c.LogFormat),
-		zap.Stringer("log_level", c.LogLevel),
+	fields := make([]zap.Field, 0, len(c.values)+2)
+	for _, kv := range c.values {
+		v := kv[1]
+		if redact, ok := redacted[kv[0]]; ok {
+			v = redact(v)
+		}
+		fields = append(fields, zap.String(strings.ToLower(strings.TrimPrefix(kv[0], "EMBED_")), v))
 	}
+	return append(fields, zap.Stringers("ollama_hosts_resolved", c.OllamaHosts), zap.String("worker_id_resolved", c.WorkerID))
 }
 
 // Usage prints every setting with its default and meaning.
@@ -369,24 +358,6 @@ type NATSAuth struct {
 	TLSCA, TLSCert, TLSKey       string
 }
 
-func (a NATSAuth) describe() string {
-	var parts []string
-	switch {
-	case a.User != "":
-		parts = append(parts, "user "+a.User)
-	case a.Token != "":
-		parts = append(parts, "token")
-	case a.Creds != "":
-		parts = append(parts, "creds "+a.Creds)
-	}
-	if a.TLSCA != "" || a.TLSCert != "" {
-		parts = append(parts, "tls")
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
 
 // str sets a string setting, then checks it (nil: anything goes).
 func str(field func(*Config) *string, check func(string) error) func(*Config, string) error {

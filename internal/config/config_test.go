@@ -125,11 +125,23 @@ func TestLoadRejects(t *testing.T) {
 
 func TestLogFieldsRedactCredentials(t *testing.T) {
 	t.Parallel()
-	c, err := Load(env(map[string]string{"NATS_URL": "nats://user:secret@n1:4222,nats://n2:4222"}))
+	c, err := Load(env(map[string]string{"NATS_URL": "nats://user:secret@n1:4222,nats://n2:4222", "EMBED_API_KEY": "k3y"}))
 	require.NoError(t, err)
+	logged := map[string]string{}
 	for _, f := range c.LogFields() {
 		require.NotContains(t, f.String, "secret")
+		require.NotContains(t, f.String, "k3y")
+		logged[f.Key] = f.String
 	}
+	require.Equal(t, "(set)", logged["api_key"])
+	require.Equal(t, "", logged["nats_password"])
+	require.Equal(t, "nats://REDACTED@n1:4222,nats://n2:4222", logged["nats_url"])
+	// Derived from the table: every setting is logged, under its name.
+	for _, name := range Names() {
+		_, ok := logged[strings.ToLower(strings.TrimPrefix(name, "EMBED_"))]
+		require.True(t, ok, "%s is not logged", name)
+	}
+	require.Equal(t, "2m", logged["model_timeout"], "as given or defaulted")
 }
 
 // The README's configuration table documents every variable Load reads.
