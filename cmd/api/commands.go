@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,9 +37,8 @@ func reindexCommand(ctx context.Context, cfg config.Config, log *zap.Logger, arg
 	if err != nil {
 		return err
 	}
-	defer sys.close()
-	defer func() { _ = sys.stop(log) }()
-	syncer, err := openSync(ctx, cfg, sys, log)
+	defer func() { _ = sys.close(log) }()
+	syncer, err := openSyncer(ctx, cfg, sys, log)
 	if err != nil {
 		return err
 	}
@@ -68,41 +66,11 @@ func reindexCommand(ctx context.Context, cfg config.Config, log *zap.Logger, arg
 		Progress: func(n int) { _ = bar.Add(n) },
 	})
 	_ = bar.Finish()
-	printSummary(out, sum)
+	sum.Print(out)
 	if n := len(sum.Undone); n > 0 {
 		return fmt.Errorf("%d projects were not synced (see above); run reindex again once the cause is fixed", n)
 	}
 	return nil
-}
-
-func printSummary(w io.Writer, s projectsync.Summary) {
-	rate := 0.0
-	if secs := s.Took.Seconds(); secs > 0 {
-		rate = float64(s.Total) / secs
-	}
-	fmt.Fprintf(w, "reindex done: %d projects in %s (%.1f/s)\n", s.Total, s.Took.Round(time.Millisecond), rate)
-	for _, o := range []projectsync.Outcome{projectsync.Embedded, projectsync.Unchanged, projectsync.Missing, projectsync.Failed, projectsync.Retry} {
-		label := o.String()
-		if o == projectsync.Retry {
-			label = "not done"
-		}
-		fmt.Fprintf(w, "  %-10s %d\n", label, s.Counts[o])
-	}
-	list := func(title string, ps []projectsync.FailedProject) {
-		if len(ps) == 0 {
-			return
-		}
-		fmt.Fprintln(w, title)
-		for i, p := range ps {
-			if i == 50 {
-				fmt.Fprintf(w, "  … and %d more (GET /projects/sync-status lists them all)\n", len(ps)-i)
-				break
-			}
-			fmt.Fprintf(w, "  %d: %s\n", p.ID, p.Reason)
-		}
-	}
-	list("failed (fix the row; it is retried when it changes):", s.Failures)
-	list("not done:", s.Undone)
 }
 
 // deadLettersCommand is `api deadletters [list|replay] [--kind K] [--limit N]`.
@@ -129,8 +97,7 @@ func deadLettersCommand(ctx context.Context, cfg config.Config, log *zap.Logger,
 	if err != nil {
 		return err
 	}
-	defer sys.close()
-	defer func() { _ = sys.stop(log) }()
+	defer func() { _ = sys.close(log) }()
 	if action == "replay" {
 		*kind = string(queue.KindProjects)
 	}
@@ -148,15 +115,7 @@ func deadLettersCommand(ctx context.Context, cfg config.Config, log *zap.Logger,
 		fmt.Fprintf(out, "%d dead letters\n", len(dls))
 		return nil
 	}
-	var errs []error
-	replayed := 0
-	for _, d := range dls {
-		if err := queue.ReplayDeadLetter(ctx, sys.js, d); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		replayed++
-	}
+	replayed, err := queue.ReplayDeadLetters(ctx, sys.js, dls)
 	fmt.Fprintf(out, "replayed %d project events; the running api syncs them\n", replayed)
-	return errors.Join(errs...)
+	return err
 }

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,21 +13,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
-	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
-	"github.com/waywo/embed/internal/worker"
 )
 
 func main() {
@@ -90,197 +83,6 @@ func main() {
 	_ = log.Sync()
 }
 
-// system is what every mode of the api needs: NATS (embedded or not), the
-// jobs stream, the workers' registry, the queue client and, when this
-// process runs one, the in-process worker.
-type system struct {
-	ns      *server.Server
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	workers *queue.Registry
-	client  *queue.Client
-	reg     *prometheus.Registry
-
-	workerDone chan error // nil without an in-process worker: never ready
-	stopWorker context.CancelFunc
-	closers    []func()
-}
-
-// start brings the system up. With no NATS_URL it starts the embedded
-// nats-server, unless joinRunning is set and one already answers at
-// EMBED_NATS_ADDR (a running api's), which it then uses with its workers.
-func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning bool) (_ *system, err error) {
-	s := &system{reg: metrics.NewRegistry(), stopWorker: func() {}}
-	defer func() {
-		if err != nil {
-			s.close()
-		}
-	}()
-	if cfg.Embedded() && joinRunning {
-		if nc, err := queue.Connect("nats://"+cfg.NATSAddr, "embed-api-"+cfg.WorkerID, nil, cfg.NATSAuth, log, nats.MaxReconnects(0)); err == nil {
-			nc.Close()
-			log.Info("using the running api's nats-server and workers", zap.String("addr", cfg.NATSAddr))
-			cfg.NATSURL = "nats://" + cfg.NATSAddr
-			cfg.Worker = "off"
-		}
-	}
-	if cfg.Embedded() {
-		s.ns, err = queue.StartEmbedded(queue.EmbeddedOptions{
-			Addr:     cfg.NATSAddr,
-			StoreDir: cfg.DataDir, // nats-server adds jetstream/
-			User:     cfg.NATSAuth.User,
-			Password: cfg.NATSAuth.Password,
-			Token:    cfg.NATSAuth.Token,
-			Log:      log,
-		})
-		if err != nil {
-			return nil, err
-		}
-		ns := s.ns
-		s.closers = append(s.closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
-		log.Info("embedded nats-server listening", zap.String("url", ns.ClientURL()))
-	}
-	s.nc, err = queue.Connect(cfg.NATSURL, "embed-api", s.ns, cfg.NATSAuth, log)
-	if err != nil {
-		return nil, err
-	}
-	s.closers = append(s.closers, s.nc.Close)
-	if s.js, err = jetstream.New(s.nc); err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := queue.EnsureJobsStream(setupCtx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}); err != nil {
-		return nil, err
-	}
-	if err := queue.EnsureDeadLetters(setupCtx, s.js); err != nil {
-		return nil, err
-	}
-	dlSub, err := queue.WatchMaxDeliveries(s.nc, s.js, time.Now, log)
-	if err != nil {
-		return nil, err
-	}
-	s.closers = append(s.closers, func() { _ = dlSub.Unsubscribe() })
-	if s.workers, err = queue.WatchWorkers(s.nc, time.Now, log); err != nil {
-		return nil, err
-	}
-	workers := s.workers
-	s.closers = append(s.closers, func() { _ = workers.Close() })
-	if s.client, err = queue.NewClient(s.nc, s.js, cfg.Dimensions, time.Now, log); err != nil {
-		return nil, err
-	}
-	client := s.client
-	s.closers = append(s.closers, func() { _ = client.Close() })
-
-	if cfg.InProcessWorker() {
-		// Its own connection, so that its drain at shutdown does not cut
-		// the api's.
-		wnc, err := queue.Connect(cfg.NATSURL, "embed-worker-"+cfg.WorkerID, s.ns, cfg.NATSAuth, log)
-		if err != nil {
-			return nil, err
-		}
-		s.closers = append(s.closers, wnc.Close)
-		w, err := worker.NewConfigured(ctx, wnc, cfg, metrics.NewWorker(s.reg), log)
-		if err != nil {
-			return nil, err
-		}
-		workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
-		s.stopWorker = stopWorker
-		s.workerDone = make(chan error, 1)
-		go func() {
-			err := w.Run(workerCtx)
-			_ = wnc.Drain()
-			s.workerDone <- err
-		}()
-	}
-	return s, nil
-}
-
-// ready says whether some worker can take jobs now.
-func (s *system) ready() bool {
-	n, _ := s.workers.Ready()
-	return n > 0
-}
-
-// waitReady waits until a worker can take jobs, or fails after d.
-func (s *system) waitReady(ctx context.Context, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for !s.ready() {
-		if time.Now().After(deadline) {
-			_, why := s.workers.Ready()
-			return fmt.Errorf("no worker ready after %s: %s", d, why)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// stop ends the in-process worker (its batch in flight finishes and is
-// acked) and returns its error, then drains NATS.
-func (s *system) stop(log *zap.Logger) error {
-	s.stopWorker()
-	var err error
-	if s.workerDone != nil {
-		if werr := <-s.workerDone; werr != nil && !errors.Is(werr, context.Canceled) {
-			err = werr
-		}
-		s.workerDone = nil
-	}
-	if derr := s.nc.Drain(); derr != nil {
-		log.Warn("nats drain", zap.Error(derr))
-	}
-	return err
-}
-
-func (s *system) close() {
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		s.closers[i]()
-	}
-	s.closers = nil
-}
-
-// openSync opens WAYWO_DB and returns the syncer over it.
-func openSync(ctx context.Context, cfg config.Config, s *system, log *zap.Logger) (*projectsync.Syncer, error) {
-	store, err := db.Open(ctx, cfg.DBPath, log)
-	if err != nil {
-		return nil, err
-	}
-	s.closers = append(s.closers, func() { _ = store.Close() })
-	return &projectsync.Syncer{
-		Store: store, Embedder: s.client, Model: cfg.Model, Dims: cfg.Dimensions,
-		MaxTextBytes: cfg.MaxDocumentBytes, Now: time.Now, Log: log.Named("sync"),
-		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := s.workers.Fingerprint()
-			return fp, ok
-		},
-	}, nil
-}
-
-// projectsAPI serves the sync's HTTP routes.
-type projectsAPI struct {
-	js     jetstream.JetStream
-	syncer *projectsync.Syncer
-}
-
-func (p projectsAPI) Changed(ctx context.Context, id int64) error {
-	return queue.PublishProjectChanged(ctx, p.js, id, "http")
-}
-
-func (p projectsAPI) Status(ctx context.Context) (any, error) {
-	st, err := p.syncer.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if st.Queued, err = queue.ProjectsBacklog(ctx, p.js); err != nil {
-		return nil, fmt.Errorf("%w: %w", queue.ErrQueue, err)
-	}
-	return st, nil
-}
-
 // run serves until ctx ends, then stops in order: HTTP first (requests in
 // flight get their replies), then the sync (its batches in flight finish
 // and are acked), then the in-process worker (its batch in flight finishes
@@ -298,7 +100,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	if err != nil {
 		return err
 	}
-	defer sys.close()
+	defer func() { _ = sys.close(log) }()
 	cache, err := embed.NewCache(cfg.CacheSize)
 	if err != nil {
 		return err
@@ -317,36 +119,13 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	defer stopSync()
 	syncDone := make(chan struct{})
 	if cfg.Sync {
-		syncer, err := openSync(ctx, cfg, sys, log)
+		svc, err := newSync(ctx, cfg, sys, log)
 		if err != nil {
 			return err
 		}
-		cons, err := queue.EnsureProjects(ctx, sys.js, cfg.RequestTimeout+30*time.Second, cfg.MaxDeliver)
-		if err != nil {
-			return err
-		}
-		projects = projectsAPI{js: sys.js, syncer: syncer}
-		syncMetrics := metrics.NewSync(sys.reg, func() (uint64, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			return queue.ProjectsBacklog(ctx, sys.js)
-		})
-		consumer := &projectsync.Consumer{
-			Syncer: syncer, Consumer: cons, JS: sys.js, Ready: sys.ready,
-			Batch: cfg.BatchSize, Parallel: cfg.SyncBatches, MaxDeliver: cfg.MaxDeliver,
-			Timeout: cfg.RequestTimeout, Observer: syncMetrics, Log: log.Named("sync"),
-		}
-		go func() {
-			defer close(syncDone)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				projectsync.RunReconciler(syncCtx, syncer, sys.js, cfg.ReconcileInterval, syncMetrics, log.Named("reconcile"))
-			}()
-			consumer.Run(syncCtx)
-			<-done
-		}()
-		log.Info("project sync on", zap.String("db", syncer.Store.Path()), zap.Duration("reconcile_interval", cfg.ReconcileInterval))
+		projects = svc
+		go func() { defer close(syncDone); svc.Run(syncCtx) }()
+		log.Info("project sync on", zap.String("db", svc.Syncer.Store.Path()), zap.Duration("reconcile_interval", cfg.ReconcileInterval))
 	} else {
 		close(syncDone)
 	}
@@ -399,9 +178,8 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	case <-ctx.Done():
 	case err := <-serveErr:
 		runErr = fmt.Errorf("http server: %w", err)
-	case err := <-sys.workerDone:
-		runErr = fmt.Errorf("in-process worker stopped: %v", err)
-		sys.workerDone = nil
+	case <-sys.workerDone():
+		runErr = fmt.Errorf("in-process worker stopped: %v", sys.worker.stop())
 	}
 
 	log.Info("api stopping: finishing requests in flight", zap.Duration("timeout", cfg.ShutdownTimeout))
@@ -412,7 +190,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	}
 	stopSync()
 	<-syncDone
-	if err := sys.stop(log); err != nil && runErr == nil {
+	if err := sys.close(log); err != nil && runErr == nil {
 		runErr = err
 	}
 	log.Info("api stopped")

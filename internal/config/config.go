@@ -358,7 +358,6 @@ type NATSAuth struct {
 	TLSCA, TLSCert, TLSKey       string
 }
 
-
 // str sets a string setting, then checks it (nil: anything goes).
 func str(field func(*Config) *string, check func(string) error) func(*Config, string) error {
 	return func(c *Config, v string) error {

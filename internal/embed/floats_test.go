@@ -2,13 +2,13 @@ package embed
 
 import (
 	"encoding/json"
-
-	"github.com/ollama/ollama/api"
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ollama/ollama/api"
 )
 
 // parseVectorRows decodes b, a JSON array of arrays of numbers or null, as

@@ -27,12 +27,11 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
-
-	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"

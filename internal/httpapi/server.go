@@ -23,6 +23,7 @@ import (
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -67,7 +68,7 @@ type Projects interface {
 	// Changed queues a sync of project id, like a NATS event does.
 	Changed(ctx context.Context, id int64) error
 	// Status counts projects by state.
-	Status(ctx context.Context) (any, error)
+	Status(ctx context.Context) (projectsync.Status, error)
 }
 
 // Server serves the HTTP API.

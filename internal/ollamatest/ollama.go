@@ -23,8 +23,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/waywo/embed/internal/systemtest"
 	"go.uber.org/goleak"
+
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 // Version is the Ollama release the tests build and run. Later releases

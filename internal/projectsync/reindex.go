@@ -3,6 +3,8 @@ package projectsync
 import (
 	"cmp"
 	"context"
+	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -109,4 +111,36 @@ func syncWithRetries(ctx context.Context, s *Syncer, batch []int64, o ReindexOpt
 		}
 	}
 	return out
+}
+
+// Print writes the summary for a person: counts by outcome, then the
+// projects that failed and those left undone (50 of each at most).
+func (s Summary) Print(w io.Writer) {
+	rate := 0.0
+	if secs := s.Took.Seconds(); secs > 0 {
+		rate = float64(s.Total) / secs
+	}
+	fmt.Fprintf(w, "reindex done: %d projects in %s (%.1f/s)\n", s.Total, s.Took.Round(time.Millisecond), rate)
+	for _, o := range []Outcome{Embedded, Unchanged, Missing, Failed, Retry} {
+		label := o.String()
+		if o == Retry {
+			label = "not done"
+		}
+		fmt.Fprintf(w, "  %-10s %d\n", label, s.Counts[o])
+	}
+	list := func(title string, ps []FailedProject) {
+		if len(ps) == 0 {
+			return
+		}
+		fmt.Fprintln(w, title)
+		for i, p := range ps {
+			if i == 50 {
+				fmt.Fprintf(w, "  … and %d more (GET /projects/sync-status lists them all)\n", len(ps)-i)
+				break
+			}
+			fmt.Fprintf(w, "  %d: %s\n", p.ID, p.Reason)
+		}
+	}
+	list("failed (fix the row; it is retried when it changes):", s.Failures)
+	list("not done:", s.Undone)
 }

@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-
-	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"

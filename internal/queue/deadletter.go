@@ -247,3 +247,19 @@ func giveUp(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, a maxDel
 	}
 	return nil
 }
+
+// ReplayDeadLetters re-publishes dead project events (see
+// ReplayDeadLetter) and says how many went; the errors of the others are
+// joined.
+func ReplayDeadLetters(ctx context.Context, js jetstream.JetStream, dls []StoredDeadLetter) (int, error) {
+	var errs []error
+	replayed := 0
+	for _, d := range dls {
+		if err := ReplayDeadLetter(ctx, js, d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		replayed++
+	}
+	return replayed, errors.Join(errs...)
+}

@@ -8,10 +8,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollama/ollama/api"
+	"go.uber.org/zap"
+
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
-	"go.uber.org/zap"
 )
 
 // NewConfigured builds the worker cfg describes: one endpoint per

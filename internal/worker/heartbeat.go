@@ -8,8 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/waywo/embed/internal/queue"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/queue"
 )
 
 func (w *Worker) heartbeatLoop(ctx context.Context) {

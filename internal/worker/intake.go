@@ -9,8 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/waywo/embed/internal/queue"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/queue"
 )
 
 // dispatch is the loop that owns the batcher: it fetches the next batch while

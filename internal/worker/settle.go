@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
-	"go.uber.org/zap"
 )
 
 // process embeds one batch on r and answers every job in it.

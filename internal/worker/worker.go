@@ -13,8 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/waywo/embed/internal/queue"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/queue"
 )
 
 // Worker pulls jobs, merges them into batches, calls the model, replies and
