@@ -108,7 +108,7 @@ func (c *Client) embed(ctx context.Context, texts []string, inputType string) ([
 	if len(texts) == 0 {
 		return nil, nil
 	}
-	body, err := json.Marshal(map[string]any{"documents": texts, "input_type": inputType})
+	body, err := json.Marshal(EmbedRequest{Documents: texts, InputType: inputType})
 	if err != nil {
 		return nil, err
 	}
@@ -147,16 +147,6 @@ func (v *vectors) decode(resp *http.Response, raw []byte) error {
 	}
 	*v = out
 	return nil
-}
-
-// Health is the service's /health answer.
-type Health struct {
-	Status      string `json:"status"`
-	ModelLoaded bool   `json:"model_loaded"`
-	Model       string `json:"model"`
-	Dimensions  int    `json:"dimensions"`
-	Workers     int    `json:"workers"`
-	Reason      string `json:"reason"`
 }
 
 // Health asks whether the service can embed now. An unhealthy service
@@ -223,12 +213,7 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 		return err
 	}
 	if resp.StatusCode >= 400 {
-		var e struct {
-			Error     string `json:"error"`
-			Code      string `json:"code"`
-			RequestID string `json:"request_id"`
-			Reason    string `json:"reason"`
-		}
+		var e ErrorResponse
 		_ = json.Unmarshal(raw, &e)
 		msg := e.Error
 		if msg == "" {

@@ -64,7 +64,7 @@ func main() {
 	case "model":
 		err = modelCommand(ctx, cfg, log, args, os.Stdout, os.Stderr)
 	case "healthcheck":
-		if err := httpapi.Probe(ctx, cfg.HTTPAddr); err != nil {
+		if err := httpapi.Healthcheck(ctx, cfg.HTTPAddr); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

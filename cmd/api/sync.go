@@ -48,7 +48,7 @@ func openSyncer(ctx context.Context, cfg config.Config, s *system, log *zap.Logg
 	}
 	s.closers = append(s.closers, func() { _ = store.Close() })
 	return &projectsync.Syncer{
-		Store: store, Embedder: s.client, Model: cfg.Model, Dims: cfg.Dimensions,
+		Store: store, Queue: s.client, Model: cfg.Model, Dims: cfg.Dimensions,
 		MaxTextBytes: cfg.MaxDocumentBytes, Now: time.Now, Log: log.Named("sync"),
 		Fingerprint: func() (embed.Fingerprint, bool) {
 			fp, _, ok := s.workers.Fingerprint()

@@ -26,7 +26,7 @@ type system struct {
 	ns      *server.Server
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	workers *queue.Registry
+	workers *queue.Liveness
 	client  *queue.Client
 	reg     *prometheus.Registry
 
@@ -45,7 +45,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 			_ = s.close(log)
 		}
 	}()
-	if cfg.Embedded() && joinRunning {
+	if cfg.OwnNATS() && joinRunning {
 		if nc, err := queue.Connect("nats://"+cfg.NATSAddr, "embed-api-"+cfg.WorkerID, nil, cfg.NATSAuth, log, nats.MaxReconnects(0)); err == nil {
 			nc.Close()
 			log.Info("using the running api's nats-server and workers", zap.String("addr", cfg.NATSAddr))
@@ -53,8 +53,8 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 			cfg.Worker = "off"
 		}
 	}
-	if cfg.Embedded() {
-		s.ns, err = queue.StartEmbedded(queue.EmbeddedOptions{
+	if cfg.OwnNATS() {
+		s.ns, err = queue.StartServer(queue.ServerOptions{
 			Addr:     cfg.NATSAddr,
 			StoreDir: cfg.DataDir, // nats-server adds jetstream/
 			User:     cfg.NATSAuth.User,

@@ -51,7 +51,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "EMBED_METRICS_ADDR is empty: this worker serves no /health")
 			os.Exit(1)
 		}
-		if err := httpapi.Probe(ctx, cfg.MetricsAddr); err != nil {
+		if err := httpapi.Healthcheck(ctx, cfg.MetricsAddr); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -26,12 +26,12 @@ type Config struct {
 	NATSAuth NATSAuth
 	APIKey   string // EMBED_API_KEY; never logged
 
-	OllamaHost  *url.URL   // OLLAMA_HOST
-	OllamaHosts []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
-	HostCalls   int        // EMBED_CALLS_PER_HOST
-	Model       string     // EMBED_MODEL
-	Dimensions  int        // EMBED_DIMENSIONS
-	DataDir     string     // EMBED_DATA_DIR
+	OllamaHost   *url.URL   // OLLAMA_HOST
+	OllamaHosts  []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
+	CallsPerHost int        // EMBED_CALLS_PER_HOST
+	Model        string     // EMBED_MODEL
+	Dimensions   int        // EMBED_DIMENSIONS
+	DataDir      string     // EMBED_DATA_DIR
 
 	RequestTimeout   time.Duration
 	MaxDocuments     int
@@ -128,7 +128,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"EMBED_CALLS_PER_HOST", "1", "model calls a worker keeps in flight to each Ollama; 2 queues a second, full batch in Ollama while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", intIn(func(c *Config) *int { return &c.HostCalls }, 1, 16)},
+	{"EMBED_CALLS_PER_HOST", "1", "model calls a worker keeps in flight to each Ollama; 2 queues a second, full batch in Ollama while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", intIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 16)},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; every reply is checked against it", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
 	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
@@ -255,12 +255,12 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Embedded says whether the api starts its own nats-server.
-func (c Config) Embedded() bool { return c.NATSURL == "" }
+// OwnNATS says whether the api starts its own (embedded) nats-server.
+func (c Config) OwnNATS() bool { return c.NATSURL == "" }
 
 // InProcessWorker says whether the api runs a worker next to the HTTP server.
 func (c Config) InProcessWorker() bool {
-	return c.Worker == "on" || (c.Worker == "auto" && c.Embedded())
+	return c.Worker == "on" || (c.Worker == "auto" && c.OwnNATS())
 }
 
 // LogFields is the configuration as log fields, for the one line at start:
@@ -283,12 +283,12 @@ func (c Config) LogFields() []zap.Field {
 func Usage(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
-	for _, s := range settings {
-		def := s.def
+	for _, s := range Settings() {
+		def := s.Default
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.env, def, s.help)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Env, def, s.Help)
 	}
 	tw.Flush()
 }
@@ -303,15 +303,6 @@ func Settings() []Setting {
 		out[i] = Setting{s.env, s.def, s.help}
 	}
 	return out
-}
-
-// Names lists every environment variable Load reads.
-func Names() []string {
-	names := make([]string, len(settings))
-	for i, s := range settings {
-		names[i] = s.env
-	}
-	return names
 }
 
 // ParseOllamaHost accepts what Ollama's own OLLAMA_HOST accepts: a URL, a

@@ -23,7 +23,7 @@ func TestLoadDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:8000", c.HTTPAddr)
 	require.Equal(t, "", c.NATSURL)
-	require.True(t, c.Embedded())
+	require.True(t, c.OwnNATS())
 	require.True(t, c.InProcessWorker())
 	require.Equal(t, "127.0.0.1:4222", c.NATSAddr)
 	require.Equal(t, "http://127.0.0.1:11434", c.OllamaHost.String())
@@ -47,7 +47,7 @@ func TestLoadOverrides(t *testing.T) {
 		check func(t *testing.T, c Config)
 	}{
 		{"ExternalNATSRunsNoWorker", map[string]string{"NATS_URL": "nats://n:4222"}, func(t *testing.T, c Config) {
-			require.False(t, c.Embedded())
+			require.False(t, c.OwnNATS())
 			require.False(t, c.InProcessWorker())
 		}},
 		{"WorkerOnWithExternalNATS", map[string]string{"NATS_URL": "nats://n:4222", "EMBED_WORKER": "on"}, func(t *testing.T, c Config) {
@@ -137,7 +137,8 @@ func TestLogFieldsRedactCredentials(t *testing.T) {
 	require.Equal(t, "", logged["nats_password"])
 	require.Equal(t, "nats://REDACTED@n1:4222,nats://n2:4222", logged["nats_url"])
 	// Derived from the table: every setting is logged, under its name.
-	for _, name := range Names() {
+	for _, st := range Settings() {
+		name := st.Env
 		_, ok := logged[strings.ToLower(strings.TrimPrefix(name, "EMBED_"))]
 		require.True(t, ok, "%s is not logged", name)
 	}
@@ -151,7 +152,8 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 	require.NoError(t, err)
 	var usage bytes.Buffer
 	Usage(&usage)
-	for _, name := range Names() {
+	for _, st := range Settings() {
+		name := st.Env
 		require.True(t, strings.Contains(string(readme), "`"+name+"`"), "README lacks %s", name)
 		require.True(t, strings.Contains(usage.String(), name))
 	}

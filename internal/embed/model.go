@@ -24,9 +24,9 @@ var (
 	ErrModelNotFound = errors.New("model not found")
 )
 
-// Embedder is the one method of the Ollama client the model needs;
+// Backend is the one method of the Ollama client the model needs;
 // *api.Client has it, and fault-injection tests provide their own.
-type Embedder interface {
+type Backend interface {
 	Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error)
 }
 
@@ -44,14 +44,14 @@ type ModelOptions struct {
 
 // Model calls one Ollama endpoint and checks what comes back.
 type Model struct {
-	client Embedder
+	client Backend
 	opts   ModelOptions
 	host   string // for messages
 	fp     fingerprintBox
 }
 
 // NewModel wraps client. host names the endpoint in errors and logs.
-func NewModel(client Embedder, host string, opts ModelOptions) *Model {
+func NewModel(client Backend, host string, opts ModelOptions) *Model {
 	if opts.MaxBatch < 1 {
 		opts.MaxBatch = 1
 	}

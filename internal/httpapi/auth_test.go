@@ -20,7 +20,7 @@ func TestAPIKey(t *testing.T) {
 	t.Parallel()
 	const key = "s3cret-key"
 	core, logs := observer.New(zap.DebugLevel)
-	emb := fakeEmbedder(func(_ context.Context, req queue.Request) (queue.Result, error) {
+	emb := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
 		return queue.Result{Vectors: [][]float32{{1, 0}}}, nil
 	})
 	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
@@ -67,7 +67,7 @@ func TestAPIKey(t *testing.T) {
 
 func TestNoAPIKeyMeansOpen(t *testing.T) {
 	t.Parallel()
-	emb := fakeEmbedder(func(_ context.Context, req queue.Request) (queue.Result, error) {
+	emb := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
 		return queue.Result{Vectors: [][]float32{{1, 0}}}, nil
 	})
 	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,

@@ -123,7 +123,7 @@ func FuzzDecodeOpenAIRequest(f *testing.F) {
 // OpenAI clients list models before using one; the served model is there.
 func TestModelsListsTheServedModel(t *testing.T) {
 	t.Parallel()
-	s := New(fakeEmbedder(nil), fixedReadiness{n: 1}, Options{Model: "waywo-tiny", Dims: 2, Limits: testLimits,
+	s := New(fakeQueue(nil), fixedReadiness{n: 1}, Options{Model: "waywo-tiny", Dims: 2, Limits: testLimits,
 		RequestTimeout: time.Second}, zap.NewNop())
 	srv := httptest.NewServer(s)
 	defer srv.Close()

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -31,7 +32,7 @@ func (s *Server) handleProjectChanged(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "status": "queued"})
+	writeJSON(w, http.StatusAccepted, embedclient.ProjectQueued{ID: id, Status: "queued"})
 }
 
 func (s *Server) handleSyncStatus(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -35,18 +36,13 @@ func tooLarge(format string, a ...any) error {
 	return &requestError{http.StatusRequestEntityTooLarge, fmt.Sprintf(format, a...)}
 }
 
-type embedRequest struct {
-	Documents []string
-	InputType string
-}
-
 // decodeEmbedRequest validates a /embed body: a JSON object whose
 // "documents" is a non-empty array of non-empty strings within the limits,
 // and whose optional "input_type" is "document" or "query". Unknown fields
 // are ignored, as the original FastAPI service did.
-func decodeEmbedRequest(body []byte, l Limits) (embedRequest, error) {
+func decodeEmbedRequest(body []byte, l Limits) (embedclient.EmbedRequest, error) {
 	if !utf8.Valid(body) {
-		return embedRequest{}, badRequest("body is not valid UTF-8")
+		return embedclient.EmbedRequest{}, badRequest("body is not valid UTF-8")
 	}
 	var raw struct {
 		Documents json.RawMessage `json:"documents"`
@@ -55,25 +51,25 @@ func decodeEmbedRequest(body []byte, l Limits) (embedRequest, error) {
 	if err := json.Unmarshal(body, &raw); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field == "" {
-			return embedRequest{}, badRequest("body must be a JSON object like {\"documents\": [\"...\"]}, got %s", typeErr.Value)
+			return embedclient.EmbedRequest{}, badRequest("body must be a JSON object like {\"documents\": [\"...\"]}, got %s", typeErr.Value)
 		}
-		return embedRequest{}, badRequest("invalid JSON: %v", err)
+		return embedclient.EmbedRequest{}, badRequest("invalid JSON: %v", err)
 	}
-	var req embedRequest
+	var req embedclient.EmbedRequest
 	var err error
 	if req.InputType, err = decodeInputType(raw.InputType); err != nil {
-		return embedRequest{}, err
+		return embedclient.EmbedRequest{}, err
 	}
 	docs := bytes.TrimSpace(raw.Documents)
 	if len(docs) == 0 || string(docs) == "null" {
-		return embedRequest{}, badRequest("\"documents\" is required: a non-empty array of strings")
+		return embedclient.EmbedRequest{}, badRequest("\"documents\" is required: a non-empty array of strings")
 	}
 	if docs[0] != '[' {
-		return embedRequest{}, badRequest("\"documents\" must be an array of strings, got %s", jsonKind(docs))
+		return embedclient.EmbedRequest{}, badRequest("\"documents\" must be an array of strings, got %s", jsonKind(docs))
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(docs, &items); err != nil {
-		return embedRequest{}, badRequest("\"documents\": %v", err)
+		return embedclient.EmbedRequest{}, badRequest("\"documents\": %v", err)
 	}
 	req.Documents, err = decodeTexts(items, "documents", l)
 	return req, err

@@ -102,10 +102,10 @@ func TestAppendEmbeddingsIsValidJSONThatRoundTrips(t *testing.T) {
 	require.JSONEq(t, string(std), string(b))
 }
 
-// fakeEmbedder answers from a function, for refusals that need no queue.
-type fakeEmbedder func(ctx context.Context, req queue.Request) (queue.Result, error)
+// fakeQueue answers from a function, for refusals that need no queue.
+type fakeQueue func(ctx context.Context, req queue.Request) (queue.Result, error)
 
-func (f fakeEmbedder) Embed(ctx context.Context, req queue.Request) (queue.Result, error) {
+func (f fakeQueue) Embed(ctx context.Context, req queue.Request) (queue.Result, error) {
 	return f(ctx, req)
 }
 
@@ -118,28 +118,28 @@ func (r fixedReadiness) Ready() (int, string) { return r.n, r.reason }
 
 func TestHTTPStatuses(t *testing.T) {
 	t.Parallel()
-	newServer := func(emb fakeEmbedder, ready Readiness) *httptest.Server {
+	newServer := func(emb fakeQueue, ready Readiness) *httptest.Server {
 		s := New(emb, ready, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
 			Broker: func() error { return nil }}, zap.NewNop())
 		srv := httptest.NewServer(s)
 		t.Cleanup(srv.Close)
 		return srv
 	}
-	ok := fakeEmbedder(func(_ context.Context, req queue.Request) (queue.Result, error) {
+	ok := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
 		out := make([][]float32, len(req.Documents))
 		for i := range out {
 			out[i] = []float32{float32(i), 1}
 		}
 		return queue.Result{Vectors: out}, nil
 	})
-	failWith := func(err error) fakeEmbedder {
+	failWith := func(err error) fakeQueue {
 		return func(context.Context, queue.Request) (queue.Result, error) { return queue.Result{}, err }
 	}
 	ready := fixedReadiness{n: 1}
 
 	for _, tc := range []struct {
 		name        string
-		emb         fakeEmbedder
+		emb         fakeQueue
 		ready       Readiness
 		contentType string
 		body        string
@@ -221,7 +221,7 @@ func TestHTTPStatuses(t *testing.T) {
 
 func TestEmbedAnswersBinaryWhenAsked(t *testing.T) {
 	t.Parallel()
-	emb := fakeEmbedder(func(_ context.Context, req queue.Request) (queue.Result, error) {
+	emb := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
 		return queue.Result{Vectors: [][]float32{{1, -0.5}, {0.25, 2}}}, nil
 	})
 	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,

@@ -21,19 +21,19 @@ import (
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/metrics"
-	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
 )
 
-// Embedder turns documents into vectors; *queue.Client is one.
-type Embedder interface {
+// Queue turns documents into vectors through the job queue; *queue.Client is one.
+type Queue interface {
 	Embed(ctx context.Context, req queue.Request) (queue.Result, error)
 }
 
 // Readiness says how many workers can embed now and, if none, why;
-// *queue.Registry is one.
+// *queue.Liveness is one.
 type Readiness interface {
 	Ready() (int, string)
 }
@@ -68,12 +68,12 @@ type Projects interface {
 	// Changed queues a sync of project id, like a NATS event does.
 	Changed(ctx context.Context, id int64) error
 	// Status counts projects by state.
-	Status(ctx context.Context) (projectsync.Status, error)
+	Status(ctx context.Context) (embedclient.SyncStatus, error)
 }
 
 // Server serves the HTTP API.
 type Server struct {
-	emb   Embedder
+	queue Queue
 	ready Readiness
 	opts  Options
 	log   *zap.Logger
@@ -81,11 +81,11 @@ type Server struct {
 }
 
 // New returns the API server.
-func New(emb Embedder, ready Readiness, opts Options, log *zap.Logger) *Server {
+func New(q Queue, ready Readiness, opts Options, log *zap.Logger) *Server {
 	if opts.Broker == nil {
 		opts.Broker = func() error { return nil }
 	}
-	s := &Server{emb: emb, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
+	s := &Server{queue: q, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /embed", s.handleEmbed)
 	s.mux.HandleFunc("POST /v1/embeddings", s.handleOpenAI)
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
@@ -309,7 +309,7 @@ func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (em
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
-	res, err := s.emb.Embed(ctx, queue.Request{ID: requestID(r), InputType: inputType, Documents: missing})
+	res, err := s.queue.Embed(ctx, queue.Request{ID: requestID(r), InputType: inputType, Documents: missing})
 	if err != nil {
 		var de *queue.DocumentError
 		if errors.As(err, &de) && de.Index >= 0 && de.Index < len(first) {
@@ -366,21 +366,8 @@ func appendFloats(buf []byte, v []float32) []byte {
 	return append(buf, ']')
 }
 
-type healthResponse struct {
-	Status      string `json:"status"`
-	ModelLoaded bool   `json:"model_loaded"`
-	Model       string `json:"model"`
-	Dimensions  int    `json:"dimensions"`
-	Workers     int    `json:"workers"`
-	// ModelDigest and OllamaVersion fingerprint the served vector space:
-	// vectors from another digest are not comparable with these.
-	ModelDigest   string `json:"model_digest,omitempty"`
-	OllamaVersion string `json:"ollama_version,omitempty"`
-	Reason        string `json:"reason,omitempty"`
-}
-
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	h := healthResponse{Status: "healthy", Model: s.opts.Model, Dimensions: s.opts.Dims}
+	h := embedclient.Health{Status: "healthy", Model: s.opts.Model, Dimensions: s.opts.Dims}
 	if err := s.opts.Broker(); err != nil {
 		h.Reason = "NATS: " + err.Error()
 	} else if h.Workers, h.Reason = s.ready.Ready(); h.Workers > 0 {
@@ -404,18 +391,12 @@ func (s *Server) fingerprint() (embed.Fingerprint, bool) {
 	return s.opts.Fingerprint()
 }
 
-type errorResponse struct {
-	Error     string `json:"error"`
-	Code      string `json:"code"`
-	RequestID string `json:"request_id"`
-}
-
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := s.logError(r, err)
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, errorResponse{Error: err.Error(), Code: code, RequestID: requestID(r)})
+	writeJSON(w, status, embedclient.ErrorResponse{Error: err.Error(), Code: code, RequestID: requestID(r)})
 }
 
 // logError logs and counts a failed request and returns its status and code.

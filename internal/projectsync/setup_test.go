@@ -99,7 +99,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	e.direct = embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, embed.ModelOptions{
 		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
-	e.syncer = &projectsync.Syncer{Store: e.store, Embedder: sys.Client, Model: ol.Model, Dims: ol.Dims,
+	e.syncer = &projectsync.Syncer{Store: e.store, Queue: sys.Client, Model: ol.Model, Dims: ol.Dims,
 		MaxTextBytes: 128 << 10, Now: time.Now, Log: sys.Log,
 		Fingerprint: func() (embed.Fingerprint, bool) {
 			fp, _, ok := e.Workers.Fingerprint()

@@ -21,22 +21,23 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
 )
 
-// Embedder is the queue client's Embed.
-type Embedder interface {
+// Queue is the queue client's Embed; *queue.Client is one.
+type Queue interface {
 	Embed(ctx context.Context, req queue.Request) (queue.Result, error)
 }
 
 // Syncer embeds projects and stores their vectors.
 type Syncer struct {
-	Store    *db.Store
-	Embedder Embedder
-	Model    string
-	Dims     int
+	Store *db.Store
+	Queue Queue
+	Model string
+	Dims  int
 	// MaxTextBytes bounds a project's text (EMBED_MAX_DOCUMENT_BYTES).
 	MaxTextBytes int
 	// Fingerprint, when set, tells the model fingerprint the workers serve
@@ -268,7 +269,7 @@ func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []st
 		err error
 	)
 	for len(ids) > 0 {
-		res, err = s.Embedder.Embed(ctx, queue.Request{ID: newRequestID(), Documents: texts})
+		res, err = s.Queue.Embed(ctx, queue.Request{ID: newRequestID(), Documents: texts})
 		var de *queue.DocumentError
 		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, embed.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
 			break
@@ -352,29 +353,12 @@ func (s *Syncer) targets(ctx context.Context, all bool) ([]int64, []ModelChange,
 
 func shortDigest(d string) string { return embed.Fingerprint{Digest: d}.ShortDigest() }
 
-// FailedProject is one project that cannot be embedded as it stands.
-type FailedProject struct {
-	ID     int64  `json:"id"`
-	Reason string `json:"reason"`
-}
+// FailedProject is one project with the reason it is not embedded.
+type FailedProject = embedclient.FailedProject
 
-// Status counts rows by state. Queued is filled in by the caller.
-type Status struct {
-	Model       string          `json:"model"`
-	ModelDigest string          `json:"model_digest,omitempty"` // what the workers serve now; rows of another are stale
-	Dimensions  int             `json:"dimensions"`
-	Total       int             `json:"total"`
-	Embedded    int             `json:"embedded"`
-	Stale       int             `json:"stale"`
-	Pending     int             `json:"pending"`
-	Failed      int             `json:"failed"`
-	Queued      uint64          `json:"queued_events"`
-	Failures    []FailedProject `json:"failed_projects"`
-	// Retrying are pending or stale projects whose last attempt failed for
-	// a passing reason (out of attempts during an outage, say); the
-	// reconcile tries them again.
-	Retrying []FailedProject `json:"retrying_projects"`
-}
+// Status counts rows by state, as GET /projects/sync-status answers.
+// Queued is filled in by the caller.
+type Status = embedclient.SyncStatus
 
 // Status reads every row and counts.
 func (s *Syncer) Status(ctx context.Context) (Status, error) {

@@ -37,9 +37,9 @@ type WorkerStatus struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
-// Registry tracks live workers from their heartbeats. The api's /health and
+// Liveness tracks live workers from their heartbeats. The api's /health and
 // /embed ask it whether anything can serve an embedding now.
-type Registry struct {
+type Liveness struct {
 	nc  *nats.Conn
 	sub *nats.Subscription
 	now func() time.Time
@@ -51,8 +51,8 @@ type Registry struct {
 
 // WatchWorkers subscribes to heartbeats and pings the workers so that those
 // already running answer at once instead of at their next interval.
-func WatchWorkers(nc *nats.Conn, now func() time.Time, log *zap.Logger) (*Registry, error) {
-	r := &Registry{nc: nc, now: now, log: log.Named("workers"), workers: map[string]WorkerStatus{}}
+func WatchWorkers(nc *nats.Conn, now func() time.Time, log *zap.Logger) (*Liveness, error) {
+	r := &Liveness{nc: nc, now: now, log: log.Named("workers"), workers: map[string]WorkerStatus{}}
 	sub, err := nc.Subscribe(HeartbeatSubject, r.onHeartbeat)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", HeartbeatSubject, err)
@@ -65,7 +65,7 @@ func WatchWorkers(nc *nats.Conn, now func() time.Time, log *zap.Logger) (*Regist
 	return r, nil
 }
 
-func (r *Registry) onHeartbeat(m *nats.Msg) {
+func (r *Liveness) onHeartbeat(m *nats.Msg) {
 	var hb Heartbeat
 	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.ID == "" || hb.TTL <= 0 {
 		r.log.Warn("ignoring malformed heartbeat", zap.Error(err), zap.Int("bytes", len(m.Data)))
@@ -90,7 +90,7 @@ func (r *Registry) onHeartbeat(m *nats.Msg) {
 }
 
 // Live returns the workers heard from within their TTL, sorted by id.
-func (r *Registry) Live() []WorkerStatus {
+func (r *Liveness) Live() []WorkerStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
@@ -108,7 +108,7 @@ func (r *Registry) Live() []WorkerStatus {
 }
 
 // Ready says how many live workers can embed now and, when none can, why.
-func (r *Registry) Ready() (int, string) {
+func (r *Liveness) Ready() (int, string) {
 	live := r.Live()
 	n := 0
 	var reasons []string
@@ -130,13 +130,13 @@ func (r *Registry) Ready() (int, string) {
 }
 
 // Close stops listening.
-func (r *Registry) Close() error { return r.sub.Unsubscribe() }
+func (r *Liveness) Close() error { return r.sub.Unsubscribe() }
 
 // Fingerprint is the model fingerprint the most ready live workers report:
 // the vector space the system serves now. During a change of model two may
 // be live at once; mixed says so. ok is false while no ready worker has
 // reported one.
-func (r *Registry) Fingerprint() (fp embed.Fingerprint, mixed, ok bool) {
+func (r *Liveness) Fingerprint() (fp embed.Fingerprint, mixed, ok bool) {
 	counts := map[embed.Fingerprint]int{}
 	for _, w := range r.Live() {
 		if w.Ready && w.Fingerprint.Digest != "" {

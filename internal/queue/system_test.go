@@ -49,17 +49,17 @@ func TestEmbeddedServerRequiresConfiguredAuth(t *testing.T) {
 	log := zap.NewNop()
 	for _, tc := range []struct {
 		name      string
-		opts      queue.EmbeddedOptions
+		opts      queue.ServerOptions
 		good, bad config.NATSAuth
 	}{
-		{"UserPassword", queue.EmbeddedOptions{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "nope"}},
-		{"Token", queue.EmbeddedOptions{Token: "tok"}, config.NATSAuth{Token: "tok"}, config.NATSAuth{Token: "other"}},
+		{"UserPassword", queue.ServerOptions{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "pw"}, config.NATSAuth{User: "embed", Password: "nope"}},
+		{"Token", queue.ServerOptions{Token: "tok"}, config.NATSAuth{Token: "tok"}, config.NATSAuth{Token: "other"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			o := tc.opts
 			o.Addr, o.StoreDir = "127.0.0.1:0", t.TempDir()
-			ns, err := queue.StartEmbedded(o)
+			ns, err := queue.StartServer(o)
 			require.NoError(t, err)
 			t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 

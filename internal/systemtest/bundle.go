@@ -30,7 +30,7 @@ type Bundle struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Client  *queue.Client
-	Workers *queue.Registry
+	Workers *queue.Liveness
 	Dims    int
 	Limits  queue.StreamLimits
 }
@@ -52,7 +52,7 @@ func Setup(tb testing.TB, o Options) *Bundle {
 		o.LogLevel = zap.WarnLevel
 	}
 	log := zaptest.NewLogger(tb, zaptest.Level(o.LogLevel))
-	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Addr: "127.0.0.1:0", StoreDir: tb.TempDir()})
+	ns, err := queue.StartServer(queue.ServerOptions{Addr: "127.0.0.1:0", StoreDir: tb.TempDir()})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	nc, err := queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
@@ -78,7 +78,7 @@ type WorkerOptions struct {
 	ID                string // default "w-" + the test's name
 	Endpoints         []worker.Endpoint
 	BatchSize         int           // default 32
-	CallsPerEndpoint  int           // default 1
+	CallsPerHost      int           // default 1
 	AckWait           time.Duration // default 30 s
 	MaxDeliver        int           // default 5
 	HeartbeatInterval time.Duration // default 50 ms
@@ -122,7 +122,7 @@ func (b *Bundle) StartWorker(o WorkerOptions) *Running {
 	require.NoError(tb, err)
 	w := worker.New(wnc, wjs, o.Endpoints, worker.Options{
 		ID: o.ID, Dims: b.Dims, QueryTask: "Given a question, retrieve passages that answer the question",
-		BatchSize: o.BatchSize, CallsPerEndpoint: o.CallsPerEndpoint,
+		BatchSize: o.BatchSize, CallsPerHost: o.CallsPerHost,
 		Consumer:          queue.ConsumerOptions{AckWait: o.AckWait, MaxDeliver: o.MaxDeliver},
 		Limits:            b.Limits,
 		HeartbeatInterval: o.HeartbeatInterval, ProbeTimeout: o.ProbeTimeout,

@@ -54,9 +54,6 @@ func (b *Batcher[T]) Add(item T, docs int) bool {
 // Len is the number of items in the batch.
 func (b *Batcher[T]) Len() int { return len(b.items) }
 
-// Docs is the number of documents in the batch.
-func (b *Batcher[T]) Docs() int { return b.docs }
-
 // Room is how many more documents fit.
 func (b *Batcher[T]) Room() int { return max(0, b.maxDocs-b.docs) }
 

@@ -65,7 +65,7 @@ func NewConfigured(ctx context.Context, nc *nats.Conn, cfg config.Config, obs Ob
 		QueryTask:         cfg.QueryTask,
 		BatchSize:         cfg.BatchSize,
 		BatchWait:         cfg.BatchWait,
-		CallsPerEndpoint:  cfg.HostCalls,
+		CallsPerHost:      cfg.CallsPerHost,
 		Consumer:          queue.ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
 		Limits:            queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes},
 		HeartbeatInterval: cfg.HeartbeatInterval,

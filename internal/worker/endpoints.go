@@ -57,18 +57,18 @@ func (w *Worker) awaitIdle(ctx context.Context, b *Batcher[*pending], held []*pe
 
 // runLoop offers r to the dispatcher — on idle while it has no call in
 // flight, on extra while it has room for another — and runs what it is
-// handed, up to CallsPerEndpoint batches at once. It returns when ctx ends
+// handed, up to CallsPerHost batches at once. It returns when ctx ends
 // and its batches in flight have finished.
 func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
 	var calls sync.WaitGroup
 	defer calls.Wait()
-	finished := make(chan struct{}, w.opts.CallsPerEndpoint)
+	finished := make(chan struct{}, w.opts.CallsPerHost)
 	inFlight := 0
 	for {
 		ch, ready := w.readiness(r)
 		offer := w.idle
 		switch {
-		case inFlight > 0 && inFlight < w.opts.CallsPerEndpoint:
+		case inFlight > 0 && inFlight < w.opts.CallsPerHost:
 			offer = w.extra
 		case inFlight > 0:
 			offer = nil // full: wait for a call to finish

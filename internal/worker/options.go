@@ -13,7 +13,7 @@ import (
 // Endpoint is one Ollama a worker drives. Ollama computes an embedding
 // model's inputs one after another, so throughput grows with endpoints, not
 // with concurrent calls to one; a second call in flight
-// (Options.CallsPerEndpoint) only lets the next batch wait in
+// (Options.CallsPerHost) only lets the next batch wait in
 // Ollama's queue while the worker reads, checks and answers the one before.
 type Endpoint struct {
 	Model *embed.Model
@@ -28,11 +28,11 @@ type Options struct {
 	QueryTask string // instruction for query inputs
 	BatchSize int
 	BatchWait time.Duration
-	// CallsPerEndpoint is how many model calls an endpoint has in flight at
+	// CallsPerHost is how many model calls an endpoint has in flight at
 	// most (default 1). A batch goes to an endpoint with none in flight if
 	// there is one; it queues behind another call only when it is full, so
 	// under light load batches keep growing while the model computes.
-	CallsPerEndpoint  int
+	CallsPerHost      int
 	Consumer          queue.ConsumerOptions
 	Limits            queue.StreamLimits
 	HeartbeatInterval time.Duration

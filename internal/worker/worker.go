@@ -70,7 +70,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts Optio
 	if opts.Observer == nil {
 		opts.Observer = ObserverFuncs{}
 	}
-	opts.CallsPerEndpoint = max(opts.CallsPerEndpoint, 1)
+	opts.CallsPerHost = max(opts.CallsPerHost, 1)
 	w := &Worker{
 		nc: nc, js: js, opts: opts,
 		log:     log.Named("worker").With(zap.String("worker", opts.ID)),
@@ -113,7 +113,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Go(func() { w.runLoop(ctx, workCtx, r) })
 	}
 	wg.Go(func() { w.heartbeatLoop(ctx) })
-	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_endpoint", w.opts.CallsPerEndpoint),
+	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_host", w.opts.CallsPerHost),
 		zap.Int("batch_size", w.opts.BatchSize))
 
 	w.dispatch(ctx, cons)

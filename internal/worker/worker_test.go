@@ -55,7 +55,7 @@ type wopts struct {
 	probe      func(ctx context.Context, full bool) error
 	maxDeliver int
 	onBatch    func(worker.BatchInfo)
-	calls      int // CallsPerEndpoint
+	calls      int // CallsPerHost
 }
 
 func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan error) {
@@ -66,7 +66,7 @@ func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan erro
 	model := embed.NewModel(o.fake, "fake:1", embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true})
 	r := b.StartWorker(systemtest.WorkerOptions{
 		ID: "w1", Endpoints: []worker.Endpoint{{Model: model, Probe: o.probe}},
-		BatchSize: 16, CallsPerEndpoint: o.calls, AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver,
+		BatchSize: 16, CallsPerHost: o.calls, AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver,
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
 		Observer: worker.ObserverFuncs{OnBatch: o.onBatch},
 	})
@@ -247,7 +247,7 @@ func TestUnreadyEndpointTakesNoWork(t *testing.T) {
 // One worker with two endpoints keeps a batch in flight on each: the second
 // batch starts while the first is still computing.
 // One worker keeps a call in flight on every endpoint, then a second one
-// queued on each (CallsPerEndpoint 2): a batch goes to an endpoint with
+// queued on each (CallsPerHost 2): a batch goes to an endpoint with
 // nothing in flight before it queues behind another call.
 func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	t.Parallel()
@@ -264,7 +264,7 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 		return worker.Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
 	}
 	stop := b.StartWorker(systemtest.WorkerOptions{
-		ID: "w2", Endpoints: []worker.Endpoint{endpoint("gpu0"), endpoint("gpu1")}, BatchSize: 1, CallsPerEndpoint: 2,
+		ID: "w2", Endpoints: []worker.Endpoint{endpoint("gpu0"), endpoint("gpu1")}, BatchSize: 1, CallsPerHost: 2,
 		AckWait: 3 * time.Second, HeartbeatInterval: 20 * time.Millisecond,
 	}).Stop
 

@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// Probe asks the /health of a server listening on listenAddr (as
+// Healthcheck asks the /health of a server listening on listenAddr (as
 // configured: 0.0.0.0:8000, :8000 or 127.0.0.1:8000) over loopback and
 // fails unless it answers 200. It is the container HEALTHCHECK of the api
 // and the worker, whose images have no shell or curl.
-func Probe(ctx context.Context, listenAddr string) error {
+func Healthcheck(ctx context.Context, listenAddr string) error {
 	host, port, err := net.SplitHostPort(listenAddr)
 	if err != nil {
 		return fmt.Errorf("health address %q: %w", listenAddr, err)

@@ -10,9 +10,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// EmbeddedOptions configure the nats-server the api starts when no NATS_URL
+// ServerOptions configure the nats-server the api starts when no NATS_URL
 // is given.
-type EmbeddedOptions struct {
+type ServerOptions struct {
 	Addr     string // host:port to listen on; port -1 picks a free one
 	StoreDir string // JetStream file store
 	// User and Password, or Token, when set, are required of every client,
@@ -30,10 +30,10 @@ type EmbeddedOptions struct {
 // and retries. 10 s bounds the window at no measurable cost.
 const StoreSyncInterval = 10 * time.Second
 
-// StartEmbedded starts a JetStream-enabled nats-server in this process and
+// StartServer starts a JetStream-enabled nats-server in this process and
 // waits until it accepts connections. Stop it with Shutdown and
 // WaitForShutdown.
-func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
+func StartServer(o ServerOptions) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats address %q: %w", o.Addr, err)

@@ -1,0 +1,73 @@
+package embedclient
+
+// The wire types of the service's HTTP API, declared once: the server
+// (internal/httpapi) writes them and this client reads them, as Ollama's
+// api/types.go is shared by its server and client.
+
+// EmbedRequest is the body of POST /embed.
+type EmbedRequest struct {
+	Documents []string `json:"documents"`
+	// InputType is "document" (the default) or "query".
+	InputType string `json:"input_type,omitempty"`
+}
+
+// EmbedResponse is the JSON answer of POST /embed: one vector per document,
+// in input order.
+type EmbedResponse struct {
+	Embeddings [][]float32 `json:"embeddings"`
+}
+
+// ErrorResponse is every error answer of the service's own routes.
+type ErrorResponse struct {
+	Error     string `json:"error"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id"`
+	// Reason is set on an unhealthy /health (503) instead of Error.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Health is the service's /health answer, 200 or 503.
+type Health struct {
+	Status      string `json:"status"`
+	ModelLoaded bool   `json:"model_loaded"`
+	Model       string `json:"model"`
+	Dimensions  int    `json:"dimensions"`
+	Workers     int    `json:"workers"`
+	// ModelDigest and OllamaVersion fingerprint the served vector space:
+	// vectors from another digest are not comparable with these.
+	ModelDigest   string `json:"model_digest,omitempty"`
+	OllamaVersion string `json:"ollama_version,omitempty"`
+	Reason        string `json:"reason,omitempty"`
+}
+
+// ProjectQueued is the answer of POST /projects/{id}/changed (202).
+type ProjectQueued struct {
+	ID     int64  `json:"id"`
+	Status string `json:"status"` // "queued"
+}
+
+// SyncStatus is the answer of GET /projects/sync-status: projects counted
+// by state.
+type SyncStatus struct {
+	Model       string `json:"model"`
+	ModelDigest string `json:"model_digest,omitempty"` // what the workers serve now; rows of another are stale
+	Dimensions  int    `json:"dimensions"`
+	Total       int    `json:"total"`
+	Embedded    int    `json:"embedded"`
+	Stale       int    `json:"stale"`
+	Pending     int    `json:"pending"`
+	Failed      int    `json:"failed"`
+	Queued      uint64 `json:"queued_events"`
+	// Failures cannot be embedded as they stand; each waits for a change.
+	Failures []FailedProject `json:"failed_projects"`
+	// Retrying are pending or stale projects whose last attempt failed for
+	// a passing reason (out of attempts during an outage, say); the
+	// reconcile tries them again.
+	Retrying []FailedProject `json:"retrying_projects"`
+}
+
+// FailedProject is one project with the reason it is not embedded.
+type FailedProject struct {
+	ID     int64  `json:"id"`
+	Reason string `json:"reason"`
+}
