@@ -11,7 +11,6 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/db"
@@ -34,7 +33,6 @@ type env struct {
 	raw    *sql.DB // a second connection, as the backend would have
 	store  *db.Store
 	syncer *projectsync.Syncer
-	js     jetstream.JetStream
 	ollama *ollamatest.Server
 	direct *embed.Model
 	calls  atomic.Int64 // Ollama calls made by the worker

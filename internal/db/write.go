@@ -1,0 +1,147 @@
+// Writing: one writer connection, short transactions, retries while locked.
+
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/mattn/go-sqlite3"
+	"go.uber.org/zap"
+)
+
+// Embedding is a vector to store for a project, with the hash of the text
+// it was computed from.
+type Embedding struct {
+	ID   int64
+	Blob []byte
+	Hash string
+	// Digest and OllamaVersion fingerprint the model that computed Blob.
+	Digest        string
+	OllamaVersion string
+}
+
+// SaveEmbeddings writes each blob into description_embedding and records
+// it, in one short transaction. It returns the ids whose row no longer
+// exists (nothing is written for them).
+func (s *Store) SaveEmbeddings(ctx context.Context, es []Embedding, model string, dims int, at time.Time) (missing []int64, err error) {
+	stamp := at.UTC().Format(time.RFC3339Nano)
+	err = s.write(ctx, "save embeddings", func(tx *sqlx.Tx) error {
+		missing = missing[:0]
+		for _, e := range es {
+			res, err := tx.ExecContext(ctx, "UPDATE waywo_projects SET description_embedding = ? WHERE id = ?", e.Blob, e.ID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				missing = append(missing, e.ID)
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `
+INSERT INTO embed_sync_state (project_id, content_hash, model, dims, embedded_at, model_digest, ollama_version, failed_hash, last_error, failed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)
+ON CONFLICT (project_id) DO UPDATE SET content_hash = excluded.content_hash, model = excluded.model,
+	dims = excluded.dims, embedded_at = excluded.embedded_at, model_digest = excluded.model_digest,
+	ollama_version = excluded.ollama_version, failed_hash = NULL, last_error = NULL, failed_at = NULL`,
+				e.ID, e.Hash, model, dims, stamp, nullIfEmpty(e.Digest), nullIfEmpty(e.OllamaVersion)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return missing, err
+}
+
+func nullIfEmpty(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// Failure is why a project could not be embedded. Hash is set when the
+// failure is for good for that content (a malformed row, a refused text):
+// the reconcile then leaves the row alone until its content changes.
+type Failure struct {
+	ID     int64
+	Hash   string // empty: worth retrying
+	Reason string
+}
+
+// SaveFailures records failures of projects that still exist.
+func (s *Store) SaveFailures(ctx context.Context, fs []Failure, at time.Time) error {
+	stamp := at.UTC().Format(time.RFC3339Nano)
+	return s.write(ctx, "save failures", func(tx *sqlx.Tx) error {
+		for _, f := range fs {
+			hash := sql.NullString{String: f.Hash, Valid: f.Hash != ""}
+			if _, err := tx.ExecContext(ctx, `
+INSERT INTO embed_sync_state (project_id, failed_hash, last_error, failed_at)
+SELECT id, ?, ?, ? FROM waywo_projects WHERE id = ?
+ON CONFLICT (project_id) DO UPDATE SET failed_hash = excluded.failed_hash,
+	last_error = excluded.last_error, failed_at = excluded.failed_at`,
+				hash, f.Reason, stamp, f.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ForgetDeleted drops our state of projects the backend has deleted.
+func (s *Store) ForgetDeleted(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.write(ctx, "forget deleted projects", func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM embed_sync_state WHERE project_id NOT IN (SELECT id FROM waywo_projects)")
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
+// write runs fn in one immediate transaction on the writer connection,
+// again while the file stays locked.
+func (s *Store) write(ctx context.Context, what string, fn func(*sqlx.Tx) error) error {
+	err := retryBusy(ctx, s.log, what, func() error {
+		tx, err := s.w.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// isBusy says whether err is SQLite's "the file is locked".
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
+}
+
+// retryBusy runs fn until it succeeds, fails otherwise than busy, or ctx
+// ends, backing off from 50 ms to 1 s between tries. Each try already
+// waited BusyTimeout inside SQLite.
+func retryBusy(ctx context.Context, log *zap.Logger, what string, fn func() error) error {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !isBusy(err) {
+			return err
+		}
+		log.Warn("database locked; retrying", zap.String("op", what), zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}

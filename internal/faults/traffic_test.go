@@ -1,0 +1,213 @@
+// Load on a cluster: clients, project events, and what became of them.
+
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollamatest"
+)
+
+// tally counts /embed outcomes. hung: no answer within the request timeout
+// plus a margin; wrong: a 200 with the wrong vectors or a 5xx other than
+// 503/504.
+type tally struct {
+	sent, ok, refused, hung, wrong atomic.Int64
+	mu                             sync.Mutex
+	reasons                        map[string]int
+}
+
+func (ty *tally) note(reason string) {
+	ty.mu.Lock()
+	defer ty.mu.Unlock()
+	if ty.reasons == nil {
+		ty.reasons = map[string]int{}
+	}
+	ty.reasons[reason]++
+}
+
+// traffic drives /embed with clients looping until ctx ends; wait returns
+// once every request in flight has its outcome.
+func (c *cluster) traffic(ctx context.Context, clients int) (ty *tally, wait func()) {
+	ty = &tally{}
+	hc := &http.Client{Timeout: c.opts.requestTimeout + 10*time.Second}
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			for ctx.Err() == nil {
+				n := 1 + rng.IntN(3)
+				docs := make([]string, n)
+				for j := range docs {
+					docs[j] = ollamatest.Sentence(rng.Uint64(), 8)
+				}
+				// A polite client: it waits as Retry-After says, or a
+				// moment when the api is not there.
+				if wait := c.embedOnce(hc, ty, docs); wait > 0 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(wait):
+					}
+				}
+			}
+		})
+	}
+	return ty, wg.Wait
+}
+
+// embedOnce sends one request, counts its outcome and says how long to
+// wait before the next.
+func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Duration {
+	ty.sent.Add(1)
+	body, _ := json.Marshal(map[string]any{"documents": docs})
+	resp, err := hc.Post(c.apiURL+"/embed", "application/json", strings.NewReader(string(body)))
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		ty.hung.Add(1)
+		ty.note("hung")
+		return 0
+	case errors.Is(err, syscall.ECONNREFUSED): // no api listening: never sent
+		ty.refused.Add(1)
+		ty.note("unreachable")
+		return 200 * time.Millisecond
+	case err != nil: // sent, and the connection died under it: a lost request
+		ty.wrong.Add(1)
+		ty.note("dropped: " + err.Error())
+		return 0
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Embeddings [][]float32 `json:"embeddings"`
+		Error      string      `json:"error"`
+	}
+	if json.Unmarshal(raw, &out) != nil {
+		ty.wrong.Add(1)
+		ty.note(fmt.Sprintf("%d unreadable", resp.StatusCode))
+		return 0
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK && len(out.Embeddings) == len(docs) && len(out.Embeddings[0]) == c.ollama.Dims:
+		ty.ok.Add(1)
+	case resp.StatusCode == http.StatusOK:
+		ty.wrong.Add(1)
+		ty.note("200 with wrong vectors")
+	case out.Error == "" || resp.StatusCode == http.StatusInternalServerError:
+		ty.wrong.Add(1)
+		ty.note(fmt.Sprintf("%d %s", resp.StatusCode, out.Error))
+	default:
+		ty.refused.Add(1)
+		ty.note(strconv.Itoa(resp.StatusCode))
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			return time.Duration(secs) * time.Second
+		}
+	}
+	return 0
+}
+
+// events plays the backend: it changes project texts and publishes their
+// events until ctx ends. An event counts as sent once JetStream stored it;
+// during an outage the backend retries, as a careful one would.
+type events struct {
+	sent atomic.Int64
+}
+
+func (c *cluster) events(ctx context.Context, every time.Duration) (ev *events, wait func()) {
+	ev = &events{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		version := uint64(1000)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for id := 1; ctx.Err() == nil; id = id%c.projects + 1 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			version++
+			if _, err := c.raw.ExecContext(ctx, "UPDATE waywo_projects SET description = ? WHERE id = ?", ollamatest.Sentence(version, 10), id); err != nil {
+				continue // ctx ended while the file was locked
+			}
+			for ctx.Err() == nil {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := c.js.Publish(pctx, fmt.Sprintf("waywo.projects.changed.%d", id), nil)
+				cancel()
+				if err == nil {
+					ev.sent.Add(1)
+					break
+				}
+			}
+		}
+	})
+	return ev, wg.Wait
+}
+
+// settle waits until every project's blob is the model's vector of its
+// current text, checking every 100 ms, and returns how many are not when
+// limit passes.
+func (c *cluster) settle(limit time.Duration) (lost int) {
+	c.t.Helper()
+	refs := map[string][]float32{}
+	deadline := time.After(limit)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		lost = 0
+		for id := 1; id <= c.projects; id++ {
+			var title, desc, tags string
+			var blob []byte
+			require.NoError(c.t, c.raw.QueryRow("SELECT title, description, hashtags, description_embedding FROM waywo_projects WHERE id = ?", id).Scan(&title, &desc, &tags, &blob))
+			text := embed.ProjectText(title, desc, []string{"faults"})
+			ref, ok := refs[text]
+			if !ok {
+				out, err := c.direct.EmbedAll(context.Background(), []string{text})
+				require.NoError(c.t, err)
+				ref = out.Vectors[0]
+				refs[text] = ref
+			}
+			v, err := embed.DecodeVector(blob, c.ollama.Dims)
+			if blob == nil || err != nil || ollamatest.Cosine(v, ref) < 0.9999 {
+				lost++
+			}
+		}
+		if lost == 0 {
+			return 0
+		}
+		select {
+		case <-deadline:
+			return lost
+		case <-tick.C:
+		}
+	}
+}
+
+// ackPending is how many jobs workers hold unacknowledged right now.
+func (c *cluster) ackPending() int {
+	cons, err := c.js.Consumer(context.Background(), "EMBED_JOBS", "embed-workers")
+	if err != nil {
+		return 0
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	return info.NumAckPending
+}

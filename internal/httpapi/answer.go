@@ -1,0 +1,130 @@
+// Writing answers: vectors as JSON or binary, health, errors.
+
+package httpapi
+
+import (
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/embedclient"
+	"github.com/waywo/embed/internal/embed"
+)
+
+// chunks holds the buffers binary answers are written through: a whole
+// answer in one fresh buffer (16 KB a 4096-d vector) was the api's largest
+// allocation and pushed its peak RSS up under load.
+var chunks = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// writeVectors writes vs as little-endian float32, about 64 KB at a time.
+func writeVectors(w io.Writer, vs [][]float32) {
+	bp := chunks.Get().(*[]byte)
+	defer chunks.Put(bp)
+	buf := (*bp)[:0]
+	for _, v := range vs {
+		if len(buf) > 0 && len(buf)+4*len(v) > cap(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return // the client went away
+			}
+			buf = buf[:0]
+		}
+		buf = embed.AppendVector(buf, v)
+	}
+	_, _ = w.Write(buf)
+	*bp = buf[:0]
+}
+
+// wantsBinary: the client prefers application/octet-stream to JSON.
+func wantsBinary(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "application/octet-stream" {
+			return true
+		}
+	}
+	return false
+}
+
+// AppendEmbeddings writes {"embeddings":[[...],...]} without reflection:
+// shortest float32 decimal that round-trips, per value.
+func AppendEmbeddings(buf []byte, vecs [][]float32) []byte {
+	buf = append(buf, `{"embeddings":[`...)
+	for i, v := range vecs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendFloats(buf, v)
+	}
+	return append(buf, "]}"...)
+}
+
+func appendFloats(buf []byte, v []float32) []byte {
+	buf = append(buf, '[')
+	for j, f := range v {
+		if j > 0 {
+			buf = append(buf, ',')
+		}
+		buf = strconv.AppendFloat(buf, float64(f), 'g', -1, 32)
+	}
+	return append(buf, ']')
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	h := embedclient.Health{Status: "healthy", Model: s.opts.Model, Dimensions: s.opts.Dims}
+	if err := s.opts.Broker(); err != nil {
+		h.Reason = "NATS: " + err.Error()
+	} else if h.Workers, h.Reason = s.ready.Ready(); h.Workers > 0 {
+		h.ModelLoaded = true
+	}
+	if fp, ok := s.fingerprint(); ok {
+		h.ModelDigest, h.OllamaVersion = fp.Digest, fp.OllamaVersion
+	}
+	status := http.StatusOK
+	if !h.ModelLoaded {
+		h.Status, status = "unhealthy", http.StatusServiceUnavailable
+		s.log.Debug("unhealthy", zap.String("reason", h.Reason))
+	}
+	writeJSON(w, status, h)
+}
+
+func (s *Server) fingerprint() (embed.Fingerprint, bool) {
+	if s.opts.Fingerprint == nil {
+		return embed.Fingerprint{}, false
+	}
+	return s.opts.Fingerprint()
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := s.logError(r, err)
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, embedclient.ErrorResponse{Error: err.Error(), Code: code, RequestID: requestID(r)})
+}
+
+// logError logs and counts a failed request and returns its status and code.
+func (s *Server) logError(r *http.Request, err error) (int, string) {
+	status, code := statusOf(err)
+	s.opts.Metrics.Error(code)
+	fields := []zap.Field{zap.String("request_id", requestID(r)), zap.String("path", r.URL.Path),
+		zap.Int("status", status), zap.String("code", code), zap.Error(err)}
+	switch {
+	case status >= 500:
+		s.log.Error("request failed", fields...)
+	default:
+		s.log.Info("request refused", fields...)
+	}
+	return status, code
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
