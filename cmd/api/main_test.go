@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -162,4 +165,46 @@ func TestRunWithoutWorkerStaysUp(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// Two apis on one EMBED_DATA_DIR would each write their own JetStream
+// block files and lose acknowledged events: the second refuses to start,
+// naming the first; once the first stops, the directory is free again.
+func TestSecondAPIOnOneDataDirRefusesToStart(t *testing.T) {
+	t.Parallel()
+	ol := ollamatest.Shared(t)
+	dir := t.TempDir()
+	load := func() config.Config {
+		cfg, err := config.Load(func(k string) (string, bool) {
+			v, ok := map[string]string{
+				"EMBED_HTTP_ADDR":  "127.0.0.1:0",
+				"EMBED_NATS_ADDR":  systemtest.Addr(t),
+				"EMBED_DATA_DIR":   dir,
+				"EMBED_SYNC":       "false",
+				"EMBED_WORKER":     "off",
+				"OLLAMA_HOST":      ol.URL,
+				"EMBED_MODEL":      ol.Model,
+				"EMBED_DIMENSIONS": strconv.Itoa(ol.Dims),
+			}[k]
+			return v, ok
+		})
+		require.NoError(t, err)
+		return cfg
+	}
+	first := load()
+	_, cancel, done := startRun(t, first)
+	second := load()
+	var err error
+	require.Eventually(t, func() bool {
+		err = run(context.Background(), second, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), nil)
+		return err != nil && errors.Is(err, queue.ErrDataDirInUse)
+	}, 10*time.Second, 50*time.Millisecond, "the second api started on a held directory: %v", err)
+	require.ErrorContains(t, err, fmt.Sprintf("pid %d", os.Getpid()))
+	require.ErrorContains(t, err, first.NATSAddr)
+
+	cancel()
+	require.NoError(t, <-done)
+	sys, err := start(context.Background(), second, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), false)
+	require.NoError(t, err, "free once the first has stopped")
+	require.NoError(t, sys.close(zap.NewNop()))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -54,6 +55,13 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 		}
 	}
 	if cfg.OwnNATS() {
+		host, _ := os.Hostname()
+		lock, err := queue.LockDataDir(cfg.DataDir, fmt.Sprintf("pid %d on %s, NATS at %s, since %s",
+			os.Getpid(), host, cfg.NATSAddr, time.Now().UTC().Format(time.RFC3339)))
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, lock.Release) // released after the server's shutdown (closers run last first)
 		s.ns, err = queue.StartServer(queue.ServerOptions{
 			Addr:     cfg.NATSAddr,
 			StoreDir: cfg.DataDir, // nats-server adds jetstream/
