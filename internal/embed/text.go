@@ -23,3 +23,12 @@ func pyStrip(s string) string {
 		return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f)
 	})
 }
+
+// Blank says whether s has nothing to embed: only white space, control
+// characters or invisible format characters (zero-width spaces and joiners,
+// byte order marks). The model would return a vector of nothing for it.
+func Blank(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool {
+		return !unicode.IsSpace(r) && !unicode.IsControl(r) && !unicode.Is(unicode.Cf, r)
+	}) < 0
+}

@@ -29,19 +29,12 @@ func decodeOpenAIRequest(body []byte, model string, dims int, l Limits) (openAIR
 	if !utf8.Valid(body) {
 		return openAIRequest{}, badRequest("body is not valid UTF-8")
 	}
-	var raw struct {
-		Input          json.RawMessage `json:"input"`
-		Model          json.RawMessage `json:"model"`
-		EncodingFormat json.RawMessage `json:"encoding_format"`
-		Dimensions     json.RawMessage `json:"dimensions"`
-		InputType      json.RawMessage `json:"input_type"`
-	}
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return openAIRequest{}, badRequest("invalid JSON body: %v", err)
+	raw, err := decodeObject(body, "{\"input\": [\"...\"]}")
+	if err != nil {
+		return openAIRequest{}, err
 	}
 	var req openAIRequest
-	var err error
-	if m := bytes.TrimSpace(raw.Model); len(m) > 0 && string(m) != "null" {
+	if m := bytes.TrimSpace(raw["model"]); len(m) > 0 && string(m) != "null" {
 		var name string
 		if err := json.Unmarshal(m, &name); err != nil {
 			return req, withParam(badRequest("model must be a string"), "model")
@@ -50,7 +43,7 @@ func decodeOpenAIRequest(body []byte, model string, dims int, l Limits) (openAIR
 			return req, withParam(&requestError{http.StatusNotFound, fmt.Sprintf("model %q is not served here; this server serves %q", name, model)}, "model")
 		}
 	}
-	if f := bytes.TrimSpace(raw.EncodingFormat); len(f) > 0 && string(f) != "null" {
+	if f := bytes.TrimSpace(raw["encoding_format"]); len(f) > 0 && string(f) != "null" {
 		var format string
 		_ = json.Unmarshal(f, &format)
 		switch format {
@@ -61,16 +54,16 @@ func decodeOpenAIRequest(body []byte, model string, dims int, l Limits) (openAIR
 			return req, withParam(badRequest("encoding_format must be \"float\" or \"base64\", got %s", truncateBytes(f, 40)), "encoding_format")
 		}
 	}
-	if d := bytes.TrimSpace(raw.Dimensions); len(d) > 0 && string(d) != "null" {
+	if d := bytes.TrimSpace(raw["dimensions"]); len(d) > 0 && string(d) != "null" {
 		n, err := strconv.Atoi(string(d))
 		if err != nil || n != dims {
 			return req, withParam(badRequest("dimensions must be %d, the model's; got %s (this model cannot shorten its vectors)", dims, truncateBytes(d, 40)), "dimensions")
 		}
 	}
-	if req.InputType, err = decodeInputType(raw.InputType); err != nil {
+	if req.InputType, err = decodeInputType(raw["input_type"]); err != nil {
 		return req, withParam(err, "input_type")
 	}
-	in := bytes.TrimSpace(raw.Input)
+	in := bytes.TrimSpace(raw["input"])
 	var items []json.RawMessage
 	switch {
 	case len(in) == 0 || string(in) == "null":

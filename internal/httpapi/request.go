@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/waywo/embed/embedclient"
+	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -44,23 +45,15 @@ func decodeEmbedRequest(body []byte, l Limits) (embedclient.EmbedRequest, error)
 	if !utf8.Valid(body) {
 		return embedclient.EmbedRequest{}, badRequest("body is not valid UTF-8")
 	}
-	var raw struct {
-		Documents json.RawMessage `json:"documents"`
-		InputType json.RawMessage `json:"input_type"`
-	}
-	if err := json.Unmarshal(body, &raw); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field == "" {
-			return embedclient.EmbedRequest{}, badRequest("body must be a JSON object like {\"documents\": [\"...\"]}, got %s", typeErr.Value)
-		}
-		return embedclient.EmbedRequest{}, badRequest("invalid JSON: %v", err)
-	}
-	var req embedclient.EmbedRequest
-	var err error
-	if req.InputType, err = decodeInputType(raw.InputType); err != nil {
+	raw, err := decodeObject(body, "{\"documents\": [\"...\"]}")
+	if err != nil {
 		return embedclient.EmbedRequest{}, err
 	}
-	docs := bytes.TrimSpace(raw.Documents)
+	var req embedclient.EmbedRequest
+	if req.InputType, err = decodeInputType(raw["input_type"]); err != nil {
+		return embedclient.EmbedRequest{}, err
+	}
+	docs := bytes.TrimSpace(raw["documents"])
 	if len(docs) == 0 || string(docs) == "null" {
 		return embedclient.EmbedRequest{}, badRequest("\"documents\" is required: a non-empty array of strings")
 	}
@@ -73,6 +66,25 @@ func decodeEmbedRequest(body []byte, l Limits) (embedclient.EmbedRequest, error)
 	}
 	req.Documents, err = decodeTexts(items, "documents", l)
 	return req, err
+}
+
+// decodeObject reads a JSON object's members by their exact names:
+// encoding/json's struct decoding matches keys case-insensitively, so
+// {"Documents": …} was read, and "documents" beside "DOCUMENTS" gave the
+// last of the two. A repeated key keeps its last value, as JSON parsers do.
+func decodeObject(body []byte, example string) (map[string]json.RawMessage, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field == "" {
+			return nil, badRequest("body must be a JSON object like %s, got %s", example, typeErr.Value)
+		}
+		return nil, badRequest("invalid JSON: %v", err)
+	}
+	if raw == nil { // the body was null
+		return nil, badRequest("body must be a JSON object like %s, got null", example)
+	}
+	return raw, nil
 }
 
 // decodeTexts checks each item is a non-empty string without NUL, within
@@ -96,8 +108,8 @@ func decodeTexts(items []json.RawMessage, field string, l Limits) ([]string, err
 		switch {
 		case len(s) > l.MaxDocumentBytes:
 			return nil, tooLarge("%s[%d] is %d bytes; at most %d per document (EMBED_MAX_DOCUMENT_BYTES)", field, i, len(s), l.MaxDocumentBytes)
-		case strings.TrimSpace(s) == "":
-			return nil, badRequest("%s[%d] is empty", field, i)
+		case embed.Blank(s):
+			return nil, badRequest("%s[%d] is empty (nothing but spaces, control or zero-width characters)", field, i)
 		case strings.IndexByte(s, 0) >= 0:
 			return nil, badRequest("%s[%d] contains a NUL character", field, i)
 		}

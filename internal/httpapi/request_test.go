@@ -51,6 +51,10 @@ func TestDecodeEmbedRequest(t *testing.T) {
 		{"InvalidUTF8", "{\"documents\":[\"a\xff\"]}", 400, "not valid UTF-8"},
 		{"BadInputType", `{"documents":["a"],"input_type":"passage"}`, 400, "input_type"},
 		{"NumberInputType", `{"documents":["a"],"input_type":1}`, 400, "input_type"},
+		{"TopLevelNull", `null`, 400, "must be a JSON object"},
+		{"KeysMatchExactly", `{"Documents":["a"]}`, 400, `"documents" is required`},
+		{"ZeroWidthItem", `{"documents":["\u200b\u200d\ufeff"]}`, 400, "documents[0] is empty"},
+		{"ControlItem", `{"documents":["\u0007\u001b "]}`, 400, "documents[0] is empty"},
 		{"TooMany", `{"documents":["a","b","c","d","e"]}`, 413, "at most 4 per request"},
 		{"TooLong", `{"documents":["` + strings.Repeat("x", 33) + `"]}`, 413, "at most 32 per document"},
 	} {
@@ -68,6 +72,18 @@ func TestDecodeEmbedRequest(t *testing.T) {
 			require.Contains(t, err.Error(), tc.msg)
 		})
 	}
+}
+
+// A key that differs only in case is another key: it neither stands in for
+// "documents" nor adds its documents.
+func TestDecodeEmbedRequestKeysAreExact(t *testing.T) {
+	t.Parallel()
+	req, err := decodeEmbedRequest([]byte(`{"documents":["a"],"DOCUMENTS":["b","c"],"Input_Type":"passage"}`), testLimits)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, req.Documents)
+	require.Equal(t, queue.InputDocument, req.InputType)
+	_, err = decodeOpenAIRequest([]byte(`{"Input":"a"}`), "m", 2, testLimits)
+	require.ErrorContains(t, err, "input")
 }
 
 func FuzzDecodeEmbedRequest(f *testing.F) {

@@ -97,7 +97,7 @@ func Text(p db.Project, maxBytes int) (string, error) {
 		return "", errors.New("text is not valid UTF-8")
 	case strings.IndexByte(text, 0) >= 0:
 		return "", errors.New("text contains a NUL byte")
-	case text == "":
+	case embed.Blank(text):
 		return "", errors.New("text is empty (title, description and hashtags are blank)")
 	case maxBytes > 0 && len(text) > maxBytes:
 		return "", fmt.Errorf("text is %d bytes, over the limit of %d (EMBED_MAX_DOCUMENT_BYTES)", len(text), maxBytes)

@@ -48,6 +48,7 @@ func TestText(t *testing.T) {
 		{"tags with null", ptr("T"), ptr("D"), ptr(`["a", null]`), "", "element 1 is \"null\""},
 		{"tags truncated", ptr("T"), ptr("D"), ptr(`["a"`), "", "hashtags is not a JSON array of strings"},
 		{"blank", ptr(" "), ptr("\n"), ptr(`[]`), "", "text is empty"},
+		{"only zero-width and control characters", ptr("\u200b\u200d"), ptr("\u0007"), ptr(`[]`), "", "text is empty"},
 		{"NUL", ptr("T"), ptr("a\x00b"), ptr(`[]`), "", "NUL"},
 		{"invalid UTF-8", ptr("T"), ptr("a\xffb"), ptr(`[]`), "", "not valid UTF-8"},
 		{"too long", ptr("T"), ptr(strings.Repeat("x", 200)), ptr(`[]`), "", "over the limit of 100"},
