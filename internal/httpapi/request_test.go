@@ -1,10 +1,15 @@
 package httpapi
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -289,4 +294,61 @@ func (c *chunkRecorder) Write(p []byte) (int, error) {
 	c.got = append(c.got, p...)
 	c.sizes = append(c.sizes, len(p))
 	return len(p), nil
+}
+
+// A gzipped body is read (and its expanded size limited); another encoding
+// is refused with 415; a Content-Length over the limit is refused with 413
+// before the body is sent, when the client waits for 100 Continue.
+func TestBodyEncodingAndSize(t *testing.T) {
+	t.Parallel()
+	s := New(fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
+		return queue.Result{Vectors: [][]float32{{1, 0}}}, nil
+	}), fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
+		Broker: func() error { return nil }}, zap.NewNop())
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		_, _ = w.Write([]byte(s))
+		_ = w.Close()
+		return b.Bytes()
+	}
+	post := func(body []byte, encoding string) (int, map[string]any) {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/embed", bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if encoding != "" {
+			req.Header.Set("Content-Encoding", encoding)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		return resp.StatusCode, out
+	}
+	status, body := post(gz(`{"documents":["a"]}`), "gzip")
+	require.Equal(t, http.StatusOK, status, body)
+	status, body = post(gz(`{"documents":["`+strings.Repeat(" ", 3000)+`a"]}`), "gzip")
+	require.Equal(t, http.StatusRequestEntityTooLarge, status, "a small gzip that expands past the limit")
+	require.Contains(t, body["error"], "expands to over 1024 bytes")
+	status, body = post([]byte(`{"documents":["a"]}`), "br")
+	require.Equal(t, http.StatusUnsupportedMediaType, status)
+	require.Contains(t, body["error"], `Content-Encoding "br" is not supported`)
+	status, _ = post([]byte("\x1f\x8b not gzip"), "gzip")
+	require.Equal(t, http.StatusBadRequest, status)
+
+	// Expect: 100-continue with a Content-Length over the limit: 413, and
+	// the body is never sent.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 }

@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -226,13 +227,37 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 			return nil, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	limit := s.opts.Limits.MaxBodyBytes
+	// Refused before the upload: a client that sent Expect: 100-continue
+	// gets 413 without sending the body (the server answers "100 Continue"
+	// only when the body is first read).
+	if r.ContentLength > limit {
+		return nil, tooLarge("request body is %d bytes, over %d (EMBED_MAX_BODY_BYTES)", r.ContentLength, limit)
+	}
+	var in io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, badRequest("Content-Encoding is gzip, but the body is not: %v", err)
+		}
+		defer zr.Close()
+		// The limit holds for what the body expands to, too.
+		in = io.LimitReader(zr, limit+1)
+	default:
+		return nil, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: send the body as it is, or gzip", enc)}
+	}
+	body, err := io.ReadAll(in)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, tooLarge("request body is over %d bytes (EMBED_MAX_BODY_BYTES)", mbe.Limit)
 		}
 		return nil, badRequest("reading body: %v", err)
+	}
+	if int64(len(body)) > limit {
+		return nil, tooLarge("request body expands to over %d bytes (EMBED_MAX_BODY_BYTES)", limit)
 	}
 	return body, nil
 }
