@@ -227,15 +227,21 @@ func (c *compose) waitServices() {
 	require.True(c.t, ok, "services not all healthy (and model exited 0): %+v", last)
 }
 
+// waitFor polls cond on a ticker until it holds or the deadline d passes
+// (a docker compose command or an HTTP call each time: no signal to wait on).
 func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			return cond()
+		case <-tick.C:
 		}
-		time.Sleep(250 * time.Millisecond)
 	}
-	return cond()
+	return true
 }
 
 func (c *compose) getJSON(t *testing.T, path string) (int, map[string]any) {
@@ -327,7 +333,7 @@ func (c *compose) startLoad(clients int, allowed func(status int) bool) *loadGen
 				resp, err := client.Post(c.api+"/embed", "application/json", strings.NewReader(body))
 				if err != nil {
 					l.fail(fmt.Sprintf("client %d: %v", g, err))
-					time.Sleep(200 * time.Millisecond)
+					pause(ctx)
 					continue
 				}
 				_ = resp.Body.Close()
@@ -335,7 +341,7 @@ func (c *compose) startLoad(clients int, allowed func(status int) bool) *loadGen
 				case resp.StatusCode == http.StatusOK:
 					l.ok.Add(1)
 				case allowed != nil && allowed(resp.StatusCode):
-					time.Sleep(200 * time.Millisecond)
+					pause(ctx) // a refusal says come back later: no tight loop
 				default:
 					l.fail(fmt.Sprintf("client %d: HTTP %d", g, resp.StatusCode))
 				}
@@ -344,6 +350,17 @@ func (c *compose) startLoad(clients int, allowed func(status int) bool) *loadGen
 	}
 	l.stop = func() { cancel(); wg.Wait() }
 	return l
+}
+
+// pause holds a load client back briefly after a failure or a refusal,
+// and ends at once when the load is stopped.
+func pause(ctx context.Context) {
+	t := time.NewTimer(200 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 func (l *loadGen) fail(s string) {

@@ -64,6 +64,13 @@ done_step
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# build_image TAG DIR: build DIR (a Dockerfile and what it copies) as TAG,
+# then remove DIR.
+build_image() {
+  docker build -q -t "$1" "$2" >/dev/null
+  rm -rf "$2"
+}
+
 step "base image waywo-e2e/bookworm:$STANDIN"
 if ! have "waywo-e2e/bookworm:$STANDIN"; then
   command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
@@ -96,8 +103,7 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
 COPY go /usr/local/go
 ENV GOPATH=/go PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin GOTOOLCHAIN=local
 EOF
-  docker build -q -t "waywo-e2e/golang:$STANDIN" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  build_image "waywo-e2e/golang:$STANDIN" "$ctx"
 fi
 done_step
 
@@ -111,8 +117,7 @@ COPY nats-server /usr/local/bin/nats-server
 EXPOSE 4222 8222
 ENTRYPOINT ["/usr/local/bin/nats-server"]
 EOF
-  docker build -q -t "waywo-e2e/nats:$STANDIN" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  build_image "waywo-e2e/nats:$STANDIN" "$ctx"
 fi
 done_step
 
@@ -136,8 +141,7 @@ EXPOSE 11434
 ENTRYPOINT ["/usr/bin/ollama"]
 CMD ["serve"]
 EOF
-  docker build -q -t "waywo-e2e/ollama:$STANDIN" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  build_image "waywo-e2e/ollama:$STANDIN" "$ctx"
 fi
 done_step
 echo "== e2e provision: ready (waywo-e2e/*:$STANDIN)"
