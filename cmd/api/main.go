@@ -131,12 +131,9 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	}
 
 	api := httpapi.New(sys.client, sys.workers, httpapi.Options{
-		Model: cfg.Model,
-		Dims:  cfg.Dimensions,
-		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := sys.workers.Fingerprint()
-			return fp, ok
-		},
+		Model:       cfg.Model,
+		Dims:        cfg.Dimensions,
+		Fingerprint: sys.workers.Fingerprint,
 		Limits: httpapi.Limits{
 			MaxDocuments:     cfg.MaxDocuments,
 			MaxDocumentBytes: cfg.MaxDocumentBytes,

@@ -8,7 +8,6 @@ import (
 
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
@@ -50,9 +49,6 @@ func openSyncer(ctx context.Context, cfg config.Config, s *system, log *zap.Logg
 	return &projectsync.Syncer{
 		Store: store, Queue: s.client, Model: cfg.Model, Dims: cfg.Dimensions,
 		MaxTextBytes: cfg.MaxDocumentBytes, Now: time.Now, Log: log.Named("sync"),
-		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := s.workers.Fingerprint()
-			return fp, ok
-		},
+		Fingerprint: s.workers.Fingerprint,
 	}, nil
 }

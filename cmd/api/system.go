@@ -82,8 +82,8 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 		return nil, err
 	}
 	s.closers = append(s.closers, s.nc.Close)
-	if s.js, err = jetstream.New(s.nc); err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+	if s.js, err = queue.NewJetStream(s.nc); err != nil {
+		return nil, err
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -168,21 +168,15 @@ func (s *system) workerDone() <-chan struct{} {
 // is safe to call again.
 func (s *system) close(log *zap.Logger) error {
 	var err error
-	if s.closed {
-		if s.worker != nil {
-			err = s.worker.stop()
-		}
-		if errors.Is(err, context.Canceled) {
-			err = nil
-		}
-		return err
-	}
-	s.closed = true
-	if s.worker != nil {
-		if werr := s.worker.stop(); werr != nil && !errors.Is(werr, context.Canceled) {
+	if s.worker != nil { // stop is idempotent and returns the same error again
+		if werr := s.worker.stop(); !errors.Is(werr, context.Canceled) {
 			err = werr
 		}
 	}
+	if s.closed {
+		return err
+	}
+	s.closed = true
 	if s.nc != nil {
 		if derr := s.nc.Drain(); derr != nil {
 			log.Warn("nats drain", zap.Error(derr))

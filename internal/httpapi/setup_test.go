@@ -74,12 +74,9 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	}, func() (queue.Stats, error) { return queue.ReadStats(context.Background(), sys.JS) })
 	srv := httptest.NewServer(httpapi.New(sys.Client, ready, httpapi.Options{
 		Model: ol.Model, Dims: ol.Dims, Limits: o.limits, RequestTimeout: o.requestTimeout,
-		Broker: func() error { return nil },
-		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := sys.Workers.Fingerprint()
-			return fp, ok
-		},
-		Cache: cache, Metrics: apiMetrics, MetricsHandler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
+		Broker:      func() error { return nil },
+		Fingerprint: sys.Workers.Fingerprint,
+		Cache:       cache, Metrics: apiMetrics, MetricsHandler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	}, sys.Log))
 	t.Cleanup(srv.Close)
 	return &bundle{Bundle: sys, t: t, url: srv.URL, ollama: ol, batches: make(chan worker.BatchInfo, 10_000), reg: promReg}

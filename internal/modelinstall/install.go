@@ -174,8 +174,8 @@ func prepareForUpload(src string, o Options, log *zap.Logger) (Prepared, error) 
 	if err != nil {
 		return Prepared{}, err
 	}
-	sets, _, err := Plan(f, o.Dims)
-	in.Close()
+	defer in.Close()
+	sets, changes, err := Plan(f, o.Dims)
 	if err != nil {
 		return Prepared{}, fmt.Errorf("%s: %w", src, err)
 	}
@@ -192,7 +192,7 @@ func prepareForUpload(src string, o Options, log *zap.Logger) (Prepared, error) 
 	}
 	out := filepath.Join(o.WorkDir, strings.TrimSuffix(filepath.Base(src), ".gguf")+".prepared.gguf")
 	log.Info("writing a prepared copy", zap.String("from", src), zap.String("to", out))
-	p, err := PrepareFile(src, out, o.Dims)
+	p, err := prepare(in, f, sets, changes, out, o.Dims)
 	if err != nil {
 		return Prepared{}, err
 	}

@@ -122,11 +122,16 @@ func PrepareFile(in, out string, dims int) (Prepared, error) {
 	if err != nil {
 		return Prepared{}, fmt.Errorf("%s: %w", in, err)
 	}
+	return prepare(src, f, sets, changes, out, dims)
+}
+
+// prepare writes the copy of src (parsed as f) with sets to out and reads
+// it back: it must parse and need nothing more.
+func prepare(src *os.File, f *gguf.File, sets []gguf.Set, changes []string, out string, dims int) (Prepared, error) {
 	p := Prepared{Path: out, Architecture: f.Architecture(), Changes: changes}
 	if err := writeCopy(out, src, f, sets, &p); err != nil {
 		return Prepared{}, err
 	}
-	// Read back what was written: it must parse and need nothing more.
 	check, g, err := Open(out)
 	if err != nil {
 		return Prepared{}, fmt.Errorf("the prepared copy does not read back: %w", err)

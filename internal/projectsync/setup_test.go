@@ -99,10 +99,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	})
 	e.syncer = &projectsync.Syncer{Store: e.store, Queue: sys.Client, Model: ol.Model, Dims: ol.Dims,
 		MaxTextBytes: 128 << 10, Now: time.Now, Log: sys.Log,
-		Fingerprint: func() (embed.Fingerprint, bool) {
-			fp, _, ok := e.Workers.Fingerprint()
-			return fp, ok
-		}}
+		Fingerprint: e.Workers.Fingerprint}
 	if !o.noConsumer {
 		e.startConsumer()
 	}

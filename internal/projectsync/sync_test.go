@@ -231,7 +231,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	require.NoError(t, err)
 	st, err := e.syncer.Status(context.Background())
 	require.NoError(t, err)
-	served, _, _ := e.Workers.Fingerprint()
+	served, _ := e.Workers.Fingerprint()
 	require.Equal(t, projectsync.Status{Model: e.ollama.Model, ModelDigest: served.Digest, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1,
 		Failures: []projectsync.FailedProject{}, Retrying: []projectsync.FailedProject{}}, st)
 
@@ -373,7 +373,7 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	e.settled()
-	served, _, ok := e.Workers.Fingerprint()
+	served, ok := e.Workers.Fingerprint()
 	require.True(t, ok)
 	var digest, version string
 	require.NoError(t, e.raw.QueryRow("SELECT model_digest, ollama_version FROM embed_sync_state WHERE project_id = 2").Scan(&digest, &version))

@@ -87,6 +87,25 @@ func (r *Liveness) onHeartbeat(m *nats.Msg) {
 	case prev.Ready != hb.Ready:
 		r.log.Info("worker readiness changed", zap.String("worker", hb.ID), zap.Bool("ready", hb.Ready), zap.String("reason", hb.Reason))
 	}
+	if d := hb.Fingerprint.Digest; d != "" && d != prev.Fingerprint.Digest {
+		r.warnMixed(hb)
+	}
+}
+
+// warnMixed says so when a worker starts serving a model digest that another
+// live worker does not: their vectors are not comparable, and the sync
+// counts the majority's as current. It runs once per change of a worker's
+// digest, so a rolling change logs a line per worker, not per heartbeat.
+func (r *Liveness) warnMixed(hb Heartbeat) {
+	now := r.now()
+	for id, w := range r.workers {
+		if id != hb.ID && now.Sub(w.LastSeen) <= w.TTL && w.Fingerprint.Digest != "" && w.Fingerprint.Digest != hb.Fingerprint.Digest {
+			r.log.Warn("workers serve different models: their vectors are not comparable; the sync takes the majority's as current",
+				zap.String("worker", hb.ID), zap.String("digest", hb.Fingerprint.ShortDigest()),
+				zap.String("other_worker", id), zap.String("other_digest", w.Fingerprint.ShortDigest()))
+			return
+		}
+	}
 }
 
 // Live returns the workers heard from within their TTL, sorted by id.
@@ -133,10 +152,10 @@ func (r *Liveness) Ready() (int, string) {
 func (r *Liveness) Close() error { return r.sub.Unsubscribe() }
 
 // Fingerprint is the model fingerprint the most ready live workers report:
-// the vector space the system serves now. During a change of model two may
-// be live at once; mixed says so. ok is false while no ready worker has
+// the vector space the system serves now (during a change of model two may
+// be live at once; see warnMixed). ok is false while no ready worker has
 // reported one.
-func (r *Liveness) Fingerprint() (fp embed.Fingerprint, mixed, ok bool) {
+func (r *Liveness) Fingerprint() (fp embed.Fingerprint, ok bool) {
 	counts := map[embed.Fingerprint]int{}
 	for _, w := range r.Live() {
 		if w.Ready && w.Fingerprint.Digest != "" {
@@ -149,9 +168,5 @@ func (r *Liveness) Fingerprint() (fp embed.Fingerprint, mixed, ok bool) {
 			fp, best = f, n
 		}
 	}
-	digests := map[string]bool{}
-	for f := range counts {
-		digests[f.Digest] = true
-	}
-	return fp, len(digests) > 1, best > 0
+	return fp, best > 0
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
@@ -13,11 +15,15 @@ import (
 )
 
 // The served fingerprint is the one most ready workers report; a worker
-// that cannot embed does not count, and two digests at once are "mixed".
+// that cannot embed does not count, and two digests at once are warned of.
 func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
-	_, _, ok := b.Workers.Fingerprint()
+	core, logs := observer.New(zap.WarnLevel)
+	live, err := queue.WatchWorkers(b.NC, time.Now, zap.New(core))
+	require.NoError(t, err)
+	defer live.Close()
+	_, ok := live.Fingerprint()
 	require.False(t, ok, "unknown before any worker reports")
 	a := embed.Fingerprint{Digest: "sha256:aaaa", OllamaVersion: "0.32.15"}
 	c := embed.Fingerprint{Digest: "sha256:cccc", OllamaVersion: "0.32.15"}
@@ -32,9 +38,11 @@ func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, b.NC.Publish(queue.HeartbeatSubject, data))
 	}
-	require.Eventually(t, func() bool { return len(b.Workers.Live()) == 5 }, 5*time.Second, 5*time.Millisecond)
-	fp, mixed, ok := b.Workers.Fingerprint()
+	require.Eventually(t, func() bool { return len(live.Live()) == 5 }, 5*time.Second, 5*time.Millisecond)
+	fp, ok := live.Fingerprint()
 	require.True(t, ok)
-	require.True(t, mixed)
 	require.Equal(t, a, fp)
+	mixed := logs.FilterMessageSnippet("workers serve different models").All()
+	require.NotEmpty(t, mixed, "two digests at once are warned of")
+	require.Equal(t, "w2", mixed[0].ContextMap()["worker"], "the first worker with another digest than one already live")
 }
