@@ -116,7 +116,12 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 	for _, id := range ids {
 		r := results[id]
 		counts[r.Outcome]++
-		for _, m := range byID[id] {
+		for i, m := range byID[id] {
+			if i > 0 && r.Outcome == Failed {
+				// Events for one project that met in a batch share its
+				// sync: one failure, one dead letter.
+				r.Recorded = true
+			}
 			c.settle(ctx, m, id, r)
 		}
 	}
