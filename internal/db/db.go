@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -103,11 +105,25 @@ var addedStateColumns = []string{"model_digest TEXT", "ollama_version TEXT"}
 var requiredColumns = []string{"id", "title", "description", "hashtags", "description_embedding"}
 
 // Store is the open file: one writer connection and a pool of readers.
+// The file at the path is checked before each use: one replaced under it
+// (a backup restored, `mv new.db waywo.db`) is opened in its place, since
+// the old one, deleted, would be read and written unseen by anyone.
 type Store struct {
-	w, r *sqlx.DB
 	path string
 	log  *zap.Logger
+
+	mu     sync.Mutex
+	p      *pools
+	closed bool
 }
+
+// pools are the connections to one file, known by its device and inode.
+type pools struct {
+	w, r     *sqlx.DB
+	dev, ino uint64
+}
+
+func (p *pools) close() error { return errors.Join(p.r.Close(), p.w.Close()) }
 
 // Open opens (or creates) the WAYWO file at path, creating waywo_projects
 // when it is missing and our state table always. It checks that an existing
@@ -125,41 +141,148 @@ func Open(ctx context.Context, path string, log *zap.Logger) (*Store, error) {
 			return nil, fmt.Errorf("create directory for WAYWO_DB: %w", err)
 		}
 	}
-	uri := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
-	params := fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds())
-	w, err := sqlx.Open("sqlite3", uri+"?"+params+"&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", abs, err)
+	s := &Store{path: abs, log: log}
+	if s.p, err = s.open(ctx); err != nil {
+		return nil, err
 	}
-	w.SetMaxOpenConns(1) // SQLite has one writer; queue here, not in SQLite
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, path: abs, log: log}
-	if err := s.prepare(ctx); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("WAYWO_DB %s: %w", abs, err)
-	}
-	s.r, err = sqlx.Open("sqlite3", uri+"?"+params+"&_query_only=true")
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open %s: %w", abs, err)
-	}
-	s.r.SetMaxOpenConns(4)
 	if created {
 		log.Info("created the WAYWO database with an empty waywo_projects", zap.String("path", abs))
 	}
 	return s, nil
 }
 
+// open opens and prepares the file at s.path.
+func (s *Store) open(ctx context.Context) (*pools, error) {
+	uri := (&url.URL{Scheme: "file", Path: filepath.ToSlash(s.path)}).String()
+	params := fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds())
+	w, err := sqlx.Open("sqlite3", uri+"?"+params+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", s.path, err)
+	}
+	w.SetMaxOpenConns(1) // SQLite has one writer; queue here, not in SQLite
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	if err := s.prepare(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("WAYWO_DB %s: %w", s.path, err)
+	}
+	r, err := sqlx.Open("sqlite3", uri+"?"+params+"&_query_only=true")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", s.path, err)
+	}
+	r.SetMaxOpenConns(4)
+	p := &pools{w: w, r: r}
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("WAYWO_DB %s: %w", s.path, err)
+	}
+	p.dev, p.ino = fileID(fi)
+	return p, nil
+}
+
+// pools returns the connections to the file now at the path, reopening
+// when it is another file than the one open, and failing while there is
+// none (deleted, or between a delete and its replacement).
+func (s *Store) pools(ctx context.Context) (*pools, error) {
+	fi, statErr := os.Stat(s.path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("database closed")
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		if s.p != nil {
+			s.log.Warn("WAYWO_DB was deleted; closed it, and the sync waits for a file at its path", zap.String("path", s.path))
+			_ = s.p.close()
+			s.p = nil
+			s.setAsideWAL(time.Time{})
+		}
+		return nil, fmt.Errorf("WAYWO_DB %s no longer exists (deleted, or being replaced); the sync waits for it", s.path)
+	}
+	if statErr != nil {
+		if s.p == nil {
+			return nil, fmt.Errorf("WAYWO_DB %s: %w", s.path, statErr)
+		}
+		return s.p, nil // cannot tell; keep the file open
+	}
+	if dev, ino := fileID(fi); s.p != nil && dev == s.p.dev && ino == s.p.ino {
+		return s.p, nil
+	}
+	var old [2]uint64
+	if s.p != nil {
+		old = [2]uint64{s.p.dev, s.p.ino}
+		_ = s.p.close()
+		s.p = nil
+		s.setAsideWAL(changeTime(fi))
+	}
+	p, err := s.open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("WAYWO_DB %s was replaced and the new file cannot be opened: %w", s.path, err)
+	}
+	s.p = p
+	s.log.Warn("WAYWO_DB was replaced by another file (a restore, a move); reopened it",
+		zap.String("path", s.path), zap.Uint64("old_inode", old[1]), zap.Uint64("new_inode", p.ino),
+		zap.Uint64("old_device", old[0]), zap.Uint64("new_device", p.dev))
+	return p, nil
+}
+
+// setAsideWAL moves the -wal and -shm files of a file that left the path
+// out of the way of the one that comes: SQLite keeps them when the file
+// it wrote was unlinked, and would replay the old file's pages into the
+// new one. Those written since the new file arrived (another process
+// writing to it) stay. Nothing is deleted: they are renamed *.stale-<time>.
+func (s *Store) setAsideWAL(arrived time.Time) {
+	stamp := time.Now().UTC().Format("20060102T150405")
+	for _, suffix := range []string{"-wal", "-shm"} {
+		fi, err := os.Stat(s.path + suffix)
+		if err != nil || (!arrived.IsZero() && fi.ModTime().After(arrived)) {
+			continue
+		}
+		to := s.path + suffix + ".stale-" + stamp
+		if err := os.Rename(s.path+suffix, to); err != nil {
+			s.log.Error("could not set aside the replaced file's "+suffix, zap.String("path", s.path+suffix), zap.Error(err))
+			continue
+		}
+		s.log.Warn("set aside the replaced file's "+suffix+" so that it is not applied to the new one", zap.String("to", to))
+	}
+}
+
+// changeTime is when a file's inode last changed: for one moved into
+// place, when it arrived.
+func changeTime(fi os.FileInfo) time.Time {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	return time.Time{}
+}
+
+// fileID is a file's device and inode: what tells a replaced file.
+func fileID(fi os.FileInfo) (dev, ino uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), st.Ino
+	}
+	return 0, 0
+}
+
 // Path is the file's absolute path.
 func (s *Store) Path() string { return s.path }
 
 // Close closes both pools.
-func (s *Store) Close() error { return errors.Join(s.r.Close(), s.w.Close()) }
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.p == nil {
+		return nil
+	}
+	return s.p.close()
+}
 
-func (s *Store) prepare(ctx context.Context) error {
+func (s *Store) prepare(ctx context.Context, w *sqlx.DB) error {
 	var mode string
-	if err := s.w.GetContext(ctx, &mode, "PRAGMA journal_mode=WAL"); err != nil {
+	if err := w.GetContext(ctx, &mode, "PRAGMA journal_mode=WAL"); err != nil {
 		return fmt.Errorf("set WAL: %w", err)
 	}
 	if mode != "wal" {
@@ -169,10 +292,10 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	// In WAL, NORMAL syncs at checkpoints: a power cut can lose the last
 	// writes, which the reconcile finds stale and writes again.
-	if _, err := s.w.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+	if _, err := w.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
 		return err
 	}
-	return s.write(ctx, "create tables", func(tx *sqlx.Tx) error {
+	return s.writeTo(ctx, w, "create tables", func(tx *sqlx.Tx) error {
 		var n int
 		if err := tx.GetContext(ctx, &n, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='waywo_projects'"); err != nil {
 			return err
@@ -262,10 +385,14 @@ func (s *Store) Projects(ctx context.Context, ids []int64) ([]Project, error) {
 	if err != nil {
 		return nil, err
 	}
+	p, err := s.pools(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []Project
 	err = retryBusy(ctx, s.log, "read projects", func() error {
 		out = out[:0]
-		return s.r.SelectContext(ctx, &out, q, args...)
+		return p.r.SelectContext(ctx, &out, q, args...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read projects: %w", err)
@@ -275,7 +402,11 @@ func (s *Store) Projects(ctx context.Context, ids []int64) ([]Project, error) {
 
 // EachProject calls fn for every row in id order, reading as it goes.
 func (s *Store) EachProject(ctx context.Context, fn func(Project) error) error {
-	rows, err := s.r.QueryxContext(ctx, selectProjects+" ORDER BY p.id")
+	p, err := s.pools(ctx)
+	if err != nil {
+		return err
+	}
+	rows, err := p.r.QueryxContext(ctx, selectProjects+" ORDER BY p.id")
 	if err != nil {
 		return fmt.Errorf("scan projects: %w", err)
 	}

@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -31,16 +33,16 @@ func TestOpenCreatesTheBackendsTable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "waywo.db")
 	s := open(t, path)
 	var mode string
-	require.NoError(t, s.w.Get(&mode, "PRAGMA journal_mode"))
+	require.NoError(t, s.p.w.Get(&mode, "PRAGMA journal_mode"))
 	require.Equal(t, "wal", mode)
 	var cols []string
-	require.NoError(t, s.r.Select(&cols, "SELECT name FROM pragma_table_info('waywo_projects')"))
+	require.NoError(t, s.p.r.Select(&cols, "SELECT name FROM pragma_table_info('waywo_projects')"))
 	require.Contains(t, cols, "description_embedding")
 	require.Contains(t, cols, "short_description")
 	require.Contains(t, cols, "umap_x")
 	require.Contains(t, cols, "created_at")
 	var n int
-	require.NoError(t, s.r.Get(&n, "SELECT count(*) FROM sqlite_master WHERE name = 'embed_sync_state'"))
+	require.NoError(t, s.p.r.Get(&n, "SELECT count(*) FROM sqlite_master WHERE name = 'embed_sync_state'"))
 	require.Equal(t, 1, n)
 	// Opening again changes nothing.
 	s.Close()
@@ -81,7 +83,7 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 	s, err := Open(context.Background(), path, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
-	_, err = s.w.Exec(InsertProject, 1, "t", "d", "[]")
+	_, err = s.p.w.Exec(InsertProject, 1, "t", "d", "[]")
 	require.NoError(t, err)
 
 	locker, err := sql.Open("sqlite3", "file:"+path+"?_txlock=exclusive")
@@ -112,7 +114,7 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 		t.Fatal("the write never reported the lock and retried")
 	}
 	var n int
-	require.NoError(t, s.r.Get(&n, "SELECT length(description_embedding) FROM waywo_projects WHERE id = 1"))
+	require.NoError(t, s.p.r.Get(&n, "SELECT length(description_embedding) FROM waywo_projects WHERE id = 1"))
 	require.Equal(t, 4, n)
 
 	// Locked again, with a deadline: a clear error, not a hang.
@@ -131,7 +133,7 @@ func TestFailuresAndForgetting(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "waywo.db"))
 	ctx := context.Background()
 	for _, id := range []int{1, 2} {
-		_, err := s.w.Exec(InsertProject, id, "t", "d", "[]")
+		_, err := s.p.w.Exec(InsertProject, id, "t", "d", "[]")
 		require.NoError(t, err)
 	}
 	require.NoError(t, s.SaveFailures(ctx, []Failure{{ID: 1, Hash: "k", Reason: "bad"}, {ID: 99, Reason: "gone"}}, time.Now()))
@@ -150,7 +152,7 @@ func TestFailuresAndForgetting(t *testing.T) {
 	require.Equal(t, int64(4), ps[0].BlobBytes.Int64)
 	require.Equal(t, "k2", ps[0].Hash.String)
 
-	_, err = s.w.Exec("DELETE FROM waywo_projects WHERE id = 1")
+	_, err = s.p.w.Exec("DELETE FROM waywo_projects WHERE id = 1")
 	require.NoError(t, err)
 	n, err := s.ForgetDeleted(ctx)
 	require.NoError(t, err)
@@ -171,12 +173,62 @@ func TestOpenAddsTheFingerprintColumns(t *testing.T) {
 
 	s := open(t, path)
 	var cols []string
-	require.NoError(t, s.r.Select(&cols, "SELECT name FROM pragma_table_info('embed_sync_state')"))
+	require.NoError(t, s.p.r.Select(&cols, "SELECT name FROM pragma_table_info('embed_sync_state')"))
 	require.Contains(t, cols, "model_digest")
 	require.Contains(t, cols, "ollama_version")
 	var digest sql.NullString
-	require.NoError(t, s.r.Get(&digest, "SELECT model_digest FROM embed_sync_state WHERE project_id = 7"))
+	require.NoError(t, s.p.r.Get(&digest, "SELECT model_digest FROM embed_sync_state WHERE project_id = 7"))
 	require.False(t, digest.Valid)
 	require.NoError(t, s.Close())
 	open(t, path) // and a second open adds nothing
+}
+
+// A file replaced under the open store (a restore: another file moved to
+// its path) is opened in its place and said so; while the path has no
+// file, reads fail naming it rather than read the deleted one.
+func TestReplacedFileIsReopened(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "waywo.db")
+	core, logs := observer.New(zap.InfoLevel)
+	s, err := Open(context.Background(), path, zap.New(core))
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	_, err = s.p.w.Exec(InsertProject, 1, "old", "d", "[]")
+	require.NoError(t, err)
+
+	// The restored file, made elsewhere, has project 2 only.
+	restored := open(t, filepath.Join(dir, "restored.db"))
+	_, err = restored.p.w.Exec(InsertProject, 2, "new", "d", "[]")
+	require.NoError(t, err)
+	require.NoError(t, restored.Close())
+
+	require.NoError(t, os.Remove(path))
+	_, err = s.Projects(context.Background(), []int64{1})
+	require.ErrorContains(t, err, "no longer exists")
+
+	require.NoError(t, os.Rename(filepath.Join(dir, "restored.db"), path))
+	ps, err := s.Projects(context.Background(), []int64{1, 2})
+	require.NoError(t, err)
+	require.Len(t, ps, 1)
+	require.EqualValues(t, 2, ps[0].ID)
+	require.Equal(t, 1, logs.FilterMessageSnippet("WAYWO_DB was replaced").Len())
+
+	// Writes go to the new file too, and its state table exists.
+	_, err = s.SaveEmbeddings(context.Background(), []Embedding{{ID: 2, Blob: make([]byte, 16), Hash: "h"}}, "m", 4, time.Now())
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, s.p.r.Get(&n, "SELECT count(*) FROM embed_sync_state WHERE project_id = 2"))
+	require.Equal(t, 1, n)
+
+	// `mv another.db waywo.db`: replaced with no moment without a file.
+	another := open(t, filepath.Join(dir, "another.db"))
+	_, err = another.p.w.Exec(InsertProject, 3, "newer", "d", "[]")
+	require.NoError(t, err)
+	require.NoError(t, another.Close())
+	require.NoError(t, os.Rename(filepath.Join(dir, "another.db"), path))
+	ps, err = s.Projects(context.Background(), []int64{1, 2, 3})
+	require.NoError(t, err)
+	require.Len(t, ps, 1)
+	require.EqualValues(t, 3, ps[0].ID)
+	require.Equal(t, 2, logs.FilterMessageSnippet("WAYWO_DB was replaced").Len())
 }

@@ -103,8 +103,17 @@ func (s *Store) ForgetDeleted(ctx context.Context) (int64, error) {
 // write runs fn in one immediate transaction on the writer connection,
 // again while the file stays locked.
 func (s *Store) write(ctx context.Context, what string, fn func(*sqlx.Tx) error) error {
+	p, err := s.pools(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return s.writeTo(ctx, p.w, what, fn)
+}
+
+// writeTo is write on the writer connection w.
+func (s *Store) writeTo(ctx context.Context, w *sqlx.DB, what string, fn func(*sqlx.Tx) error) error {
 	err := retryBusy(ctx, s.log, what, func() error {
-		tx, err := s.w.BeginTxx(ctx, nil)
+		tx, err := w.BeginTxx(ctx, nil)
 		if err != nil {
 			return err
 		}
