@@ -119,13 +119,12 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	defer stopSync()
 	syncDone := make(chan struct{})
 	if cfg.Sync {
-		svc, err := newSync(ctx, cfg, sys, log)
+		runner, err := newSyncRunner(ctx, cfg, sys, log)
 		if err != nil {
 			return err
 		}
-		projects = svc
-		go func() { defer close(syncDone); svc.Run(syncCtx) }()
-		log.Info("project sync on", zap.String("db", svc.Syncer.Store.Path()), zap.Duration("reconcile_interval", cfg.ReconcileInterval))
+		projects = runner
+		go func() { defer close(syncDone); runner.run(syncCtx) }()
 	} else {
 		close(syncDone)
 	}
@@ -149,7 +148,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 			if st := sys.nc.Status(); st != nats.CONNECTED {
 				return fmt.Errorf("connection is %s", st)
 			}
-			return nil
+			return sys.health.Err()
 		},
 	}, log)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -31,6 +31,9 @@ type system struct {
 	client  *queue.Client
 	reg     *prometheus.Registry
 
+	placement queue.Placement // of every stream
+	health    *queue.StreamHealth
+
 	worker  *background // the in-process worker; nil without one
 	closers []func()
 	closed  bool
@@ -40,7 +43,12 @@ type system struct {
 // nats-server, unless joinRunning is set and one already answers at
 // EMBED_NATS_ADDR (a running api's), which it then uses with its workers.
 func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning bool) (_ *system, err error) {
-	s := &system{reg: metrics.NewRegistry()}
+	s := &system{reg: metrics.NewRegistry(), health: queue.NewStreamHealth(log)}
+	// The watchers below run until close.
+	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
+	var watching sync.WaitGroup
+	stopWatchers := func() { stopWatching(); watching.Wait() }
+	s.closers = append(s.closers, stopWatchers)
 	defer func() {
 		if err != nil {
 			_ = s.close(log)
@@ -62,19 +70,23 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 			return nil, err
 		}
 		s.closers = append(s.closers, lock.Release) // released after the server's shutdown (closers run last first)
+		guard := queue.NewStoreGuard(cfg.DataDir, s.health, log)
 		s.ns, err = queue.StartServer(queue.ServerOptions{
-			Addr:     cfg.NATSAddr,
-			StoreDir: cfg.DataDir, // nats-server adds jetstream/
-			User:     cfg.NATSAuth.User,
-			Password: cfg.NATSAuth.Password,
-			Token:    cfg.NATSAuth.Token,
-			Log:      log,
+			StoreFault: guard.Fault,
+			Addr:       cfg.NATSAddr,
+			StoreDir:   cfg.DataDir, // nats-server adds jetstream/
+			User:       cfg.NATSAuth.User,
+			Password:   cfg.NATSAuth.Password,
+			Token:      cfg.NATSAuth.Token,
+			Log:        log,
 		})
 		if err != nil {
 			return nil, err
 		}
 		ns := s.ns
 		s.closers = append(s.closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
+		watching.Go(func() { guard.Run(watchCtx, ns) })
+		s.closers = append(s.closers, stopWatchers) // before the server's shutdown
 		log.Info("embedded nats-server listening", zap.String("url", ns.ClientURL()))
 	}
 	s.nc, err = queue.Connect(cfg.NATSURL, "embed-api", s.ns, cfg.NATSAuth, log)
@@ -87,10 +99,11 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := queue.EnsureJobsStream(setupCtx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}); err != nil {
+	s.placement = queue.Placement{Replicas: queue.ResolveReplicas(s.nc, cfg.StreamReplicas), Tags: cfg.StreamTags}
+	if _, err := queue.EnsureJobsStream(setupCtx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}, s.placement); err != nil {
 		return nil, err
 	}
-	if err := queue.EnsureDeadLetters(setupCtx, s.js); err != nil {
+	if err := queue.EnsureDeadLetters(setupCtx, s.js, s.placement); err != nil {
 		return nil, err
 	}
 	dlSub, err := queue.WatchMaxDeliveries(s.nc, s.js, time.Now, log)
@@ -106,6 +119,10 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 	if s.client, err = queue.NewClient(s.nc, s.js, cfg.Dimensions, time.Now, log); err != nil {
 		return nil, err
 	}
+	s.client.Health = s.health
+	js := s.js
+	watching.Go(func() { s.health.Run(watchCtx, js, 2*time.Second) })
+	s.closers = append(s.closers, stopWatchers) // before the connection closes
 	client := s.client
 	s.closers = append(s.closers, func() { _ = client.Close() })
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -52,6 +53,8 @@ type Config struct {
 
 	StreamMaxMsgs  int64
 	StreamMaxBytes int64
+	StreamReplicas int      // EMBED_STREAM_REPLICAS; 0 is auto
+	StreamTags     []string // EMBED_STREAM_TAGS
 
 	HeartbeatInterval time.Duration
 	ShutdownTimeout   time.Duration
@@ -153,10 +156,31 @@ var settings = []setting{
 		}
 		return nil
 	}))},
-	{"EMBED_ACK_WAIT", "30s", "JetStream ack wait of a job; workers report progress during longer model calls", durationIn(func(c *Config) *time.Duration { return &c.AckWait }, time.Second, time.Hour)},
+	{"EMBED_ACK_WAIT", "5s", "JetStream ack wait of a job: a job held by a worker that died is redelivered this long after its last sign of life; a live worker reports progress on every job it holds three times per ack wait", durationIn(func(c *Config) *time.Duration { return &c.AckWait }, time.Second, time.Hour)},
 	{"EMBED_MAX_DELIVER", "5", "attempts per job before it fails with an error reply", intIn(func(c *Config) *int { return &c.MaxDeliver }, 1, 1000)},
 	{"EMBED_STREAM_MAX_MSGS", "100000", "most jobs the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxMsgs })},
 	{"EMBED_STREAM_MAX_BYTES", "1073741824", "most bytes the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxBytes })},
+	{"EMBED_STREAM_REPLICAS", "auto", "copies of every stream (jobs, project events, dead letters), 1 to 5; auto: 3 on a NATS cluster, 1 otherwise. An existing stream with more is never lowered", func(c *Config, v string) error {
+		if v == "auto" {
+			c.StreamReplicas = 0
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5 {
+			return fmt.Errorf("want auto or 1 to 5, got %q", v)
+		}
+		c.StreamReplicas = n
+		return nil
+	}},
+	{"EMBED_STREAM_TAGS", "", "comma-separated JetStream server tags every stream's servers must carry (placement), e.g. az:eu-1; empty: any server", func(c *Config, v string) error {
+		c.StreamTags = nil
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				c.StreamTags = append(c.StreamTags, t)
+			}
+		}
+		return nil
+	}},
 	{"EMBED_HEARTBEAT_INTERVAL", "2s", "how often workers announce they are alive; the api counts a worker gone after 3 missed", durationIn(func(c *Config) *time.Duration { return &c.HeartbeatInterval }, 10*time.Millisecond, time.Minute)},
 	{"EMBED_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long in-flight requests and batches get to finish", durationIn(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0, time.Hour)},
 	{"EMBED_CACHE_SIZE", "1024", "vectors the api keeps for repeated (model, input type, text); 0 turns the cache off", intIn(func(c *Config) *int { return &c.CacheSize }, 0, 10_000_000)},
@@ -239,6 +263,9 @@ func (c Config) validate() error {
 	}
 	if (a.TLSCert == "") != (a.TLSKey == "") {
 		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY go together"))
+	}
+	if c.OwnNATS() && c.StreamReplicas > 1 {
+		errs = append(errs, fmt.Errorf("EMBED_STREAM_REPLICAS=%d needs a NATS cluster (NATS_URL): the embedded nats-server is one server", c.StreamReplicas))
 	}
 	if int64(c.MaxDocumentBytes) > c.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("EMBED_MAX_DOCUMENT_BYTES (%d) is larger than EMBED_MAX_BODY_BYTES (%d)", c.MaxDocumentBytes, c.MaxBodyBytes))

@@ -190,7 +190,7 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "worker", Name: "errors_total",
-			Help: "Job failures by kind: retried, failed, rejected, bad_job, reply_failed.",
+			Help: "Job failures by kind: retried, failed, rejected, bad_job, reply_failed, cancelled (dropped unstarted: its requester stopped waiting); and fetch_failed, a failed fetch of jobs (the stream unavailable; the worker backs off).",
 		}, []string{"kind"}),
 	}
 	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.tokens, m.embedded, m.errors)
@@ -241,6 +241,7 @@ type Sync struct {
 	deadLetters prometheus.Counter
 	reconQueued prometheus.Counter
 	reconRounds *prometheus.CounterVec
+	fetchFailed prometheus.Counter
 }
 
 // NewSync registers the sync's series on reg; backlog, when set, reports
@@ -263,8 +264,12 @@ func NewSync(reg prometheus.Registerer, backlog func() (uint64, error)) *Sync {
 			Namespace: ns, Subsystem: "sync", Name: "reconcile_rounds_total",
 			Help: "Reconcile rounds by result (ok or error).",
 		}, []string{"result"}),
+		fetchFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "sync", Name: "fetch_errors_total",
+			Help: "Failed fetches of project events (the stream unavailable; the sync backs off).",
+		}),
 	}
-	reg.MustRegister(m.projects, m.deadLetters, m.reconQueued, m.reconRounds)
+	reg.MustRegister(m.projects, m.deadLetters, m.reconQueued, m.reconRounds, m.fetchFailed)
 	if backlog != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: "sync", Name: "events_pending",
@@ -294,6 +299,14 @@ func (m *Sync) DeadLettered() {
 		return
 	}
 	m.deadLetters.Inc()
+}
+
+// FetchFailed counts one failed fetch of project events.
+func (m *Sync) FetchFailed() {
+	if m == nil {
+		return
+	}
+	m.fetchFailed.Inc()
 }
 
 // Reconciled counts one reconcile round and what it queued.

@@ -30,6 +30,8 @@ type Consumer struct {
 	Timeout    time.Duration // one sync's deadline
 	Observer   Observer      // may be nil
 	Log        *zap.Logger
+
+	summary summary
 }
 
 // Observer is told what the sync does; metrics.Sync is one.
@@ -37,6 +39,8 @@ type Observer interface {
 	Synced(outcome string, n int)
 	DeadLettered()
 	Reconciled(queued int, err error)
+	// FetchFailed counts a failed fetch of events (the stream unavailable).
+	FetchFailed()
 }
 
 // Run consumes until ctx ends; the syncs in flight then finish (within
@@ -50,42 +54,54 @@ func (c *Consumer) Run(ctx context.Context) {
 }
 
 func (c *Consumer) loop(ctx context.Context) {
+	outage := &queue.Outage{What: "fetching project events", Log: c.Log}
+	if c.Observer != nil {
+		outage.Counted = c.Observer.FetchFailed
+	}
 	for ctx.Err() == nil {
 		if !c.Ready() {
 			sleep(ctx, 250*time.Millisecond)
 			continue
 		}
-		msgs := c.fetch(ctx)
+		msgs, err := c.fetch()
+		if err != nil {
+			outage.Failed(ctx, err)
+			continue
+		}
+		outage.OK()
 		if len(msgs) == 0 {
 			continue
 		}
 		c.handle(msgs)
 	}
+	c.summary.flush() // what the last interval did, before the api stops
 }
 
-// fetch blocks for one event, then takes what else is there now.
-func (c *Consumer) fetch(ctx context.Context) []jetstream.Msg {
+// fetch blocks for one event, then takes what else is there now. err is a
+// failure to fetch (the stream unavailable), not an empty stream.
+func (c *Consumer) fetch() ([]jetstream.Msg, error) {
 	mb, err := c.Consumer.Fetch(1, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
-		c.Log.Warn("fetch project events", zap.Error(err))
-		sleep(ctx, time.Second)
-		return nil
+		return nil, err
 	}
 	var msgs []jetstream.Msg
 	for m := range mb.Messages() {
 		msgs = append(msgs, m)
 	}
+	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 {
+		return nil, err
+	}
 	if len(msgs) == 0 || c.Batch <= 1 {
-		return msgs
+		return msgs, nil
 	}
 	mb, err = c.Consumer.FetchNoWait(c.Batch - 1)
 	if err != nil {
-		return msgs
+		return msgs, nil
 	}
 	for m := range mb.Messages() {
 		msgs = append(msgs, m)
 	}
-	return msgs
+	return msgs, nil
 }
 
 func (c *Consumer) handle(msgs []jetstream.Msg) {
@@ -130,9 +146,74 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 			c.Observer.Synced(o.String(), n)
 		}
 	}
-	c.Log.Info("synced projects", zap.Int("events", len(msgs)), zap.Int("projects", len(ids)),
+	took := time.Since(start)
+	c.Log.Debug("synced projects", zap.Int("events", len(msgs)), zap.Int("projects", len(ids)),
 		zap.Int("embedded", counts[Embedded]), zap.Int("unchanged", counts[Unchanged]), zap.Int("missing", counts[Missing]),
-		zap.Int("failed", counts[Failed]), zap.Int("retry", counts[Retry]), zap.Duration("took", time.Since(start)))
+		zap.Int("failed", counts[Failed]), zap.Int("retry", counts[Retry]), zap.Duration("took", took))
+	c.summary.add(len(msgs), len(ids), counts, took, c.Log)
+}
+
+// SummaryEvery is how often the sync logs what it did at info level: a
+// storm of events makes one line per interval, not one per batch.
+const SummaryEvery = 10 * time.Second
+
+// summary adds up the batches synced since it last logged. A batch after
+// a quiet SummaryEvery is logged at once; those that follow within it are
+// logged together when it ends.
+type summary struct {
+	mu              sync.Mutex
+	logged          time.Time   // when the last line was written
+	timer           *time.Timer // pending line, nil when none
+	batches, events int
+	projects        int
+	counts          map[Outcome]int
+	slowest         time.Duration
+	log             *zap.Logger
+}
+
+func (s *summary) add(events, projects int, counts map[Outcome]int, took time.Duration, log *zap.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.counts == nil {
+		s.counts = map[Outcome]int{}
+	}
+	s.log = log
+	s.batches++
+	s.events += events
+	s.projects += projects
+	for o, n := range counts {
+		s.counts[o] += n
+	}
+	s.slowest = max(s.slowest, took)
+	switch wait := SummaryEvery - time.Since(s.logged); {
+	case s.timer != nil: // a line is due already
+	case wait <= 0:
+		s.flushLocked()
+	default:
+		s.timer = time.AfterFunc(wait, s.flush)
+	}
+}
+
+func (s *summary) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushLocked()
+}
+
+func (s *summary) flushLocked() {
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if s.batches == 0 {
+		return
+	}
+	s.log.Info("synced projects", zap.Int("batches", s.batches), zap.Int("events", s.events), zap.Int("projects", s.projects),
+		zap.Int("embedded", s.counts[Embedded]), zap.Int("unchanged", s.counts[Unchanged]), zap.Int("missing", s.counts[Missing]),
+		zap.Int("failed", s.counts[Failed]), zap.Int("retry", s.counts[Retry]), zap.Duration("slowest_batch", s.slowest))
+	s.logged = time.Now()
+	s.batches, s.events, s.projects, s.slowest = 0, 0, 0, 0
+	clear(s.counts)
 }
 
 func (c *Consumer) settle(ctx context.Context, m jetstream.Msg, id int64, r Result) {

@@ -12,6 +12,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/embed"
@@ -106,19 +107,22 @@ func newEnv(t *testing.T, o envOptions) *env {
 	return e
 }
 
-func (e *env) startConsumer() {
+func (e *env) startConsumer() { e.t.Cleanup(e.runConsumer(e.Log)) }
+
+// runConsumer starts a consumer logging to log; stop ends it and waits.
+func (e *env) runConsumer(log *zap.Logger) (stop func()) {
 	t := e.t
-	cons, err := queue.EnsureProjects(context.Background(), e.JS, time.Minute, 3)
+	cons, err := queue.EnsureProjects(context.Background(), e.JS, queue.Placement{}, time.Minute, 3)
 	require.NoError(t, err)
 	c := &projectsync.Consumer{
 		Syncer: e.syncer, Consumer: cons, JS: e.JS,
 		Ready: func() bool { n, _ := e.Workers.Ready(); return n > 0 },
-		Batch: 32, Parallel: 2, MaxDeliver: 3, Timeout: 30 * time.Second, Log: e.Log,
+		Batch: 32, Parallel: 2, MaxDeliver: 3, Timeout: 30 * time.Second, Log: log,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	return func() { cancel(); <-done }
 }
 
 // insert adds a project through the backend's connection.
@@ -179,3 +183,6 @@ func (e *env) deadLetters() []queue.StoredDeadLetter {
 func projectText(title, description string, tags ...string) string {
 	return embed.ProjectText(title, description, tags)
 }
+
+// everything is one page holding every listed project.
+var everything = projectsync.Page{Limit: 1 << 30}

@@ -42,6 +42,10 @@ type Client struct {
 	log   *zap.Logger
 	now   func() time.Time
 
+	// Health, when set, is told each publish's outcome, and a store that
+	// cannot write fails requests at once.
+	Health *StreamHealth
+
 	mu    sync.Mutex
 	calls map[string]*call
 }
@@ -144,12 +148,24 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	c.mu.Lock()
 	c.calls[req.ID] = cl
 	c.mu.Unlock()
+	published, answered := 0, 0
 	defer func() {
 		c.mu.Lock()
 		delete(c.calls, req.ID)
 		c.mu.Unlock()
+		if answered < published {
+			// Nobody will read the rest: spare the model.
+			if err := c.nc.Publish(CancelSubject, []byte(req.ID)); err != nil {
+				c.log.Debug("cancel not sent", zap.String("request_id", req.ID), zap.Error(err))
+			}
+		}
 	}()
 
+	if c.Health != nil {
+		if err := c.Health.storeFault(); err != nil {
+			return Result{}, fmt.Errorf("%w: %w", ErrQueue, err)
+		}
+	}
 	deadline, _ := ctx.Deadline()
 	for _, sp := range spans {
 		job := Job{
@@ -160,9 +176,10 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 			Offset:    sp[0],
 			Documents: req.Documents[sp[0]:sp[1]],
 		}
-		if _, err := c.js.PublishMsg(ctx, job.Msg(JobsSubject)); err != nil {
-			return Result{}, publishError(ctx, err)
+		if err := c.publish(ctx, job); err != nil {
+			return Result{}, err
 		}
+		published++
 	}
 
 	res := Result{Vectors: make([][]float32, len(req.Documents)), Fingerprints: make([]embed.Fingerprint, len(req.Documents)), Jobs: len(spans)}
@@ -197,9 +214,26 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 			}
 			res.Tokens += r.Tokens
 			done[off] = true
+			answered++
 		}
 	}
 	return res, nil
+}
+
+// publish stores one job, waiting at most PublishTimeout for the stream.
+func (c *Client) publish(ctx context.Context, job Job) error {
+	pctx, cancel := context.WithTimeout(ctx, PublishTimeout)
+	defer cancel()
+	_, err := c.js.PublishMsg(pctx, job.Msg(JobsSubject))
+	if err != nil {
+		err = publishError(ctx, err)
+	}
+	// A full queue is a stream at work, and a requester's own end says
+	// nothing about the stream.
+	if c.Health != nil && ctx.Err() == nil && !errors.Is(err, ErrQueueFull) {
+		c.Health.published(err)
+	}
+	return err
 }
 
 func validToken(s string) bool {
@@ -254,6 +288,9 @@ func publishError(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		return fmt.Errorf("%w: publishing: %w", ErrTimeout, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: the jobs stream did not acknowledge a job within %s (a store that cannot write, or a stream between leaders)", ErrQueue, PublishTimeout)
 	}
 	return fmt.Errorf("%w: publish: %w", ErrQueue, err)
 }

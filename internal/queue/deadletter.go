@@ -42,11 +42,9 @@ func DeadLetterStreamConfig() jetstream.StreamConfig {
 }
 
 // EnsureDeadLetters creates or updates the dead-letter stream.
-func EnsureDeadLetters(ctx context.Context, js jetstream.JetStream) error {
-	if _, err := js.CreateOrUpdateStream(ctx, DeadLetterStreamConfig()); err != nil {
-		return fmt.Errorf("ensure stream %s: %w", DeadLetterStream, err)
-	}
-	return nil
+func EnsureDeadLetters(ctx context.Context, js jetstream.JetStream, p Placement) error {
+	_, err := ensureStream(ctx, js, DeadLetterStreamConfig(), p)
+	return err
 }
 
 // DeadLetterKind says what failed: a job or a project event. It is the

@@ -54,10 +54,10 @@ func ProjectsConsumerConfig(ackWait time.Duration, maxDeliver int) jetstream.Con
 }
 
 // EnsureProjects creates or updates the events stream and the consumer.
-func EnsureProjects(ctx context.Context, js jetstream.JetStream, ackWait time.Duration, maxDeliver int) (jetstream.Consumer, error) {
-	s, err := js.CreateOrUpdateStream(ctx, ProjectsStreamConfig())
+func EnsureProjects(ctx context.Context, js jetstream.JetStream, p Placement, ackWait time.Duration, maxDeliver int) (jetstream.Consumer, error) {
+	s, err := ensureStream(ctx, js, ProjectsStreamConfig(), p)
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", ProjectsStream, err)
+		return nil, err
 	}
 	c, err := s.CreateOrUpdateConsumer(ctx, ProjectsConsumerConfig(ackWait, maxDeliver))
 	if err != nil {

@@ -25,6 +25,10 @@ type ServerOptions struct {
 	// in-process ones included.
 	User, Password, Token string
 	Log                   *zap.Logger
+	// StoreFault, when set, is told each error the server logs about
+	// writing its store (a full disk): the stream that hit it stops storing
+	// and never acknowledges again until JetStream restarts.
+	StoreFault func(msg string)
 }
 
 // StoreSyncInterval is how often JetStream's file store is synced to disk,
@@ -72,7 +76,7 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	if o.Log != nil {
-		ns.SetLoggerV2(natsLogger{o.Log.Named("nats").Sugar()}, false, false, false)
+		ns.SetLoggerV2(natsLogger{s: o.Log.Named("nats").Sugar(), fault: o.StoreFault}, false, false, false)
 	}
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
@@ -83,17 +87,27 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 	return ns, nil
 }
 
-// natsLogger adapts zap to nats-server's logger.
-type natsLogger struct{ s *zap.SugaredLogger }
+// natsLogger adapts zap to nats-server's logger, and tells fault about
+// errors writing the store: the server reports them nowhere else.
+type natsLogger struct {
+	s     *zap.SugaredLogger
+	fault func(string)
+}
 
 // Notices (the start-up banner among them) are debug: the api logs its own
 // line when the server is ready.
 func (l natsLogger) Noticef(format string, v ...any) { l.s.Debugf(format, v...) }
 func (l natsLogger) Warnf(format string, v ...any)   { l.s.Warnf(format, v...) }
 func (l natsLogger) Fatalf(format string, v ...any)  { l.s.Errorf(format, v...) }
-func (l natsLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) }
-func (l natsLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
-func (l natsLogger) Tracef(format string, v ...any)  { l.s.Debugf(format, v...) }
+func (l natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.s.Error(msg)
+	if l.fault != nil && (strings.Contains(msg, "critical write error") || strings.Contains(msg, "out of resources")) {
+		l.fault(msg)
+	}
+}
+func (l natsLogger) Debugf(format string, v ...any) { l.s.Debugf(format, v...) }
+func (l natsLogger) Tracef(format string, v ...any) { l.s.Debugf(format, v...) }
 
 // ErrDataDirInUse means another process holds the data directory.
 var ErrDataDirInUse = errors.New("data directory in use")

@@ -21,6 +21,10 @@ const (
 
 	HeartbeatSubject = "embed.workers.heartbeat"
 	PingSubject      = "embed.workers.ping"
+	// CancelSubject carries the id of a request whose requester stopped
+	// waiting (gone, timed out, or failed by another of its jobs): workers
+	// drop its jobs not yet sent to the model. Core NATS, best effort.
+	CancelSubject = "embed.cancel"
 
 	// ReplyPrefix starts every reply inbox; each api process adds its own id.
 	ReplyPrefix = "_INBOX.embed"
@@ -71,25 +75,18 @@ func WorkersConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
 	}
 }
 
-// EnsureJobsStream creates the jobs stream or brings its limits up to date.
-// The api owns the stream's configuration.
-func EnsureJobsStream(ctx context.Context, js jetstream.JetStream, l StreamLimits) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, JobsStreamConfig(l))
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", JobsStream, err)
-	}
-	return s, nil
+// EnsureJobsStream creates the jobs stream or brings its limits and
+// placement up to date. The api owns the stream's configuration.
+func EnsureJobsStream(ctx context.Context, js jetstream.JetStream, l StreamLimits, p Placement) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, JobsStreamConfig(l), p)
 }
 
 // EnsureWorkersConsumer makes sure the jobs stream exists (creating it when a
 // worker starts before any api) and creates or updates the consumer.
-func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, l StreamLimits, o ConsumerOptions) (jetstream.Consumer, error) {
+func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, l StreamLimits, p Placement, o ConsumerOptions) (jetstream.Consumer, error) {
 	s, err := js.Stream(ctx, JobsStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, JobsStreamConfig(l))
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			s, err = js.Stream(ctx, JobsStream)
-		}
+		s, err = ensureStream(ctx, js, JobsStreamConfig(l), p)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("find stream %s: %w", JobsStream, err)

@@ -30,7 +30,7 @@ var small = systemtest.Options{Dims: dims, Limits: queue.StreamLimits{MaxMsgs: 1
 func TestQueueFullIsRefusedAtOnce(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
-	_, err := queue.EnsureJobsStream(context.Background(), b.JS, queue.StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20})
+	_, err := queue.EnsureJobsStream(context.Background(), b.JS, queue.StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20}, queue.Placement{})
 	require.NoError(t, err)
 	for range 2 {
 		_, err := b.JS.PublishMsg(context.Background(), queue.Job{RequestID: nuid.Next(), ReplyTo: "x.y", Documents: []string{"a"}}.Msg(queue.JobsSubject))
@@ -83,11 +83,11 @@ func TestEmbeddedServerRequiresConfiguredAuth(t *testing.T) {
 func TestJobOutOfDeliveriesIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
-	require.NoError(t, queue.EnsureDeadLetters(context.Background(), b.JS))
+	require.NoError(t, queue.EnsureDeadLetters(context.Background(), b.JS, queue.Placement{}))
 	sub, err := queue.WatchMaxDeliveries(b.NC, b.JS, time.Now, b.Log)
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
-	cons, err := queue.EnsureWorkersConsumer(context.Background(), b.JS, queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26},
+	cons, err := queue.EnsureWorkersConsumer(context.Background(), b.JS, queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}, queue.Placement{},
 		queue.ConsumerOptions{AckWait: time.Second, MaxDeliver: 2})
 	require.NoError(t, err)
 

@@ -68,6 +68,7 @@ func NewConfigured(ctx context.Context, nc *nats.Conn, cfg config.Config, obs Ob
 		CallsPerHost:      cfg.CallsPerHost,
 		Consumer:          queue.ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
 		Limits:            queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes},
+		Placement:         queue.Placement{Replicas: queue.ResolveReplicas(nc, cfg.StreamReplicas), Tags: cfg.StreamTags},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		Observer:          obs,

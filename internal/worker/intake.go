@@ -18,6 +18,7 @@ import (
 // the endpoints compute, then hands it to the first idle one.
 func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 	b := NewBatcher[*pending](w.opts.BatchSize, w.opts.BatchWait, w.opts.Now)
+	outage := &queue.Outage{What: "fetching jobs", Log: w.log, Counted: func() { w.opts.Observer.JobError("fetch_failed") }}
 	var held []*pending // fetched but did not fit the batch
 	defer func() { w.handBack(append(b.Flush(), held...)) }()
 
@@ -37,7 +38,12 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 		}
 		drained := false
 		if b.Len() == 0 {
-			p, behind := w.fetchOne(ctx, cons)
+			p, behind, err := w.fetchOne(cons)
+			if err != nil {
+				outage.Failed(ctx, err)
+				continue
+			}
+			outage.OK()
 			if p == nil {
 				continue
 			}
@@ -71,16 +77,12 @@ func (w *Worker) dispatch(ctx context.Context, cons jetstream.Consumer) {
 
 // fetchOne blocks up to a second for one job. behind is how many jobs the
 // stream held for the consumer after it, as its delivery says (1 when it
-// does not say).
-func (w *Worker) fetchOne(ctx context.Context, cons jetstream.Consumer) (got *pending, behind uint64) {
+// does not say). err is a failure to fetch (the stream unavailable), not
+// an empty queue.
+func (w *Worker) fetchOne(cons jetstream.Consumer) (got *pending, behind uint64, err error) {
 	mb, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
-		w.log.Warn("fetch failed", zap.Error(err))
-		select { // do not spin while NATS is away
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-		return nil, 0
+		return nil, 0, err
 	}
 	behind = 1
 	for m := range mb.Messages() {
@@ -91,10 +93,10 @@ func (w *Worker) fetchOne(ctx context.Context, cons jetstream.Consumer) (got *pe
 			}
 		}
 	}
-	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		w.log.Warn("fetch ended with error", zap.Error(err))
+	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && got == nil {
+		return nil, 0, err
 	}
-	return got, behind
+	return got, behind, nil
 }
 
 // fill adds what the queue has right now, without waiting, until the batch
@@ -105,8 +107,7 @@ func (w *Worker) fill(cons jetstream.Consumer, b *Batcher[*pending], held []*pen
 		want := min(b.Room(), 16)
 		mb, err := cons.FetchNoWait(want)
 		if err != nil {
-			w.log.Warn("fetch failed", zap.Error(err))
-			return held, false
+			return held, true // the next blocking fetch reports it
 		}
 		n := 0
 		for m := range mb.Messages() {
@@ -154,6 +155,12 @@ func (w *Worker) accept(m jetstream.Msg) *pending {
 	if !job.Deadline.IsZero() && w.opts.Now().After(job.Deadline) {
 		w.log.Debug("dropping expired job", zap.String("request_id", job.RequestID), zap.Time("deadline", job.Deadline))
 		_ = m.Ack()
+		return nil
+	}
+	if w.cancelled.has(job.RequestID) {
+		w.log.Debug("dropping a job of a cancelled request", zap.String("request_id", job.RequestID))
+		_ = m.Ack()
+		w.opts.Observer.JobError("cancelled")
 		return nil
 	}
 	return &pending{msg: m, job: job}

@@ -35,6 +35,7 @@ type Options struct {
 	CallsPerHost      int
 	Consumer          queue.ConsumerOptions
 	Limits            queue.StreamLimits
+	Placement         queue.Placement // of the jobs stream, should the worker create it
 	HeartbeatInterval time.Duration
 	ProbeTimeout      time.Duration // default 2s
 	ShutdownTimeout   time.Duration
@@ -48,7 +49,7 @@ type Options struct {
 type Observer interface {
 	Batch(BatchInfo)
 	// JobError counts a job by kind: retried, failed, rejected, bad_job,
-	// reply_failed.
+	// reply_failed, cancelled; and fetch_failed, a fetch that failed (no job).
 	JobError(kind string)
 	// ModelCall is told about every Ollama call.
 	ModelCall(endpoint string, took time.Duration, err error)

@@ -20,7 +20,19 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	w.setBusy(r, +1)
 	defer w.setBusy(r, -1)
 
-	batch := b.items
+	// Requests cancelled while their jobs waited here cost no model time.
+	batch := b.items[:0:0]
+	for _, p := range b.items {
+		if w.cancelled.has(p.job.RequestID) {
+			_ = p.msg.Ack()
+			w.opts.Observer.JobError("cancelled")
+			continue
+		}
+		batch = append(batch, p)
+	}
+	if len(batch) == 0 {
+		return
+	}
 	var inputs []string
 	requests := map[string]bool{}
 	for _, p := range batch {

@@ -28,8 +28,9 @@ type Worker struct {
 	opts Options
 	log  *zap.Logger
 
-	runners []*runner
-	idle    chan *runner // an endpoint with no call in flight
+	runners   []*runner
+	cancelled *cancels
+	idle      chan *runner // an endpoint with no call in flight
 	extra   chan *runner // an endpoint that can take one more call
 
 	mu      sync.Mutex
@@ -78,6 +79,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts Optio
 		extra:   make(chan *runner),
 		changed: make(chan struct{}),
 	}
+	w.cancelled = newCancels(opts.Now)
 	for _, ep := range endpoints {
 		w.runners = append(w.runners, &runner{ep: ep, work: make(chan batch, 1), ready: true})
 	}
@@ -92,17 +94,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	if len(w.runners) == 0 {
 		return errors.New("worker has no endpoints")
 	}
-	cons, err := queue.EnsureWorkersConsumer(ctx, w.js, w.opts.Limits, w.opts.Consumer)
+	cons, err := queue.EnsureWorkersConsumer(ctx, w.js, w.opts.Limits, w.opts.Placement, w.opts.Consumer)
 	if err != nil {
 		return err
 	}
-	if err := queue.EnsureDeadLetters(ctx, w.js); err != nil {
+	if err := queue.EnsureDeadLetters(ctx, w.js, w.opts.Placement); err != nil {
 		return err
 	}
 	ping, err := w.nc.Subscribe(queue.PingSubject, func(*nats.Msg) { w.announce(false) })
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", queue.PingSubject, err)
 	}
+	cancel, err := w.nc.Subscribe(queue.CancelSubject, w.cancelled.onCancel)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", queue.CancelSubject, err)
+	}
+	defer func() { _ = cancel.Unsubscribe() }()
 
 	// Model calls outlive the stop signal until the shutdown timeout.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))

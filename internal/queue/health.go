@@ -1,0 +1,129 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// PublishTimeout bounds the wait for the jobs stream to acknowledge one
+// job. A store normally answers in a millisecond; one that cannot write (a
+// full disk, a stream between leaders) does not answer at all, and its
+// requester should hear so, not wait its whole timeout.
+const PublishTimeout = 5 * time.Second
+
+// StreamHealth says whether the jobs stream can take work now, from three
+// sources: a periodic look at the stream (does it answer, has it a
+// leader), the outcome of the latest publish, and a fault of the embedded
+// server's store. /health turns a problem into 503 with its reason.
+type StreamHealth struct {
+	log *zap.Logger
+
+	mu       sync.Mutex
+	infoErr  error     // the latest look at the stream
+	pubErr   error     // the latest publish, when it failed
+	pubSince time.Time // first of the failing publishes
+	storeErr error     // the embedded store cannot write
+}
+
+// NewStreamHealth returns a health that knows of no problem yet.
+func NewStreamHealth(log *zap.Logger) *StreamHealth {
+	return &StreamHealth{log: log.Named("stream")}
+}
+
+// Err is the current problem, or nil when the stream can take work.
+func (h *StreamHealth) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.storeErr != nil:
+		return h.storeErr
+	case h.infoErr != nil:
+		return h.infoErr
+	case h.pubErr != nil:
+		return fmt.Errorf("jobs stream %s cannot take a publish since %s: %w", JobsStream, h.pubSince.UTC().Format(time.RFC3339), h.pubErr)
+	}
+	return nil
+}
+
+// storeFault is the problem that makes publishing pointless: the store
+// cannot write, so every publish would wait for an acknowledgement that
+// never comes.
+func (h *StreamHealth) storeFault() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.storeErr
+}
+
+// published records a publish's outcome; the first failure and the
+// recovery are logged, not each one.
+func (h *StreamHealth) published(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err == nil && h.pubErr != nil:
+		h.log.Info("jobs stream takes publishes again", zap.Duration("after", time.Since(h.pubSince)))
+		h.pubErr = nil
+	case err != nil && h.pubErr == nil:
+		h.log.Warn("jobs stream refuses publishes", zap.Error(err))
+		h.pubErr, h.pubSince = err, time.Now()
+	case err != nil:
+		h.pubErr = err
+	}
+}
+
+// SetStoreFault records (err non-nil) or clears (nil) a fault of the
+// embedded server's store.
+func (h *StreamHealth) SetStoreFault(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.storeErr = err
+}
+
+// Check looks at the jobs stream once: it must answer within 2 s and, in
+// a cluster, have a leader.
+func (h *StreamHealth) Check(ctx context.Context, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := checkStream(ctx, js)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err != nil && h.infoErr == nil:
+		h.log.Warn("jobs stream unavailable", zap.Error(err))
+	case err == nil && h.infoErr != nil:
+		h.log.Info("jobs stream available again")
+	}
+	h.infoErr = err
+	return err
+}
+
+func checkStream(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, JobsStream)
+	if err != nil {
+		return fmt.Errorf("jobs stream %s does not answer: %w", JobsStream, err)
+	}
+	ci := s.CachedInfo().Cluster
+	if ci != nil && ci.Leader == "" && len(ci.Replicas) > 0 {
+		return fmt.Errorf("jobs stream %s has no leader (an election is under way, or too few of its %d servers are up)", JobsStream, len(ci.Replicas)+1)
+	}
+	return nil
+}
+
+// Run checks the stream every interval until ctx ends.
+func (h *StreamHealth) Run(ctx context.Context, js jetstream.JetStream, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_ = h.Check(ctx, js)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package queue
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Outage paces a loop whose fetches fail (a stream without a leader, NATS
+// away): each failure waits a jittered, growing delay, and the log gets one
+// line when the failures start and one when they end, whatever their
+// number. Not safe for concurrent use: one per loop.
+type Outage struct {
+	What string      // what fails, for the log: "fetch jobs"
+	Log  *zap.Logger // with the loop's own fields
+	// Counted, when set, is called on every failure (a metric).
+	Counted func()
+	Min     time.Duration // first delay; default 100 ms
+	Max     time.Duration // cap; default 5 s
+
+	failing  bool
+	since    time.Time
+	failures int
+}
+
+// Failed records err and waits before the next attempt, or until ctx ends.
+func (o *Outage) Failed(ctx context.Context, err error) {
+	if o.Counted != nil {
+		o.Counted()
+	}
+	if !o.failing {
+		o.failing, o.since, o.failures = true, time.Now(), 0
+		o.Log.Warn(o.What+" failing; backing off until it works again", zap.Error(err))
+	}
+	o.failures++
+	lo, hi := o.Min, o.Max
+	if lo <= 0 {
+		lo = 100 * time.Millisecond
+	}
+	if hi <= 0 {
+		hi = 5 * time.Second
+	}
+	d := min(lo<<min(o.failures-1, 16), hi)
+	d = d/2 + rand.N(d/2+1) // jitter: loops that failed together do not retry together
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// OK records a success, logging the end of an outage.
+func (o *Outage) OK() {
+	if o.failing {
+		o.Log.Info(o.What+" works again", zap.Duration("after", time.Since(o.since)), zap.Int("failures", o.failures))
+		o.failing = false
+	}
+}
