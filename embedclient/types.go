@@ -58,12 +58,28 @@ type SyncStatus struct {
 	Pending     int    `json:"pending"`
 	Failed      int    `json:"failed"`
 	Queued      uint64 `json:"queued_events"`
+	// QueueError says why Queued could not be read (the events stream
+	// unavailable); the counts above come from the database and stand.
+	QueueError string `json:"queue_error,omitempty"`
+	// SyncError says why the sync is not running (its database cannot be
+	// opened); /embed serves regardless.
+	SyncError string `json:"sync_error,omitempty"`
 	// Failures cannot be embedded as they stand; each waits for a change.
 	Failures []FailedProject `json:"failed_projects"`
 	// Retrying are pending or stale projects whose last attempt failed for
 	// a passing reason (out of attempts during an outage, say); the
 	// reconcile tries them again.
 	Retrying []FailedProject `json:"retrying_projects"`
+	// NextAfter, when set, is the project id to pass as ?after= for the
+	// next page of both lists: together they hold at most ?limit= projects
+	// per page, in id order.
+	NextAfter int64 `json:"next_after,omitempty"`
+}
+
+// Page selects a page of SyncStatus's project lists.
+type Page struct {
+	After int64 // only projects with a larger id
+	Limit int   // at most this many in both lists together
 }
 
 // FailedProject is one project with the reason it is not embedded.

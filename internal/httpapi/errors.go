@@ -12,6 +12,10 @@ import (
 // errNoWorker means no live worker can embed now.
 var errNoWorker = errors.New("no worker can serve")
 
+// ErrUnavailable is a part of the api that cannot serve now (503), such as
+// a project sync whose database cannot be opened.
+var ErrUnavailable = errors.New("unavailable")
+
 // statusOf maps every error the handlers meet to an HTTP status and a short
 // code. It is the only place that does.
 func statusOf(err error) (int, string) {
@@ -38,7 +42,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, "rejected_by_model"
 	case errors.Is(err, queue.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full"
-	case errors.Is(err, errNoWorker), errors.Is(err, embed.ErrUnavailable), errors.Is(err, embed.ErrModelNotFound), errors.Is(err, queue.ErrQueue):
+	case errors.Is(err, errNoWorker), errors.Is(err, embed.ErrUnavailable), errors.Is(err, embed.ErrModelNotFound), errors.Is(err, queue.ErrQueue), errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, queue.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timeout"

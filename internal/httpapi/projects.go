@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"go.uber.org/zap"
 
@@ -40,13 +41,45 @@ func (s *Server) handleSyncStatus(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errSyncOff)
 		return
 	}
+	page, err := parsePage(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
-	st, err := s.opts.Projects.Status(ctx)
+	st, err := s.opts.Projects.Status(ctx, page)
 	if err != nil {
 		s.log.Error("sync status", zap.String("request_id", requestID(r)), zap.Error(err))
 		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// Page sizes of the sync-status lists.
+const (
+	defaultPage = 100
+	maxPage     = 1000
+)
+
+// parsePage reads ?after=<id>&limit=<n> of GET /projects/sync-status.
+func parsePage(r *http.Request) (embedclient.Page, error) {
+	page := embedclient.Page{Limit: defaultPage}
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPage {
+			return page, badRequest("limit must be 1 to %d, got %q", maxPage, v)
+		}
+		page.Limit = n
+	}
+	if v := q.Get("after"); v != "" {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || id < 0 {
+			return page, badRequest("after must be a project id, got %q", v)
+		}
+		page.After = id
+	}
+	return page, nil
 }

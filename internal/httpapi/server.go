@@ -66,8 +66,9 @@ type Options struct {
 type Projects interface {
 	// Changed queues a sync of project id, like a NATS event does.
 	Changed(ctx context.Context, id int64) error
-	// Status counts projects by state.
-	Status(ctx context.Context) (embedclient.SyncStatus, error)
+	// Status counts projects by state and lists a page of the failed and
+	// retrying ones.
+	Status(ctx context.Context, page embedclient.Page) (embedclient.SyncStatus, error)
 }
 
 // Server serves the HTTP API.

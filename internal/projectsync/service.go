@@ -40,13 +40,17 @@ func (s *Service) Changed(ctx context.Context, id int64) error {
 
 // Status counts projects by state, with the events waiting
 // (GET /projects/sync-status).
-func (s *Service) Status(ctx context.Context) (Status, error) {
-	st, err := s.Syncer.Status(ctx)
+// The backlog is asked for at most 2 s: with its stream unavailable the
+// answer says why instead of hanging.
+func (s *Service) Status(ctx context.Context, page Page) (Status, error) {
+	st, err := s.Syncer.Status(ctx, page)
 	if err != nil {
 		return Status{}, err
 	}
-	if st.Queued, err = queue.ProjectsBacklog(ctx, s.JS); err != nil {
-		return Status{}, fmt.Errorf("%w: %w", queue.ErrQueue, err)
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if st.Queued, err = queue.ProjectsBacklog(qctx, s.JS); err != nil {
+		st.QueueError = fmt.Sprintf("events stream %s: %v", queue.ProjectsStream, err)
 	}
 	return st, nil
 }

@@ -360,18 +360,34 @@ type FailedProject = embedclient.FailedProject
 // Queued is filled in by the caller.
 type Status = embedclient.SyncStatus
 
+// Page selects a page of Status's lists.
+type Page = embedclient.Page
+
 // Status reads every row and counts.
-func (s *Syncer) Status(ctx context.Context) (Status, error) {
+func (s *Syncer) Status(ctx context.Context, page Page) (Status, error) {
 	st := Status{Model: s.Model, Dimensions: s.Dims, Failures: []FailedProject{}, Retrying: []FailedProject{}}
 	cur, known := s.current()
 	if known {
 		st.ModelDigest = cur.Digest
 	}
+	// Projects come in id order: the page is the first Limit listed
+	// projects after After, and the next starts after the last of them.
+	listed, last := 0, int64(0)
+	list := func(to *[]FailedProject, p FailedProject) {
+		switch {
+		case p.ID <= page.After:
+		case listed < page.Limit:
+			*to = append(*to, p)
+			listed, last = listed+1, p.ID
+		default:
+			st.NextAfter = last
+		}
+	}
 	err := s.Store.EachProject(ctx, func(p db.Project) error {
 		st.Total++
 		c := s.classify(p, cur, known)
 		if (c.state == StateStale || c.state == StatePending) && p.LastError.Valid && !p.FailedHash.Valid {
-			st.Retrying = append(st.Retrying, FailedProject{ID: p.ID, Reason: p.LastError.String})
+			list(&st.Retrying, FailedProject{ID: p.ID, Reason: p.LastError.String})
 		}
 		switch c.state {
 		case StateEmbedded:
@@ -382,7 +398,7 @@ func (s *Syncer) Status(ctx context.Context) (Status, error) {
 			st.Pending++
 		case StateFailed:
 			st.Failed++
-			st.Failures = append(st.Failures, FailedProject{ID: p.ID, Reason: c.reason})
+			list(&st.Failures, FailedProject{ID: p.ID, Reason: c.reason})
 		}
 		return nil
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/queue"
 )
 
 // An event makes the sync write the model's vector of the text built as
@@ -177,12 +178,22 @@ func TestMalformedRowsDeadLetterOthersProceed(t *testing.T) {
 	require.Contains(t, reasons["waywo.projects.changed.3"], "element 0 is \"1\"")
 	require.Contains(t, reasons["waywo.projects.changed.4"], "text is empty")
 
-	st, err := e.syncer.Status(context.Background())
+	st, err := e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 5, st.Total)
 	require.Equal(t, 2, st.Embedded)
 	require.Equal(t, 3, st.Failed)
 	require.Equal(t, []int64{2, 3, 4}, []int64{st.Failures[0].ID, st.Failures[1].ID, st.Failures[2].ID})
+	// Paged: two at a time, in id order, each page after the last.
+	st, err = e.syncer.Status(context.Background(), projectsync.Page{Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, 3, st.Failed, "counts are whole on every page")
+	require.Len(t, st.Failures, 2)
+	require.EqualValues(t, 3, st.NextAfter)
+	st, err = e.syncer.Status(context.Background(), projectsync.Page{After: st.NextAfter, Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, []projectsync.FailedProject{{ID: 4, Reason: st.Failures[0].Reason}}, st.Failures)
+	require.Zero(t, st.NextAfter, "the last page says so")
 
 	// Failed rows wait for a change: another event costs nothing and adds
 	// no dead letter; fixing the row heals it.
@@ -196,7 +207,7 @@ func TestMalformedRowsDeadLetterOthersProceed(t *testing.T) {
 	e.publish(2)
 	e.settled()
 	require.NotNil(t, e.blob(2))
-	st, err = e.syncer.Status(context.Background())
+	st, err = e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 2, st.Failed)
 }
@@ -229,7 +240,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	require.NoError(t, err)
 	_, err = e.raw.Exec("DELETE FROM waywo_projects WHERE id = 6")
 	require.NoError(t, err)
-	st, err := e.syncer.Status(context.Background())
+	st, err := e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	served, _ := e.Workers.Fingerprint()
 	require.Equal(t, projectsync.Status{Model: e.ollama.Model, ModelDigest: served.Digest, Dimensions: e.ollama.Dims, Total: 5, Embedded: 3, Stale: 1, Pending: 1,
@@ -245,7 +256,7 @@ func TestReconcileFindsMissingAndStale(t *testing.T) {
 	want := e.reference(projectText("Renamed", ollamatest.Sentence(2, 12)))
 	require.Greater(t, ollamatest.Cosine(e.blob(2), want), 0.9999)
 	require.NotNil(t, e.blob(4))
-	st, err = e.syncer.Status(context.Background())
+	st, err = e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 5, st.Embedded)
 }
@@ -322,7 +333,7 @@ func TestRefusedTextFailsAlone(t *testing.T) {
 	require.Contains(t, res[2].Reason, "refused by the model")
 	require.NotNil(t, e.blob(1))
 	require.Nil(t, e.blob(2))
-	st, err := e.syncer.Status(context.Background())
+	st, err := e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 1, st.Failed)
 	require.Equal(t, int64(2), st.Failures[0].ID)
@@ -343,7 +354,7 @@ func TestStatusShowsRetryingProjects(t *testing.T) {
 	e.insert(1, "One", "first", `[]`)
 	e.insert(2, "Two", "second", `[]`)
 	require.NoError(t, e.store.SaveFailures(context.Background(), []db.Failure{{ID: 1, Reason: "gave up after 5 attempts: no worker"}}, time.Now()))
-	st, err := e.syncer.Status(context.Background())
+	st, err := e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 2, st.Pending)
 	require.Zero(t, st.Failed)
@@ -354,7 +365,7 @@ func TestStatusShowsRetryingProjects(t *testing.T) {
 
 	sum := projectsync.Reindex(context.Background(), e.syncer, ids, projectsync.ReindexOptions{Batch: 8})
 	require.Equal(t, 2, sum.Counts[projectsync.Embedded])
-	st, err = e.syncer.Status(context.Background())
+	st, err = e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Empty(t, st.Retrying)
 	require.Equal(t, 2, st.Embedded)
@@ -379,7 +390,7 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	require.NoError(t, e.raw.QueryRow("SELECT model_digest, ollama_version FROM embed_sync_state WHERE project_id = 2").Scan(&digest, &version))
 	require.Equal(t, served.Digest, digest)
 	require.Equal(t, served.OllamaVersion, version)
-	st, err := e.syncer.Status(context.Background())
+	st, err := e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 3, st.Embedded)
 	require.Equal(t, served.Digest, st.ModelDigest)
@@ -388,7 +399,7 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	next := embed.Fingerprint{Digest: "sha256:" + strings.Repeat("ab", 32), OllamaVersion: "0.32.15"}
 	changed := *e.syncer
 	changed.Fingerprint = func() (embed.Fingerprint, bool) { return next, true }
-	st, err = changed.Status(context.Background())
+	st, err = changed.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 3, st.Stale)
 	require.Equal(t, next.Digest, st.ModelDigest)
@@ -409,4 +420,41 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	announced := logs.FilterMessageSnippet("model changed from").All()
 	require.Len(t, announced, 1, "said once, not every round")
 	require.Equal(t, fmt.Sprintf("model changed from %s to abababababab: 3 projects to re-embed", served.ShortDigest()), announced[0].Message)
+}
+
+// A storm of events is logged as a few summaries, not a line per batch,
+// and the summaries add up to what was synced.
+func TestEventStormIsLoggedAsSummaries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{noConsumer: true})
+	const projects = 300
+	for id := int64(1); id <= projects; id++ {
+		e.insert(id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 6), `["a"]`)
+	}
+	_, err := queue.EnsureProjects(context.Background(), e.JS, queue.Placement{}, time.Minute, 3)
+	require.NoError(t, err)
+	for range 3 {
+		for id := int64(1); id <= projects; id++ {
+			e.publish(id)
+		}
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	stop := e.runConsumer(zap.New(core))
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, e.raw.QueryRow("SELECT count(*) FROM waywo_projects WHERE description_embedding IS NOT NULL").Scan(&n))
+		return n == projects
+	}, 120*time.Second, 50*time.Millisecond)
+	stop() // logs what the last interval did
+
+	lines := logs.FilterMessage("synced projects").All()
+	synced, batches := 0, 0
+	for _, l := range lines {
+		synced += int(l.ContextMap()["projects"].(int64))
+		batches += int(l.ContextMap()["batches"].(int64))
+	}
+	t.Logf("%d batches logged in %d lines", batches, len(lines))
+	require.GreaterOrEqual(t, synced, projects)
+	require.Greater(t, batches, len(lines), "batches are summed, not logged one by one")
+	require.LessOrEqual(t, len(lines), 2+int(time.Since(lines[0].Time)/projectsync.SummaryEvery))
 }

@@ -346,3 +346,46 @@ func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
 		require.NoError(t, <-results)
 	}
 }
+
+// Jobs of requests whose requester stopped waiting are dropped before they
+// reach the model: ten callers that give up while the model is busy cost
+// it nothing, and the next caller waits for one call, not eleven.
+func TestAbandonedRequestsCostNoModelTime(t *testing.T) {
+	t.Parallel()
+	b := systemtest.Setup(t, small)
+	release := make(chan struct{})
+	var inputs atomic.Int64
+	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		if n == 1 {
+			<-release // the first call holds the model until the callers below have given up
+		}
+		inputs.Add(int64(len(req.Input.([]string))))
+		return vectorsFor(req), nil
+	}}
+	startWorker(b, wopts{fake: fake})
+
+	first := make(chan error, 1)
+	go func() { _, err := b.Embed(20*time.Second, "first"); first <- err }()
+	require.Eventually(t, func() bool { return fake.calls.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	// Ten callers give up while their jobs wait behind the busy model.
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, err := b.Client.Embed(ctx, queue.Request{Documents: []string{strings.Repeat("x", 10+i)}})
+			require.Error(t, err)
+		})
+	}
+	wg.Wait()
+	close(release)
+	require.NoError(t, <-first)
+
+	res, err := b.Embed(20*time.Second, "after")
+	require.NoError(t, err)
+	require.Equal(t, [][]float32{{5, 1, 0, 0}}, res.Vectors)
+	require.EqualValues(t, 2, inputs.Load(), "only \"first\" and \"after\" reached the model")
+	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond,
+		"the abandoned jobs left the queue")
+}
