@@ -41,7 +41,13 @@ type syncRunner struct {
 // newSyncRunner makes sure the events stream and its consumer exist, so
 // that events are stored from the start whatever becomes of the file.
 func newSyncRunner(ctx context.Context, cfg config.Config, s *system, log *zap.Logger) (*syncRunner, error) {
-	cons, err := queue.EnsureProjects(ctx, s.js, s.placement, cfg.RequestTimeout+30*time.Second, cfg.MaxDeliver)
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var cons jetstream.Consumer
+	err := retryStart(setupCtx, log, func() (err error) {
+		cons, err = queue.EnsureProjects(setupCtx, s.js, s.placement, cfg.RequestTimeout+30*time.Second, cfg.MaxDeliver)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -50,13 +56,21 @@ func newSyncRunner(ctx context.Context, cfg config.Config, s *system, log *zap.L
 		defer cancel()
 		return queue.ProjectsBacklog(ctx, s.js)
 	})
-	return &syncRunner{cfg: cfg, sys: s, cons: cons, obs: obs, log: log, err: fmt.Errorf("opening %s", cfg.DBPath)}, nil
+	r := &syncRunner{cfg: cfg, sys: s, cons: cons, obs: obs, log: log}
+	r.svc, r.err = r.open(ctx) // the usual case is settled before the api listens
+	return r, nil
 }
 
 // run opens the sync, retrying every syncOpenRetry, then runs it until ctx ends.
 func (r *syncRunner) run(ctx context.Context) {
+	r.mu.Lock()
+	svc, err := r.svc, r.err
+	r.mu.Unlock()
+	logged := ""
 	for {
-		svc, err := r.open(ctx)
+		if svc == nil && err == nil {
+			svc, err = r.open(ctx)
+		}
 		if err == nil {
 			r.mu.Lock()
 			r.svc, r.err = svc, nil
@@ -66,11 +80,12 @@ func (r *syncRunner) run(ctx context.Context) {
 			_ = svc.Syncer.Store.Close()
 			return
 		}
+		svc = nil
 		r.mu.Lock()
-		changed := r.err == nil || r.err.Error() != err.Error()
 		r.err = err
 		r.mu.Unlock()
-		if changed {
+		if err.Error() != logged {
+			logged = err.Error()
 			r.log.Error("project sync cannot start; /embed serves meanwhile, events wait in their stream",
 				zap.String("db", r.cfg.DBPath), zap.Duration("retry_every", syncOpenRetry), zap.Error(err))
 		}
@@ -81,6 +96,7 @@ func (r *syncRunner) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		err = nil
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -222,4 +223,35 @@ func TestDeadLettersCommand(t *testing.T) {
 	require.Contains(t, out.String(), "0 dead letters")
 
 	require.ErrorContains(t, deadLettersCommand(context.Background(), cfg, log, []string{"purge"}, &out), "list or replay")
+}
+
+// A WAYWO file the sync cannot open does not keep /embed from serving:
+// sync-status answers 503 with the reason, and events are still taken.
+func TestBrokenDatabaseDoesNotStopEmbed(t *testing.T) {
+	t.Parallel()
+	cfg, path := syncConfig(t, nil)
+	require.NoError(t, os.WriteFile(path, bytes.Repeat([]byte("not sqlite "), 1000), 0o644))
+	base, cancel, done := startRun(t, cfg)
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	waitHealthy(t, base, 60*time.Second)
+
+	resp, err := http.Post(base+"/embed", "application/json", strings.NewReader(`{"documents":["still serving"]}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	var st struct{ Error, Code string }
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/projects/sync-status")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(st.Error, "not a database")
+	}, 10*time.Second, 20*time.Millisecond, "%+v", st)
+	require.Contains(t, st.Error, "WAYWO_DB="+path)
+
+	resp, err = http.Post(base+"/projects/7/changed", "application/json", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "the event waits in its stream for the sync")
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,7 +84,8 @@ type cluster struct {
 	opts     clusterOptions
 	natsPort int
 	natsConf string
-	nats     *systemtest.Process
+	nats     *systemtest.Process // the first of nodes
+	nodes    []natsNode
 	apiEnv   map[string]string
 	api      *systemtest.Process
 	apiURL   string
@@ -100,6 +102,14 @@ type clusterOptions struct {
 	ollamaURL      string        // the workers' OLLAMA_HOST; default the real Ollama
 	requestTimeout time.Duration // EMBED_REQUEST_TIMEOUT; default 10s
 	projects       int           // rows in waywo_projects; default 20
+	natsNodes      int           // nats-servers: 1 (default), or 3 in a JetStream cluster
+}
+
+// natsNode is one nats-server of the cluster.
+type natsNode struct {
+	name, conf string
+	port       int
+	proc       *systemtest.Process
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -132,13 +142,57 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		require.NoError(t, err)
 	}
 
-	// nats-server, its own process, file store synced as in deploy/nats.conf.
-	c.natsPort = systemtest.Port(t)
-	c.natsConf = filepath.Join(c.dir, "nats.conf")
-	require.NoError(t, os.WriteFile(c.natsConf, []byte(fmt.Sprintf(
-		"listen: 127.0.0.1:%d\nserver_name: faults\njetstream { store_dir: %q, sync_interval: 10s }\n",
-		c.natsPort, filepath.Join(c.dir, "jetstream"))), 0o644))
-	c.startNATS()
+	// nats-server, its own process, file store synced as in deploy/nats.conf;
+	// or three of them, routed into one JetStream cluster.
+	if o.natsNodes == 0 {
+		o.natsNodes = 1
+	}
+	routes := make([]int, o.natsNodes)
+	for i := range o.natsNodes {
+		n := natsNode{name: "faults", port: systemtest.Port(t), conf: filepath.Join(c.dir, "nats.conf")}
+		conf := fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\njetstream { store_dir: %q, sync_interval: 10s }\n",
+			n.port, n.name, filepath.Join(c.dir, "jetstream"))
+		if o.natsNodes > 1 {
+			routes[i] = systemtest.Port(t)
+			n.name = fmt.Sprintf("n%d", i+1)
+			n.conf = filepath.Join(c.dir, n.name+".conf")
+			conf = fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\njetstream { store_dir: %q, sync_interval: 10s }\n",
+				n.port, n.name, filepath.Join(c.dir, n.name, "jetstream"))
+		}
+		c.nodes = append(c.nodes, n)
+		c.nodes[i].conf = n.conf
+		require.NoError(t, os.WriteFile(n.conf, []byte(conf), 0o644))
+	}
+	if o.natsNodes > 1 {
+		for i, n := range c.nodes {
+			var rs []string
+			for _, p := range routes {
+				rs = append(rs, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+			}
+			f, err := os.OpenFile(n.conf, os.O_APPEND|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			_, err = fmt.Fprintf(f, "cluster { name: faults, listen: 127.0.0.1:%d, routes: [%s] }\n", routes[i], strings.Join(rs, ", "))
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+		}
+	}
+	c.natsPort, c.natsConf = c.nodes[0].port, c.nodes[0].conf
+	for i := range c.nodes {
+		c.startNode(i)
+	}
+	if len(c.nodes) > 1 { // the cluster's JetStream answers once it has a meta leader
+		nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[0].port))
+		require.NoError(t, err)
+		js, err := jetstream.New(nc)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_, err := js.AccountInfo(ctx)
+			return err == nil
+		}, 60*time.Second, 50*time.Millisecond, "the JetStream cluster forms")
+		nc.Close()
+	}
 
 	u, err := ollamaURL(ol.URL)
 	require.NoError(t, err)
@@ -146,10 +200,14 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
 
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
+	var urls []string
+	for _, n := range c.nodes {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", n.port))
+	}
+	natsURL := strings.Join(urls, ",")
 	common := map[string]string{
 		"NATS_URL": natsURL, "EMBED_MODEL": ol.Model, "EMBED_DIMENSIONS": strconv.Itoa(ol.Dims),
-		"EMBED_HEARTBEAT_INTERVAL": "200ms", "EMBED_ACK_WAIT": "2s", "EMBED_LOG_LEVEL": "info",
+		"EMBED_HEARTBEAT_INTERVAL": "200ms", "EMBED_LOG_LEVEL": "info",
 	}
 	httpPort := systemtest.Port(t)
 	c.apiURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
@@ -184,7 +242,11 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	c.waitHealthy(60 * time.Second)
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, p := range append([]*systemtest.Process{c.nats, c.api}, c.workers...) {
+			procs := []*systemtest.Process{c.api}
+			for _, n := range c.nodes {
+				procs = append(procs, n.proc)
+			}
+			for _, p := range append(procs, c.workers...) {
 				t.Logf("--- %s log (end):\n%s", p.Name, p.Tail(3000))
 			}
 		}
@@ -192,10 +254,18 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	return c
 }
 
-func (c *cluster) startNATS() {
-	c.nats = startProc(c.t, c.dir, "nats-server", "nats-server", nil, "-c", c.natsConf)
+// startNATS starts the lone nats-server (again).
+func (c *cluster) startNATS() { c.startNode(0) }
+
+// startNode starts nats-server i (again) on its store.
+func (c *cluster) startNode(i int) {
+	n := &c.nodes[i]
+	n.proc = startProc(c.t, c.dir, "nats-server", "nats-server-"+n.name, nil, "-c", n.conf)
+	if i == 0 {
+		c.nats = n.proc
+	}
 	require.Eventually(c.t, func() bool {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.natsPort), 200*time.Millisecond)
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), 200*time.Millisecond)
 		if err == nil {
 			conn.Close()
 		}

@@ -65,6 +65,7 @@ type outcome struct {
 	scenario                       string
 	sent, ok, refused, hung, wrong int64
 	events, embedded, lost         int
+	note                           string
 }
 
 var results struct {
@@ -72,9 +73,9 @@ var results struct {
 	rows []outcome
 }
 
-func record(t *testing.T, name string, ty *tally, ev *events, projects, lost int) {
+func record(t *testing.T, name string, ty *tally, ev *events, projects, lost int, note ...string) {
 	t.Helper()
-	o := outcome{scenario: name, sent: ty.sent.Load(), ok: ty.ok.Load(), refused: ty.refused.Load(),
+	o := outcome{scenario: name, note: strings.Join(note, "; "), sent: ty.sent.Load(), ok: ty.ok.Load(), refused: ty.refused.Load(),
 		hung: ty.hung.Load(), wrong: ty.wrong.Load(), events: int(ev.sent.Load()), embedded: projects - lost, lost: lost}
 	results.mu.Lock()
 	results.rows = append(results.rows, o)
@@ -104,16 +105,22 @@ func TestFaults(t *testing.T) {
 	t.Run("SQLite write-locked for 5s", sqliteLocked)
 	t.Run("SIGTERM worker and api under load", sigterm)
 	t.Run("slow Ollama", slowOllama)
+	t.Run("NATS cluster: leader killed, quorum lost", natsClusterFaults)
 
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\trequests sent\tok\trefused\thung\twrong\tevents sent\tprojects embedded\tlost\t")
 	results.mu.Lock()
+	var notes []string
 	for _, r := range results.rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.scenario, r.sent, r.ok, r.refused, r.hung, r.wrong, r.events, r.embedded, r.lost)
+		if r.note != "" {
+			notes = append(notes, r.scenario+": "+r.note)
+		}
 	}
 	results.mu.Unlock()
 	tw.Flush()
+	b.WriteString("\n" + strings.Join(notes, "\n") + "\n")
 	t.Log("\n" + b.String())
 	if path := os.Getenv("FAULTS_REPORT"); path != "" {
 		require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
@@ -129,13 +136,19 @@ func killWorker(t *testing.T) {
 	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
 	require.Eventually(t, func() bool { return ty.ok.Load() > 5 && c.ackPending() > 0 }, 30*time.Second, 5*time.Millisecond)
 	c.workers[0].Kill() // SIGKILL, mid-batch: jobs are held unacknowledged
+	killed := time.Now()
 	okAtKill := ty.ok.Load()
 	require.Eventually(t, func() bool { return ty.ok.Load() > okAtKill+20 }, 60*time.Second, 10*time.Millisecond,
 		"the other worker takes over")
 	stop()
 	waitTraffic()
 	waitEvents()
-	record(t, "kill -9 worker", ty, ev, c.projects, c.settle(60*time.Second))
+	// The dead worker's jobs come back after the ack wait (5 s) at most:
+	// no caller waits much longer than that beyond the usual.
+	longest, median := ty.around(killed)
+	require.Less(t, longest, median+7*time.Second, "a request in flight at the kill waited %s (median %s)", longest, median)
+	record(t, "kill -9 worker", ty, ev, c.projects, c.settle(60*time.Second),
+		fmt.Sprintf("longest wait of a request in flight at the kill %s (median request %s; ack wait 5s)", longest.Round(10*time.Millisecond), median.Round(time.Millisecond)))
 	require.True(t, c.workers[1].Alive())
 }
 

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,35 @@ type tally struct {
 	sent, ok, refused, hung, wrong atomic.Int64
 	mu                             sync.Mutex
 	reasons                        map[string]int
+	took                           []timed // every answered request
+}
+
+// timed is one request: when it was sent and how long its answer took.
+type timed struct {
+	at   time.Time
+	took time.Duration
+	ok   bool
+}
+
+// around returns the longest wait of the requests in flight at t, and the
+// median of all successful ones.
+func (ty *tally) around(t time.Time) (longest, median time.Duration) {
+	ty.mu.Lock()
+	defer ty.mu.Unlock()
+	var oks []time.Duration
+	for _, r := range ty.took {
+		if r.at.Before(t) && r.at.Add(r.took).After(t) {
+			longest = max(longest, r.took)
+		}
+		if r.ok {
+			oks = append(oks, r.took)
+		}
+	}
+	slices.Sort(oks)
+	if len(oks) > 0 {
+		median = oks[len(oks)/2]
+	}
+	return longest, median
 }
 
 func (ty *tally) note(reason string) {
@@ -76,7 +106,15 @@ func (c *cluster) traffic(ctx context.Context, clients int) (ty *tally, wait fun
 func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Duration {
 	ty.sent.Add(1)
 	body, _ := json.Marshal(map[string]any{"documents": docs})
+	start := time.Now()
 	resp, err := hc.Post(c.apiURL+"/embed", "application/json", strings.NewReader(string(body)))
+	if err == nil {
+		defer func() {
+			ty.mu.Lock()
+			ty.took = append(ty.took, timed{at: start, took: time.Since(start), ok: resp.StatusCode == http.StatusOK})
+			ty.mu.Unlock()
+		}()
+	}
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():

@@ -89,6 +89,10 @@ const (
 	errCodeReplicasUnsupported  = 10074 // replicas > 1 on a lone server
 )
 
+// ErrStreamDoesNotFit is a stream the servers refuse as configured: a
+// setting must change, and trying again will not help.
+var ErrStreamDoesNotFit = errors.New("stream does not fit the servers")
+
 // streamError says what failed, naming the setting to change when the
 // stream does not fit the servers.
 func streamError(cfg jetstream.StreamConfig, err error) error {
@@ -100,16 +104,16 @@ func streamError(cfg jetstream.StreamConfig, err error) error {
 		switch apiErr.ErrorCode {
 		case errCodeStorageExceeded:
 			if cfg.MaxBytes > 0 {
-				return fmt.Errorf("stream %s: the JetStream store cannot reserve EMBED_STREAM_MAX_BYTES=%d bytes (%s): lower EMBED_STREAM_MAX_BYTES or give the store (EMBED_DATA_DIR, or the nats-server's max_file_store) more room",
-					cfg.Name, cfg.MaxBytes, apiErr.Description)
+				return fmt.Errorf("%w: stream %s: the JetStream store cannot reserve EMBED_STREAM_MAX_BYTES=%d bytes (%s): lower EMBED_STREAM_MAX_BYTES or give the store (EMBED_DATA_DIR, or the nats-server's max_file_store) more room",
+					ErrStreamDoesNotFit, cfg.Name, cfg.MaxBytes, apiErr.Description)
 			}
 		case errCodeInsufficientResource, errCodeNoSuitablePeers, errCodeReplicasUnsupported:
 			tags := ""
 			if cfg.Placement != nil && len(cfg.Placement.Tags) > 0 {
 				tags = fmt.Sprintf(" tagged %v (EMBED_STREAM_TAGS)", cfg.Placement.Tags)
 			}
-			return fmt.Errorf("stream %s: %d replicas (EMBED_STREAM_REPLICAS) need as many JetStream servers%s with room: %s",
-				cfg.Name, cfg.Replicas, tags, apiErr.Description)
+			return fmt.Errorf("%w: stream %s: %d replicas (EMBED_STREAM_REPLICAS) need as many JetStream servers%s with room: %s",
+				ErrStreamDoesNotFit, cfg.Name, cfg.Replicas, tags, apiErr.Description)
 		}
 	}
 	return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)

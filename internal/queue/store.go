@@ -11,9 +11,14 @@ import (
 	"go.uber.org/zap"
 )
 
-// RecoverFreeBytes is the free space under the store that lets a faulted
-// embedded JetStream restart.
-const RecoverFreeBytes = 16 << 20
+// Free space under the embedded store: below LowFreeBytes new jobs are
+// refused before a write fails (the store acknowledges writes it has only
+// buffered, so a write that fails later loses an acknowledged job); at
+// RecoverFreeBytes they are taken again.
+const (
+	LowFreeBytes     = 8 << 20
+	RecoverFreeBytes = 16 << 20
+)
 
 // StoreGuard keeps the embedded server's JetStream store serving through a
 // full disk. nats-server marks a stream that failed to write as broken for
@@ -41,20 +46,28 @@ func (g *StoreGuard) Fault(msg string) {
 	}
 }
 
-// Run recovers ns's JetStream after each fault until ctx ends.
+// Run watches the free space every second and recovers ns's JetStream
+// after each fault, until ctx ends.
 func (g *StoreGuard) Run(ctx context.Context, ns *server.Server) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for {
-		var msg string
 		select {
 		case <-ctx.Done():
 			return
-		case msg = <-g.faults:
+		case msg := <-g.faults:
+			g.recover(ctx, ns, msg, true)
+		case <-t.C:
+			if free, err := FreeBytes(g.dir); err == nil && free < LowFreeBytes {
+				g.recover(ctx, ns, fmt.Sprintf("only %s free", humanBytes(free)), false)
+			}
 		}
-		g.recover(ctx, ns, msg)
 	}
 }
 
-func (g *StoreGuard) recover(ctx context.Context, ns *server.Server, msg string) {
+// recover refuses jobs until there is room again; broken says the store
+// failed a write and JetStream must be restarted.
+func (g *StoreGuard) recover(ctx context.Context, ns *server.Server, msg string, broken bool) {
 	start := time.Now()
 	free, _ := FreeBytes(g.dir)
 	g.log.Error("JetStream store cannot write: refusing new jobs until it recovers",
@@ -62,17 +75,25 @@ func (g *StoreGuard) recover(ctx context.Context, ns *server.Server, msg string)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		select {
+		case m := <-g.faults:
+			msg, broken = m, true
+		default:
+		}
 		free, err := FreeBytes(g.dir)
 		g.health.SetStoreFault(fmt.Errorf("the JetStream store under %s (EMBED_DATA_DIR) cannot write (%s free; it recovers by itself once %s are): %s",
 			g.dir, humanBytes(free), humanBytes(RecoverFreeBytes), msg))
 		if err == nil && free >= RecoverFreeBytes {
-			if err := restartJetStream(ns, g.dir); err != nil {
-				g.log.Error("JetStream restart failed; trying again", zap.Error(err))
-			} else {
+			err := error(nil)
+			if broken {
+				err = restartJetStream(ns, g.dir)
+			}
+			if err == nil {
 				g.health.SetStoreFault(nil)
-				g.log.Info("JetStream store recovered", zap.Uint64("free_bytes", free), zap.Duration("after", time.Since(start)))
+				g.log.Info("JetStream store recovered", zap.Uint64("free_bytes", free), zap.Bool("restarted", broken), zap.Duration("after", time.Since(start)))
 				return
 			}
+			g.log.Error("JetStream restart failed; trying again", zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():

@@ -31,7 +31,7 @@ type Worker struct {
 	runners   []*runner
 	cancelled *cancels
 	idle      chan *runner // an endpoint with no call in flight
-	extra   chan *runner // an endpoint that can take one more call
+	extra     chan *runner // an endpoint that can take one more call
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when any runner's readiness changes

@@ -1,0 +1,118 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/queue"
+)
+
+// smallDisk mounts a tmpfs of size bytes: a disk that can really fill.
+// It needs root; CI runs as root and must not skip.
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("a full disk needs a tmpfs mount, which needs root")
+		}
+		t.Skip("a full disk needs a tmpfs mount, which needs root")
+	}
+	dir := t.TempDir()
+	require.NoError(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size))
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// fill writes until the disk is full and returns the file to delete.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			return path
+		}
+	}
+}
+
+// A full disk under the embedded store: requests fail fast with a clear
+// error (not their whole timeout), the health says why, and once space
+// returns JetStream is restarted and jobs are stored again, unaided.
+func TestFullStoreFailsFastAndRecovers(t *testing.T) {
+	dir := smallDisk(t, "48m")
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	health := queue.NewStreamHealth(log)
+	guard := queue.NewStoreGuard(dir, health, log)
+	ns, err := queue.StartServer(queue.ServerOptions{Addr: "127.0.0.1:0", StoreDir: dir, StoreFault: guard.Fault, Log: log})
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); guard.Run(ctx, ns) }()
+	t.Cleanup(func() { cancel(); <-done })
+	nc, err := queue.Connect("", "test", ns, config.NATSAuth{}, log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := queue.NewJetStream(nc)
+	require.NoError(t, err)
+	_, err = queue.EnsureJobsStream(ctx, js, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 8 << 20}, queue.Placement{})
+	require.NoError(t, err)
+	client, err := queue.NewClient(nc, js, 4, time.Now, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	client.Health = health
+
+	// embed publishes one job; with no worker, a stored job ends in a timeout.
+	embed := func(wait time.Duration) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		start := time.Now()
+		_, err := client.Embed(ctx, queue.Request{Documents: []string{"a project"}})
+		return time.Since(start), err
+	}
+	_, err = embed(200 * time.Millisecond)
+	require.ErrorIs(t, err, queue.ErrTimeout, "stored, and nobody answered")
+
+	filler := fill(t, dir)
+	require.Eventually(t, func() bool { return health.Err() != nil }, 10*time.Second, 10*time.Millisecond)
+	require.ErrorContains(t, health.Err(), "cannot write")
+	require.ErrorContains(t, health.Err(), "EMBED_DATA_DIR")
+	took, err := embed(30 * time.Second)
+	require.ErrorIs(t, err, queue.ErrQueue)
+	require.ErrorContains(t, err, " free")
+	require.Less(t, took, 100*time.Millisecond, "refused at once while the store cannot write")
+
+	require.NoError(t, os.Remove(filler))
+	require.Eventually(t, func() bool { return health.Err() == nil }, 20*time.Second, 20*time.Millisecond, "recovers by itself")
+
+	// A write that fails for good (the disk filled past the guard, between
+	// two looks) breaks the stream until JetStream restarts: the guard
+	// restarts it once there is room.
+	guard.Fault("JetStream stream '$G > EMBED_JOBS' critical write error: write: no space left on device")
+	require.Eventually(t, func() bool { return health.Err() == nil }, 20*time.Second, 20*time.Millisecond, "restarts and recovers")
+	require.Eventually(t, func() bool {
+		_, err := embed(300 * time.Millisecond)
+		return errors.Is(err, queue.ErrTimeout)
+	}, 10*time.Second, 50*time.Millisecond, "jobs are stored after the restart")
+	require.Eventually(t, func() bool {
+		_, err := embed(300 * time.Millisecond)
+		return errors.Is(err, queue.ErrTimeout)
+	}, 10*time.Second, 50*time.Millisecond, "jobs are stored again")
+	st, err := queue.ReadStats(context.Background(), js)
+	require.NoError(t, err)
+	require.Positive(t, st.Messages)
+}
