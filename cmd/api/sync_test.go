@@ -255,3 +255,39 @@ func TestBrokenDatabaseDoesNotStopEmbed(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "the event waits in its stream for the sync")
 }
+
+// A WAYWO file replaced while the api runs (a backup restored with mv) is
+// the one the sync reads and writes from then on: an event for a project
+// only the new file has is embedded into the new file.
+func TestReplacedDatabaseIsSynced(t *testing.T) {
+	t.Parallel()
+	cfg, path := syncConfig(t, nil)
+	store, err := db.Open(context.Background(), path, zap.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, store.Close())
+	insertProjects(t, path, 1, 2)
+	base, cancel, done := startRun(t, cfg)
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	require.Eventually(t, func() bool { return hasBlob(t, path, 1, cfg.Dimensions) && hasBlob(t, path, 2, cfg.Dimensions) },
+		30*time.Second, 20*time.Millisecond)
+
+	restored := filepath.Join(filepath.Dir(path), "restored.db")
+	store, err = db.Open(context.Background(), restored, zap.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, store.Close())
+	insertProjects(t, restored, 1, 3) // the backup: no vectors, and a project 3
+	require.NoError(t, os.Rename(restored, path))
+
+	resp, err := http.Post(base+"/projects/3/changed", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Eventually(t, func() bool { return hasBlob(t, path, 3, cfg.Dimensions) }, 30*time.Second, 20*time.Millisecond,
+		"project 3, only in the new file, is embedded there")
+	var st struct{ Total int }
+	resp, err = http.Get(base + "/projects/sync-status")
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	resp.Body.Close()
+	require.Equal(t, 3, st.Total, "counts come from the new file")
+}

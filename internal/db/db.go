@@ -154,14 +154,21 @@ func Open(ctx context.Context, path string, log *zap.Logger) (*Store, error) {
 // open opens and prepares the file at s.path.
 func (s *Store) open(ctx context.Context) (*pools, error) {
 	uri := (&url.URL{Scheme: "file", Path: filepath.ToSlash(s.path)}).String()
-	params := fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds())
+	// In WAL, synchronous=NORMAL syncs at checkpoints: a power cut can lose
+	// the last writes, which the reconcile finds stale and writes again.
+	params := fmt.Sprintf("_busy_timeout=%d&_synchronous=NORMAL", BusyTimeout.Milliseconds())
 	w, err := sqlx.Open("sqlite3", uri+"?"+params+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", s.path, err)
 	}
+	// No connection is kept between uses. SQLite keeps a file's -wal while
+	// any connection is open, and one left behind by a file that was
+	// replaced (a restore) is replayed into the new file by the next
+	// process that opens it. Closed, the last connection checkpoints and
+	// removes it. Opening costs well under a millisecond; a sync batch
+	// costs a model call.
 	w.SetMaxOpenConns(1) // SQLite has one writer; queue here, not in SQLite
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxIdleTime(0)
+	w.SetMaxIdleConns(0)
 	if err := s.prepare(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("WAYWO_DB %s: %w", s.path, err)
@@ -172,6 +179,7 @@ func (s *Store) open(ctx context.Context) (*pools, error) {
 		return nil, fmt.Errorf("open %s: %w", s.path, err)
 	}
 	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(0)
 	p := &pools{w: w, r: r}
 	fi, err := os.Stat(s.path)
 	if err != nil {
@@ -289,11 +297,6 @@ func (s *Store) prepare(ctx context.Context, w *sqlx.DB) error {
 		// Another connection may hold the file in a mode that cannot be
 		// changed now; SQLite still works, with more waiting.
 		s.log.Warn("the database is not in WAL mode; readers and the writer will wait for each other", zap.String("journal_mode", mode))
-	}
-	// In WAL, NORMAL syncs at checkpoints: a power cut can lose the last
-	// writes, which the reconcile finds stale and writes again.
-	if _, err := w.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
-		return err
 	}
 	return s.writeTo(ctx, w, "create tables", func(tx *sqlx.Tx) error {
 		var n int

@@ -35,6 +35,9 @@ func TestOpenCreatesTheBackendsTable(t *testing.T) {
 	var mode string
 	require.NoError(t, s.p.w.Get(&mode, "PRAGMA journal_mode"))
 	require.Equal(t, "wal", mode)
+	var sync int
+	require.NoError(t, s.p.w.Get(&sync, "PRAGMA synchronous"))
+	require.Equal(t, 1, sync, "NORMAL, on every connection")
 	var cols []string
 	require.NoError(t, s.p.r.Select(&cols, "SELECT name FROM pragma_table_info('waywo_projects')"))
 	require.Contains(t, cols, "description_embedding")
