@@ -44,8 +44,8 @@ func newSyncRunner(ctx context.Context, cfg config.Config, s *system, log *zap.L
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var cons jetstream.Consumer
-	err := retryStart(setupCtx, log, func() (err error) {
-		cons, err = queue.EnsureProjects(setupCtx, s.js, s.placement, cfg.RequestTimeout+30*time.Second, cfg.MaxDeliver)
+	err := queue.Retry(setupCtx, "creating the project events stream", log, func(ctx context.Context) (err error) {
+		cons, err = queue.EnsureProjects(ctx, s.js, s.placement, cfg.RequestTimeout+30*time.Second, cfg.MaxDeliver)
 		return err
 	})
 	if err != nil {

@@ -100,11 +100,11 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	s.placement = queue.Placement{Replicas: queue.ResolveReplicas(s.nc, cfg.StreamReplicas), Tags: cfg.StreamTags}
-	err = retryStart(setupCtx, log, func() error {
-		if _, err := queue.EnsureJobsStream(setupCtx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}, s.placement); err != nil {
+	err = queue.Retry(setupCtx, "creating the streams", log, func(ctx context.Context) error {
+		if _, err := queue.EnsureJobsStream(ctx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}, s.placement); err != nil {
 			return err
 		}
-		return queue.EnsureDeadLetters(setupCtx, s.js, s.placement)
+		return queue.EnsureDeadLetters(ctx, s.js, s.placement)
 	})
 	if err != nil {
 		return nil, err
@@ -234,24 +234,4 @@ func (b *background) stop() error {
 	b.once.Do(b.cancel)
 	<-b.done
 	return b.err
-}
-
-// retryStart runs fn until it succeeds or ctx ends: a NATS cluster that is
-// still electing its leaders refuses stream changes for a few seconds.
-// A stream that does not fit the servers fails at once.
-func retryStart(ctx context.Context, log *zap.Logger, fn func() error) error {
-	wait := 100 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil || errors.Is(err, queue.ErrStreamDoesNotFit) {
-			return err
-		}
-		log.Warn("JetStream not ready; retrying", zap.Duration("wait", wait), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
 }

@@ -123,7 +123,15 @@ type pools struct {
 	dev, ino uint64
 }
 
-func (p *pools) close() error { return errors.Join(p.r.Close(), p.w.Close()) }
+// close closes both pools and says whether a connection was open until
+// then: only then can SQLite have left the file's -wal behind (no
+// connection is kept between uses).
+func (p *pools) close() (hadOpen bool) {
+	hadOpen = p.w.Stats().OpenConnections+p.r.Stats().OpenConnections > 0
+	_ = p.r.Close()
+	_ = p.w.Close()
+	return hadOpen
+}
 
 // Open opens (or creates) the WAYWO file at path, creating waywo_projects
 // when it is missing and our state table always. It checks that an existing
@@ -203,9 +211,10 @@ func (s *Store) pools(ctx context.Context) (*pools, error) {
 	if errors.Is(statErr, os.ErrNotExist) {
 		if s.p != nil {
 			s.log.Warn("WAYWO_DB was deleted; closed it, and the sync waits for a file at its path", zap.String("path", s.path))
-			_ = s.p.close()
+			if s.p.close() {
+				s.setAsideWAL(time.Time{})
+			}
 			s.p = nil
-			s.setAsideWAL(time.Time{})
 		}
 		return nil, fmt.Errorf("WAYWO_DB %s no longer exists (deleted, or being replaced); the sync waits for it", s.path)
 	}
@@ -221,9 +230,10 @@ func (s *Store) pools(ctx context.Context) (*pools, error) {
 	var old [2]uint64
 	if s.p != nil {
 		old = [2]uint64{s.p.dev, s.p.ino}
-		_ = s.p.close()
+		if s.p.close() {
+			s.setAsideWAL(changeTime(fi))
+		}
 		s.p = nil
-		s.setAsideWAL(changeTime(fi))
 	}
 	p, err := s.open(ctx)
 	if err != nil {
@@ -285,7 +295,8 @@ func (s *Store) Close() error {
 	if s.p == nil {
 		return nil
 	}
-	return s.p.close()
+	s.p.close()
+	return nil
 }
 
 func (s *Store) prepare(ctx context.Context, w *sqlx.DB) error {

@@ -25,6 +25,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
@@ -103,6 +104,10 @@ type clusterOptions struct {
 	requestTimeout time.Duration // EMBED_REQUEST_TIMEOUT; default 10s
 	projects       int           // rows in waywo_projects; default 20
 	natsNodes      int           // nats-servers: 1 (default), or 3 in a JetStream cluster
+	// embeddedStore, when set, runs the api's embedded nats-server (no
+	// nats-server process) with EMBED_DATA_DIR there.
+	embeddedStore string
+	apiEnv        map[string]string // on top of the api's defaults
 }
 
 // natsNode is one nats-server of the cluster.
@@ -144,7 +149,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 
 	// nats-server, its own process, file store synced as in deploy/nats.conf;
 	// or three of them, routed into one JetStream cluster.
-	if o.natsNodes == 0 {
+	if o.natsNodes == 0 && o.embeddedStore == "" {
 		o.natsNodes = 1
 	}
 	routes := make([]int, o.natsNodes)
@@ -176,7 +181,11 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 			require.NoError(t, f.Close())
 		}
 	}
-	c.natsPort, c.natsConf = c.nodes[0].port, c.nodes[0].conf
+	if len(c.nodes) > 0 {
+		c.natsPort, c.natsConf = c.nodes[0].port, c.nodes[0].conf
+	} else {
+		c.natsPort = systemtest.Port(t) // the api's embedded server
+	}
 	for i := range c.nodes {
 		c.startNode(i)
 	}
@@ -200,8 +209,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
 
-	var urls []string
-	for _, n := range c.nodes {
+	urls := []string{fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)}
+	for _, n := range c.nodes[min(1, len(c.nodes)):] {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", n.port))
 	}
 	natsURL := strings.Join(urls, ",")
@@ -220,7 +229,25 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	for k, v := range common {
 		c.apiEnv[k] = v
 	}
+	if o.embeddedStore != "" {
+		delete(c.apiEnv, "NATS_URL")
+		c.apiEnv["EMBED_NATS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", c.natsPort)
+		c.apiEnv["EMBED_DATA_DIR"] = o.embeddedStore
+		c.apiEnv["EMBED_WORKER"] = "off"
+	}
+	for k, v := range o.apiEnv {
+		c.apiEnv[k] = v
+	}
 	c.startAPI()
+	if o.embeddedStore != "" { // the workers connect to the api's server
+		require.Eventually(t, func() bool {
+			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.natsPort), 200*time.Millisecond)
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		}, 60*time.Second, 20*time.Millisecond, "the api's nats-server listens\n%s", c.api.Tail(3000))
+	}
 	for i := 1; i <= 2; i++ {
 		env := map[string]string{
 			"OLLAMA_HOST": o.ollamaURL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i), "EMBED_BATCH_SIZE": "8",
@@ -294,8 +321,19 @@ func (c *cluster) health() (int, string) {
 
 func (c *cluster) waitHealthy(limit time.Duration) {
 	c.t.Helper()
-	require.Eventually(c.t, func() bool { s, _ := c.health(); return s == http.StatusOK }, limit, 20*time.Millisecond,
-		"the api never became healthy\n%s", c.api.Tail(3000))
+	var reason string
+	ok := assert.Eventually(c.t, func() bool {
+		var s int
+		s, reason = c.health()
+		return s == http.StatusOK
+	}, limit, 20*time.Millisecond)
+	if !ok {
+		var nodes strings.Builder
+		for _, n := range c.nodes {
+			fmt.Fprintf(&nodes, "--- %s log (end):\n%s\n", n.name, n.proc.Tail(3000))
+		}
+		c.t.Fatalf("the api never became healthy: %s\n--- api log (end):\n%s\n%s", reason, c.api.Tail(3000), nodes.String())
+	}
 }
 
 func ollamaURL(s string) (*url.URL, error) { return url.Parse(s) }

@@ -7,13 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"text/tabwriter"
@@ -106,6 +102,9 @@ func TestFaults(t *testing.T) {
 	t.Run("SIGTERM worker and api under load", sigterm)
 	t.Run("slow Ollama", slowOllama)
 	t.Run("NATS cluster: leader killed, quorum lost", natsClusterFaults)
+	t.Run("disk under the embedded store full", fullDisk)
+	t.Run("WAYWO file replaced", replacedDatabase)
+	t.Run("abandoned requests", abandonedRequests)
 
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -300,22 +299,8 @@ func sigterm(t *testing.T) {
 // 6. A slow Ollama: requests end with 504 at EMBED_REQUEST_TIMEOUT, and the
 // late replies are dropped without harm.
 func slowOllama(t *testing.T) {
-	ol := ollamatest.Shared(t)
-	var delay atomic.Int64
-	target, err := url.Parse(ol.URL)
-	require.NoError(t, err)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/embed" { // fault injection: only model calls are slow
-			select {
-			case <-time.After(time.Duration(delay.Load())):
-			case <-r.Context().Done():
-			}
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	defer proxy.Close()
-	c := newCluster(t, clusterOptions{ollamaURL: proxy.URL, requestTimeout: 2 * time.Second})
+	proxyURL, delay := slowProxy(t)
+	c := newCluster(t, clusterOptions{ollamaURL: proxyURL, requestTimeout: 2 * time.Second})
 
 	hc := &http.Client{Timeout: 30 * time.Second}
 	delay.Store(int64(4 * time.Second))

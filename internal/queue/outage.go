@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -57,5 +58,26 @@ func (o *Outage) OK() {
 	if o.failing {
 		o.Log.Info(o.What+" works again", zap.Duration("after", time.Since(o.since)), zap.Int("failures", o.failures))
 		o.failing = false
+	}
+}
+
+// Retry runs fn until it succeeds, fails with ErrStreamDoesNotFit (a
+// setting must change), or ctx ends, giving each try at most 5 s: a NATS
+// cluster that is still electing leaders leaves some requests unanswered
+// for a while. Failures are paced and logged as an Outage of what.
+func Retry(ctx context.Context, what string, log *zap.Logger, fn func(ctx context.Context) error) error {
+	o := &Outage{What: what, Log: log, Max: 2 * time.Second}
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(tctx)
+		cancel()
+		if err == nil {
+			o.OK()
+			return nil
+		}
+		if errors.Is(err, ErrStreamDoesNotFit) || ctx.Err() != nil {
+			return err
+		}
+		o.Failed(ctx, err)
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,45 +13,14 @@ import (
 
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
 )
-
-// smallDisk mounts a tmpfs of size bytes: a disk that can really fill.
-// It needs root; CI runs as root and must not skip.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("a full disk needs a tmpfs mount, which needs root")
-		}
-		t.Skip("a full disk needs a tmpfs mount, which needs root")
-	}
-	dir := t.TempDir()
-	require.NoError(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size))
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	return dir
-}
-
-// fill writes until the disk is full and returns the file to delete.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			return path
-		}
-	}
-}
 
 // A full disk under the embedded store: requests fail fast with a clear
 // error (not their whole timeout), the health says why, and once space
 // returns JetStream is restarted and jobs are stored again, unaided.
 func TestFullStoreFailsFastAndRecovers(t *testing.T) {
-	dir := smallDisk(t, "48m")
+	dir := systemtest.SmallDisk(t, "48m")
 	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
 	health := queue.NewStreamHealth(log)
 	guard := queue.NewStoreGuard(dir, health, log)
@@ -87,7 +54,7 @@ func TestFullStoreFailsFastAndRecovers(t *testing.T) {
 	_, err = embed(200 * time.Millisecond)
 	require.ErrorIs(t, err, queue.ErrTimeout, "stored, and nobody answered")
 
-	filler := fill(t, dir)
+	filler := systemtest.Fill(t, dir)
 	require.Eventually(t, func() bool { return health.Err() != nil }, 10*time.Second, 10*time.Millisecond)
 	require.ErrorContains(t, health.Err(), "cannot write")
 	require.ErrorContains(t, health.Err(), "EMBED_DATA_DIR")

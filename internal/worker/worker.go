@@ -94,11 +94,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	if len(w.runners) == 0 {
 		return errors.New("worker has no endpoints")
 	}
-	cons, err := queue.EnsureWorkersConsumer(ctx, w.js, w.opts.Limits, w.opts.Placement, w.opts.Consumer)
+	var cons jetstream.Consumer
+	err := queue.Retry(ctx, "creating the workers' consumer", w.log, func(ctx context.Context) (err error) {
+		if cons, err = queue.EnsureWorkersConsumer(ctx, w.js, w.opts.Limits, w.opts.Placement, w.opts.Consumer); err != nil {
+			return err
+		}
+		return queue.EnsureDeadLetters(ctx, w.js, w.opts.Placement)
+	})
 	if err != nil {
-		return err
-	}
-	if err := queue.EnsureDeadLetters(ctx, w.js, w.opts.Placement); err != nil {
 		return err
 	}
 	ping, err := w.nc.Subscribe(queue.PingSubject, func(*nats.Msg) { w.announce(false) })
