@@ -57,7 +57,7 @@ func fullDisk(t *testing.T) {
 	noticed := time.Since(filled)
 	refusedAt := ty.refused.Load()
 	require.Eventually(t, func() bool { return ty.refused.Load() > refusedAt+3 }, 20*time.Second, 10*time.Millisecond, "requests are refused")
-	longest, _ := ty.around(time.Now().Add(-time.Second))
+	longest := ty.slowestRefusal(filled)
 
 	freed := time.Now()
 	require.NoError(t, os.Remove(filler))

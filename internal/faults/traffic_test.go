@@ -42,6 +42,19 @@ type timed struct {
 	ok   bool
 }
 
+// slowestRefusal is the longest a request sent after t waited for an
+// answer other than 200.
+func (ty *tally) slowestRefusal(t time.Time) (longest time.Duration) {
+	ty.mu.Lock()
+	defer ty.mu.Unlock()
+	for _, r := range ty.took {
+		if !r.ok && r.at.After(t) {
+			longest = max(longest, r.took)
+		}
+	}
+	return longest
+}
+
 // around returns the longest wait of the requests in flight at t, and the
 // median of all successful ones.
 func (ty *tally) around(t time.Time) (longest, median time.Duration) {
