@@ -47,6 +47,7 @@ type Client struct {
 	backoff        time.Duration
 	attemptTimeout time.Duration
 	apiKey         string
+	priority       string
 }
 
 // Option configures a Client.
@@ -64,6 +65,16 @@ func WithRetries(attempts int, backoff time.Duration) Option {
 
 // WithAPIKey sends "Authorization: Bearer key" (the service's EMBED_API_KEY).
 func WithAPIKey(key string) Option { return func(c *Client) { c.apiKey = key } }
+
+// Priorities of WithPriority.
+const (
+	Interactive = "interactive" // the default: answered before any bulk work
+	Bulk        = "bulk"        // backfills and imports: never delays interactive requests
+)
+
+// WithPriority sends every request in that lane: Interactive (the
+// default) or Bulk, for a backfill that must not slow search queries.
+func WithPriority(p string) Option { return func(c *Client) { c.priority = p } }
 
 // WithAttemptTimeout bounds one attempt (default 120 s); an attempt that
 // runs out is retried like a connection error.
@@ -108,7 +119,7 @@ func (c *Client) embed(ctx context.Context, texts []string, inputType string) ([
 	if len(texts) == 0 {
 		return nil, nil
 	}
-	body, err := json.Marshal(EmbedRequest{Documents: texts, InputType: inputType})
+	body, err := json.Marshal(EmbedRequest{Documents: texts, InputType: inputType, Priority: c.priority})
 	if err != nil {
 		return nil, err
 	}

@@ -183,3 +183,20 @@ func TestAPIKeyIsSent(t *testing.T) {
 	_, err = New(srv.URL, fast(WithAPIKey("k"))...).EmbedOne(context.Background(), "a")
 	require.NoError(t, err)
 }
+
+func TestPriorityIsSent(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value
+	srv, _ := flaky(t, func(w http.ResponseWriter, r *http.Request) {
+		var req EmbedRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		got.Store(req.Priority)
+		_ = json.NewEncoder(w).Encode(map[string]any{"embeddings": [][]float32{{1}}})
+	})
+	_, err := New(srv.URL, WithPriority(Bulk)).Embed(context.Background(), []string{"a"})
+	require.NoError(t, err)
+	require.Equal(t, "bulk", got.Load())
+	_, err = New(srv.URL).Embed(context.Background(), []string{"a"})
+	require.NoError(t, err)
+	require.Equal(t, "", got.Load(), "interactive by default: no field sent")
+}

@@ -9,6 +9,9 @@ type EmbedRequest struct {
 	Documents []string `json:"documents"`
 	// InputType is "document" (the default) or "query".
 	InputType string `json:"input_type,omitempty"`
+	// Priority is "interactive" (the default) or "bulk": bulk work (a
+	// backfill, an import) never delays interactive requests.
+	Priority string `json:"priority,omitempty"`
 }
 
 // EmbedResponse is the JSON answer of POST /embed: one vector per document,

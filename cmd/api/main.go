@@ -108,10 +108,10 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 	apiMetrics := metrics.NewAPI(sys.reg, func() (int, int) {
 		ready, _ := sys.workers.Ready()
 		return len(sys.workers.Live()), ready
-	}, func() (queue.Stats, error) {
+	}, func(lane queue.Lane) (queue.Stats, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		return queue.ReadStats(ctx, sys.js)
+		return queue.ReadStats(ctx, sys.js, lane)
 	})
 
 	var projects httpapi.Projects

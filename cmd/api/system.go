@@ -101,7 +101,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 	defer cancel()
 	s.placement = queue.Placement{Replicas: queue.ResolveReplicas(s.nc, cfg.StreamReplicas), Tags: cfg.StreamTags}
 	err = queue.Retry(setupCtx, "creating the streams", log, func(ctx context.Context) error {
-		if _, err := queue.EnsureJobsStream(ctx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}, s.placement); err != nil {
+		if err := queue.EnsureJobsStreams(ctx, s.js, queue.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes}, s.placement); err != nil {
 			return err
 		}
 		return queue.EnsureDeadLetters(ctx, s.js, s.placement)
@@ -123,6 +123,7 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning 
 		return nil, err
 	}
 	s.client.Health = s.health
+	s.client.OneLane = !cfg.Lanes
 	js := s.js
 	watching.Go(func() { s.health.Run(watchCtx, js, 2*time.Second) })
 	s.closers = append(s.closers, stopWatchers) // before the connection closes

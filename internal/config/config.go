@@ -55,6 +55,7 @@ type Config struct {
 	StreamMaxBytes int64
 	StreamReplicas int      // EMBED_STREAM_REPLICAS; 0 is auto
 	StreamTags     []string // EMBED_STREAM_TAGS
+	Lanes          bool     // EMBED_LANES: interactive before bulk; false is one queue
 
 	HeartbeatInterval time.Duration
 	ShutdownTimeout   time.Duration
@@ -181,6 +182,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
+	{"EMBED_LANES", "true", "two lanes: interactive requests (/embed, /v1/embeddings) are taken before bulk work (the project sync, reindex, callers asking priority bulk), each lane with its own stream and limits; false puts everything in one first-in-first-out queue", boolVar(func(c *Config) *bool { return &c.Lanes })},
 	{"EMBED_HEARTBEAT_INTERVAL", "2s", "how often workers announce they are alive; the api counts a worker gone after 3 missed", durationIn(func(c *Config) *time.Duration { return &c.HeartbeatInterval }, 10*time.Millisecond, time.Minute)},
 	{"EMBED_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long in-flight requests and batches get to finish", durationIn(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0, time.Hour)},
 	{"EMBED_CACHE_SIZE", "1024", "vectors the api keeps for repeated (model, input type, text); 0 turns the cache off", intIn(func(c *Config) *int { return &c.CacheSize }, 0, 10_000_000)},

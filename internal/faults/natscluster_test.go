@@ -57,7 +57,7 @@ func natsClusterFaults(t *testing.T) {
 		require.Equal(t, 3, info.Config.Replicas, "%s replicas", name)
 	}
 	// An api told 1 replica does not lower an existing stream's 3.
-	_, err := queue.EnsureJobsStream(context.Background(), c.js, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30}, queue.Placement{Replicas: 1})
+	_, err := queue.EnsureJobsStream(context.Background(), c.js, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30}, queue.Placement{Replicas: 1})
 	require.NoError(t, err)
 	info, err := c.streamInfo(queue.JobsStream)
 	require.NoError(t, err)

@@ -149,7 +149,12 @@ func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
 		s.writeOpenAIError(w, r, err)
 		return
 	}
-	res, err := s.embedDocs(r, req.InputType, req.Inputs)
+	ln, err := lane(r, "")
+	if err != nil {
+		s.writeOpenAIError(w, r, withParam(err, "priority"))
+		return
+	}
+	res, err := s.embedDocs(r, req.InputType, ln, req.Inputs)
 	if err != nil {
 		s.writeOpenAIError(w, r, err)
 		return

@@ -53,6 +53,14 @@ func decodeEmbedRequest(body []byte, l Limits) (embedclient.EmbedRequest, error)
 	if req.InputType, err = decodeInputType(raw["input_type"]); err != nil {
 		return embedclient.EmbedRequest{}, err
 	}
+	if p := bytes.TrimSpace(raw["priority"]); len(p) > 0 && string(p) != "null" {
+		if err := json.Unmarshal(p, &req.Priority); err != nil {
+			return embedclient.EmbedRequest{}, badRequest("priority must be \"interactive\" or \"bulk\", got %s", truncateBytes(p, 40))
+		}
+		if _, err := queue.ParseLane(req.Priority); err != nil {
+			return embedclient.EmbedRequest{}, badRequest("%v", err)
+		}
+	}
 	docs := bytes.TrimSpace(raw["documents"])
 	if len(docs) == 0 || string(docs) == "null" {
 		return embedclient.EmbedRequest{}, badRequest("\"documents\" is required: a non-empty array of strings")
@@ -116,6 +124,24 @@ func decodeTexts(items []json.RawMessage, field string, l Limits) ([]string, err
 		texts[i] = s
 	}
 	return texts, nil
+}
+
+// HeaderPriority asks for a lane on /v1/embeddings (and /embed, where the
+// body's "priority" wins): "interactive" (the default) or "bulk".
+const HeaderPriority = "X-Priority"
+
+// lane is the request's lane: the body's priority when given, else the
+// X-Priority header's, else interactive.
+func lane(r *http.Request, body string) (queue.Lane, error) {
+	p := body
+	if p == "" {
+		p = strings.TrimSpace(strings.ToLower(r.Header.Get(HeaderPriority)))
+	}
+	l, err := queue.ParseLane(p)
+	if err != nil {
+		return "", badRequest("%v (the %s header or the \"priority\" field)", err, HeaderPriority)
+	}
+	return l, nil
 }
 
 // decodeInputType reads an optional "input_type".

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,4 +353,54 @@ func TestBodyEncodingAndSize(t *testing.T) {
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+}
+
+// The lane a request asks for reaches the queue: "priority" on /embed (it
+// wins over the header), X-Priority on /v1/embeddings; anything else is 400.
+func TestPriorityChoosesTheLane(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value
+	q := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
+		got.Store(req.Lane)
+		out := make([][]float32, len(req.Documents))
+		for i := range out {
+			out[i] = []float32{1, 0}
+		}
+		return queue.Result{Vectors: out}, nil
+	})
+	srv := httptest.NewServer(New(q, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second}, zap.NewNop()))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, path, header, body string
+		status                   int
+		lane                     queue.Lane
+	}{
+		{"EmbedDefault", "/embed", "", `{"documents":["a"]}`, 200, queue.LaneInteractive},
+		{"EmbedField", "/embed", "", `{"documents":["a"],"priority":"bulk"}`, 200, queue.LaneBulk},
+		{"EmbedHeader", "/embed", "bulk", `{"documents":["a"]}`, 200, queue.LaneBulk},
+		{"EmbedFieldWins", "/embed", "bulk", `{"documents":["a"],"priority":"interactive"}`, 200, queue.LaneInteractive},
+		{"EmbedUnknown", "/embed", "", `{"documents":["a"],"priority":"urgent"}`, 400, ""},
+		{"EmbedNotString", "/embed", "", `{"documents":["a"],"priority":1}`, 400, ""},
+		{"OpenAIDefault", "/v1/embeddings", "", `{"input":"a"}`, 200, queue.LaneInteractive},
+		{"OpenAIHeader", "/v1/embeddings", "Bulk", `{"input":"a"}`, 200, queue.LaneBulk},
+		{"OpenAIUnknown", "/v1/embeddings", "high", `{"input":"a"}`, 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got.Store(queue.Lane(""))
+			req, err := http.NewRequest(http.MethodPost, srv.URL+tc.path, strings.NewReader(tc.body))
+			require.NoError(t, err)
+			if tc.header != "" {
+				req.Header.Set("X-Priority", tc.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Equal(t, tc.status, resp.StatusCode, "%s", body)
+			require.Equal(t, tc.lane, got.Load())
+			if tc.status == 400 {
+				require.Contains(t, string(body), "priority")
+			}
+		})
+	}
 }

@@ -197,7 +197,12 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	res, err := s.embedDocs(r, req.InputType, req.Documents)
+	ln, err := lane(r, req.Priority)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.embedDocs(r, req.InputType, ln, req.Documents)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -217,7 +222,7 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(buf)
 	}
 	s.log.Info("embedded", zap.String("request_id", requestID(r)), zap.Int("documents", len(req.Documents)),
-		zap.Int("cached", res.cached), zap.Int("jobs", res.Jobs), zap.String("input_type", req.InputType),
+		zap.Int("cached", res.cached), zap.Int("jobs", res.Jobs), zap.String("input_type", req.InputType), zap.String("lane", string(ln)),
 		zap.Duration("took", time.Since(start)))
 }
 
@@ -271,7 +276,7 @@ type embedResult struct {
 // embedDocs answers each distinct text once: from the cache when it can,
 // the rest through the queue in one request. Repeats within the request
 // share one model input.
-func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (embedResult, error) {
+func (s *Server) embedDocs(r *http.Request, inputType string, lane queue.Lane, docs []string) (embedResult, error) {
 	s.opts.Metrics.Documents(inputType, len(docs))
 	out := embedResult{Result: queue.Result{Vectors: make([][]float32, len(docs))}}
 	slot := make(map[string]int, len(docs)) // text -> index into missing
@@ -300,7 +305,7 @@ func (s *Server) embedDocs(r *http.Request, inputType string, docs []string) (em
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
-	res, err := s.queue.Embed(ctx, queue.Request{ID: requestID(r), InputType: inputType, Documents: missing})
+	res, err := s.queue.Embed(ctx, queue.Request{ID: requestID(r), InputType: inputType, Lane: lane, Documents: missing})
 	if err != nil {
 		var de *queue.DocumentError
 		if errors.As(err, &de) && de.Index >= 0 && de.Index < len(first) {

@@ -71,7 +71,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	apiMetrics := metrics.NewAPI(promReg, func() (int, int) {
 		n, _ := sys.Workers.Ready()
 		return len(sys.Workers.Live()), n
-	}, func() (queue.Stats, error) { return queue.ReadStats(context.Background(), sys.JS) })
+	}, func(l queue.Lane) (queue.Stats, error) { return queue.ReadStats(context.Background(), sys.JS, l) })
 	srv := httptest.NewServer(httpapi.New(sys.Client, ready, httpapi.Options{
 		Model: ol.Model, Dims: ol.Dims, Limits: o.limits, RequestTimeout: o.requestTimeout,
 		Broker:      func() error { return nil },

@@ -39,7 +39,7 @@ type API struct {
 type Workers func() (live, ready int)
 
 // NewAPI registers the api's series on reg.
-func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func() (queue.Stats, error)) *API {
+func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func(queue.Lane) (queue.Stats, error)) *API {
 	m := &API{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "http", Name: "requests_total",
@@ -109,15 +109,16 @@ func (m *API) Error(kind string) {
 }
 
 type queueCollector struct {
-	stats func() (queue.Stats, error)
+	stats func(queue.Lane) (queue.Stats, error)
 }
 
 var (
-	queueMessages   = prometheus.NewDesc(ns+"_queue_messages", "Jobs waiting in the EMBED_JOBS stream.", nil, nil)
-	queueBytes      = prometheus.NewDesc(ns+"_queue_bytes", "Bytes of jobs in the EMBED_JOBS stream.", nil, nil)
-	queueAckPending = prometheus.NewDesc(ns+"_queue_ack_pending", "Jobs delivered to workers and not yet acked.", nil, nil)
-	queueWaiting    = prometheus.NewDesc(ns+"_queue_waiting_pulls", "Pull requests of idle workers waiting for jobs.", nil, nil)
-	queueUp         = prometheus.NewDesc(ns+"_queue_up", "1 when the queue's state could be read at this scrape.", nil, nil)
+	lane            = []string{"lane"}
+	queueMessages   = prometheus.NewDesc(ns+"_queue_messages", "Jobs waiting in a lane's stream (EMBED_JOBS, EMBED_JOBS_BULK).", lane, nil)
+	queueBytes      = prometheus.NewDesc(ns+"_queue_bytes", "Bytes of jobs in a lane's stream.", lane, nil)
+	queueAckPending = prometheus.NewDesc(ns+"_queue_ack_pending", "Jobs of a lane delivered to workers and not yet acked.", lane, nil)
+	queueWaiting    = prometheus.NewDesc(ns+"_queue_waiting_pulls", "Pull requests of idle workers waiting for a lane's jobs.", lane, nil)
+	queueUp         = prometheus.NewDesc(ns+"_queue_up", "1 when the lane's state could be read at this scrape.", lane, nil)
 )
 
 func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -127,16 +128,18 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.stats()
-	if err != nil {
-		ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 0)
-		return
+	for _, l := range queue.Lanes {
+		s, err := c.stats(l)
+		if err != nil {
+			ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 0, string(l))
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 1, string(l))
+		ch <- prometheus.MustNewConstMetric(queueMessages, prometheus.GaugeValue, float64(s.Messages), string(l))
+		ch <- prometheus.MustNewConstMetric(queueBytes, prometheus.GaugeValue, float64(s.Bytes), string(l))
+		ch <- prometheus.MustNewConstMetric(queueAckPending, prometheus.GaugeValue, float64(s.AckPending), string(l))
+		ch <- prometheus.MustNewConstMetric(queueWaiting, prometheus.GaugeValue, float64(s.Waiting), string(l))
 	}
-	ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 1)
-	ch <- prometheus.MustNewConstMetric(queueMessages, prometheus.GaugeValue, float64(s.Messages))
-	ch <- prometheus.MustNewConstMetric(queueBytes, prometheus.GaugeValue, float64(s.Bytes))
-	ch <- prometheus.MustNewConstMetric(queueAckPending, prometheus.GaugeValue, float64(s.AckPending))
-	ch <- prometheus.MustNewConstMetric(queueWaiting, prometheus.GaugeValue, float64(s.Waiting))
 }
 
 // Worker counts what a worker does. It implements worker.Observer.
@@ -149,6 +152,8 @@ type Worker struct {
 	tokens     prometheus.Counter
 	embedded   prometheus.Counter
 	errors     *prometheus.CounterVec
+	laneDocs   *prometheus.CounterVec
+	laneWait   *prometheus.HistogramVec
 }
 
 var _ worker.Observer = (*Worker)(nil)
@@ -192,8 +197,17 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Namespace: ns, Subsystem: "worker", Name: "errors_total",
 			Help: "Job failures by kind: retried, failed, rejected, bad_job, reply_failed, cancelled (dropped unstarted: its requester stopped waiting); and fetch_failed, a failed fetch of jobs (the stream unavailable; the worker backs off).",
 		}, []string{"kind"}),
+		laneDocs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "batch", Name: "lane_documents_total",
+			Help: "Documents sent to the model by lane (interactive, bulk): each lane's share of the batches.",
+		}, []string{"lane"}),
+		laneWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "lane", Name: "wait_seconds",
+			Help:    "Time from a job's publish to the batch that took it to the model, by lane.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"lane"}),
 	}
-	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.tokens, m.embedded, m.errors)
+	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.tokens, m.embedded, m.errors, m.laneDocs, m.laneWait)
 	return m
 }
 
@@ -206,6 +220,11 @@ func (m *Worker) Batch(b worker.BatchInfo) {
 	m.batchJobs.Observe(float64(b.Jobs))
 	m.flushes.WithLabelValues(string(b.Reason)).Inc()
 	m.batchTime.Observe(b.Took.Seconds())
+	m.laneDocs.WithLabelValues(string(queue.LaneInteractive)).Add(float64(b.Documents - b.BulkDocuments))
+	m.laneDocs.WithLabelValues(string(queue.LaneBulk)).Add(float64(b.BulkDocuments))
+	for _, w := range b.Waits {
+		m.laneWait.WithLabelValues(string(w.Lane)).Observe(w.Wait.Seconds())
+	}
 	if b.Err == nil {
 		m.tokens.Add(float64(b.Tokens))
 		m.embedded.Add(float64(b.Documents - b.Rejected))

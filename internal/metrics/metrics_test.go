@@ -46,7 +46,7 @@ func TestWorkerCounts(t *testing.T) {
 func TestQueueCollectorReportsDown(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	NewAPI(reg, func() (int, int) { return 2, 1 }, func() (queue.Stats, error) { return queue.Stats{}, errors.New("no stream") })
+	NewAPI(reg, func() (int, int) { return 2, 1 }, func(queue.Lane) (queue.Stats, error) { return queue.Stats{}, errors.New("no stream") })
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
 	got := map[string]float64{}

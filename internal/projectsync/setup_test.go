@@ -160,10 +160,18 @@ func (e *env) reference(text string) []float32 {
 	return out.Vectors[0]
 }
 
-// settled waits until the events stream and its consumer are empty.
+// settled waits until the events stream and its consumer are empty. The
+// stream's own count comes first: a consumer's num_pending lags a publish
+// (the consumer learns of new messages on its own goroutine), so right
+// after one the consumer alone can look idle; the work-queue stream
+// removes a message only when it is acked.
 func (e *env) settled() {
 	e.t.Helper()
 	require.Eventually(e.t, func() bool {
+		n, err := queue.ProjectsBacklog(context.Background(), e.JS)
+		if err != nil || n > 0 {
+			return false
+		}
 		c, err := e.JS.Consumer(context.Background(), queue.ProjectsStream, queue.ProjectsConsumer)
 		if err != nil {
 			return false

@@ -269,7 +269,7 @@ func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []st
 		err error
 	)
 	for len(ids) > 0 {
-		res, err = s.Queue.Embed(ctx, queue.Request{ID: newRequestID(), Documents: texts})
+		res, err = s.Queue.Embed(ctx, queue.Request{ID: newRequestID(), Lane: queue.LaneBulk, Documents: texts})
 		var de *queue.DocumentError
 		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, embed.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
 			break

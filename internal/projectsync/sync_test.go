@@ -75,11 +75,10 @@ func TestBurstOfEventsCoalesces(t *testing.T) {
 	for i := range 100 {
 		e.publish(int64(i%10 + 1))
 	}
-	// settled() alone (the consumer's counts) was seen to pass with project
-	// 1 not yet synced, under -race in 2 runs of 6; the suspect, not pinned
-	// down, is per-subject replacement deleting messages under the
-	// consumer. Wait for the outcome itself (an event really lost still
-	// fails here), then for the stream to be quiet before counting calls.
+	// settled() once read only the consumer's counts, which lag a publish
+	// and passed with project 1 not yet synced; it now waits for the
+	// stream itself to be empty. The outcome is still waited for first (an
+	// event really lost fails here), then the quiet before counting calls.
 	require.Eventually(t, func() bool {
 		for id := int64(1); id <= 10; id++ {
 			if e.blob(id) == nil {

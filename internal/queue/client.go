@@ -45,6 +45,9 @@ type Client struct {
 	// Health, when set, is told each publish's outcome, and a store that
 	// cannot write fails requests at once.
 	Health *StreamHealth
+	// OneLane sends every request to the interactive lane, whatever it
+	// asks (EMBED_LANES=false): one first-in-first-out queue.
+	OneLane bool
 
 	mu    sync.Mutex
 	calls map[string]*call
@@ -84,6 +87,7 @@ func (c *Client) Close() error { return c.sub.Unsubscribe() }
 type Request struct {
 	ID        string
 	InputType string
+	Lane      Lane // empty: interactive
 	Documents []string
 }
 
@@ -108,9 +112,13 @@ func (e *DocumentError) Error() string { return fmt.Sprintf("document %d: %v", e
 func (e *DocumentError) Unwrap() error { return e.Err }
 
 // Split cuts docs into jobs that fit maxPayload both ways: the documents
-// going out and the vectors coming back.
-func Split(docs []string, dims int, maxPayload int64) ([][2]int, error) {
+// going out and the vectors coming back; with maxDocs > 0, of at most
+// that many documents too.
+func Split(docs []string, dims int, maxPayload int64, maxDocs int) ([][2]int, error) {
 	perJob := int((maxPayload - replyOverhead) / int64(dims*4))
+	if maxDocs > 0 {
+		perJob = min(perJob, maxDocs)
+	}
 	budget := int(maxPayload - replyOverhead)
 	var spans [][2]int
 	start, bytes := 0, 0
@@ -140,7 +148,15 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	if !validToken(req.ID) {
 		return Result{}, fmt.Errorf("request id %q: only letters, digits, '-' and '_' can travel in a reply subject", req.ID)
 	}
-	spans, err := Split(req.Documents, c.dims, c.nc.MaxPayload())
+	lane := req.Lane
+	if lane == "" || c.OneLane {
+		lane = LaneInteractive
+	}
+	maxDocs := 0
+	if lane == LaneBulk {
+		maxDocs = BulkJobDocuments
+	}
+	spans, err := Split(req.Documents, c.dims, c.nc.MaxPayload(), maxDocs)
 	if err != nil {
 		return Result{}, err
 	}
@@ -176,7 +192,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 			Offset:    sp[0],
 			Documents: req.Documents[sp[0]:sp[1]],
 		}
-		if err := c.publish(ctx, job); err != nil {
+		if err := c.publish(ctx, lane, job); err != nil {
 			return Result{}, err
 		}
 		published++
@@ -221,10 +237,10 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 }
 
 // publish stores one job, waiting at most PublishTimeout for the stream.
-func (c *Client) publish(ctx context.Context, job Job) error {
+func (c *Client) publish(ctx context.Context, lane Lane, job Job) error {
 	pctx, cancel := context.WithTimeout(ctx, PublishTimeout)
 	defer cancel()
-	_, err := c.js.PublishMsg(pctx, job.Msg(JobsSubject))
+	_, err := c.js.PublishMsg(pctx, job.Msg(lane.Subject()))
 	if err != nil {
 		err = publishError(ctx, err)
 	}

@@ -193,7 +193,7 @@ type maxDeliverAdvisory struct {
 // them (a queue group) handles each advisory.
 func WatchMaxDeliveries(nc *nats.Conn, js jetstream.JetStream, now func() time.Time, log *zap.Logger) (*nats.Subscription, error) {
 	log = log.Named("deadletter")
-	ours := map[string]string{JobsStream: WorkersConsumer, ProjectsStream: ProjectsConsumer}
+	ours := map[string]string{JobsStream: WorkersConsumer, BulkJobsStream: BulkWorkersConsumer, ProjectsStream: ProjectsConsumer}
 	sub, err := nc.QueueSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*", "embed-api-deadletters", func(m *nats.Msg) {
 		var a maxDeliverAdvisory
 		if err := json.Unmarshal(m.Data, &a); err != nil || a.StreamSeq == 0 {
@@ -231,7 +231,7 @@ func giveUp(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, a maxDel
 	}
 	reason := fmt.Sprintf("delivered %d times without being settled: the handler crashed or ran past its ack wait every time", a.Deliveries)
 	kind := KindProjects
-	if a.Stream == JobsStream {
+	if a.Stream == JobsStream || a.Stream == BulkJobsStream {
 		kind = KindJobs
 		if job, err := DecodeJob(raw.Header, raw.Data); err == nil && ValidSubject(job.ReplyTo) {
 			_ = nc.PublishMsg(Reply{Err: &ReplyError{Code: StatusUnavailable, Message: reason, Index: -1}}.Msg(job.ReplyTo))

@@ -159,7 +159,7 @@ func TestSplitFitsMaxPayload(t *testing.T) {
 	for i := range docs {
 		docs[i] = "d"
 	}
-	spans, err := Split(docs, 4096, maxPayload)
+	spans, err := Split(docs, 4096, maxPayload, 0)
 	require.NoError(t, err)
 	per := (maxPayload - replyOverhead) / (4096 * 4)
 	require.Len(t, spans, (200+per-1)/per)
@@ -173,11 +173,11 @@ func TestSplitFitsMaxPayload(t *testing.T) {
 
 	// Large documents split by bytes too.
 	big := []string{strings.Repeat("a", 400<<10), strings.Repeat("b", 400<<10), strings.Repeat("c", 400<<10)}
-	spans, err = Split(big, 384, maxPayload)
+	spans, err = Split(big, 384, maxPayload, 0)
 	require.NoError(t, err)
 	require.Equal(t, [][2]int{{0, 2}, {2, 3}}, spans)
 
-	_, err = Split([]string{"x", strings.Repeat("a", maxPayload)}, 384, maxPayload)
+	_, err = Split([]string{"x", strings.Repeat("a", maxPayload)}, 384, maxPayload, 0)
 	var de *DocumentError
 	require.ErrorAs(t, err, &de)
 	require.Equal(t, 1, de.Index)

@@ -35,10 +35,10 @@ func loneServer(t *testing.T, maxStore int64) jetstream.JetStream {
 func TestStreamLargerThanTheStoreNamesTheSetting(t *testing.T) {
 	t.Parallel()
 	js := loneServer(t, 1<<20)
-	_, err := queue.EnsureJobsStream(context.Background(), js, queue.StreamLimits{MaxMsgs: 100, MaxBytes: 1 << 30}, queue.Placement{})
+	_, err := queue.EnsureJobsStream(context.Background(), js, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 100, MaxBytes: 1 << 30}, queue.Placement{})
 	require.ErrorContains(t, err, "EMBED_STREAM_MAX_BYTES=1073741824")
 	require.ErrorContains(t, err, "insufficient storage resources")
-	_, err = queue.EnsureJobsStream(context.Background(), js, queue.StreamLimits{MaxMsgs: 100, MaxBytes: 512 << 10}, queue.Placement{})
+	_, err = queue.EnsureJobsStream(context.Background(), js, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 100, MaxBytes: 512 << 10}, queue.Placement{})
 	require.NoError(t, err, "a limit that fits is taken")
 }
 
@@ -55,11 +55,11 @@ func TestReplicasOnALoneServerNameTheSetting(t *testing.T) {
 func TestEnsureKeepsWhatItDoesNotSet(t *testing.T) {
 	t.Parallel()
 	js := loneServer(t, 1<<30)
-	cfg := queue.JobsStreamConfig(queue.StreamLimits{MaxMsgs: 10, MaxBytes: 1 << 20})
+	cfg := queue.JobsStreamConfig(queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 10, MaxBytes: 1 << 20})
 	cfg.Metadata = map[string]string{"owner": "ops"}
 	_, err := js.CreateStream(context.Background(), cfg)
 	require.NoError(t, err)
-	s, err := queue.EnsureJobsStream(context.Background(), js, queue.StreamLimits{MaxMsgs: 20, MaxBytes: 1 << 20}, queue.Placement{})
+	s, err := queue.EnsureJobsStream(context.Background(), js, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 20, MaxBytes: 1 << 20}, queue.Placement{})
 	require.NoError(t, err)
 	info, err := s.Info(context.Background())
 	require.NoError(t, err)

@@ -36,7 +36,7 @@ func TestFullStoreFailsFastAndRecovers(t *testing.T) {
 	t.Cleanup(nc.Close)
 	js, err := queue.NewJetStream(nc)
 	require.NoError(t, err)
-	_, err = queue.EnsureJobsStream(ctx, js, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 8 << 20}, queue.Placement{})
+	_, err = queue.EnsureJobsStream(ctx, js, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 8 << 20}, queue.Placement{})
 	require.NoError(t, err)
 	client, err := queue.NewClient(nc, js, 4, time.Now, log)
 	require.NoError(t, err)
@@ -79,7 +79,7 @@ func TestFullStoreFailsFastAndRecovers(t *testing.T) {
 		_, err := embed(300 * time.Millisecond)
 		return errors.Is(err, queue.ErrTimeout)
 	}, 10*time.Second, 50*time.Millisecond, "jobs are stored again")
-	st, err := queue.ReadStats(context.Background(), js)
+	st, err := queue.ReadStats(context.Background(), js, queue.LaneInteractive)
 	require.NoError(t, err)
 	require.Positive(t, st.Messages)
 }

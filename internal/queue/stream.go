@@ -15,9 +15,13 @@ import (
 
 // Names on the wire. Changing one is a breaking change for running fleets.
 const (
-	JobsStream      = "EMBED_JOBS"
+	JobsStream      = "EMBED_JOBS" // the interactive lane
 	JobsSubject     = "embed.jobs"
 	WorkersConsumer = "embed-workers"
+
+	BulkJobsStream      = "EMBED_JOBS_BULK" // the bulk lane
+	BulkJobsSubject     = "embed.jobs.bulk"
+	BulkWorkersConsumer = "embed-workers-bulk"
 
 	HeartbeatSubject = "embed.workers.heartbeat"
 	PingSubject      = "embed.workers.ping"
@@ -30,21 +34,75 @@ const (
 	ReplyPrefix = "_INBOX.embed"
 )
 
-// StreamLimits bound the jobs stream: when it is full, publishing fails at
+// Lane is a priority class of jobs, each with its own stream, consumer and
+// limits. Workers take interactive jobs first and top batches up with bulk
+// ones; a full bulk lane refuses bulk work only.
+type Lane string
+
+const (
+	// LaneInteractive: /embed, /v1/embeddings, search queries. The default.
+	LaneInteractive Lane = "interactive"
+	// LaneBulk: the project sync, the reconcile, reindex, and callers who
+	// ask for it.
+	LaneBulk Lane = "bulk"
+)
+
+// Lanes lists the lanes, interactive first.
+var Lanes = []Lane{LaneInteractive, LaneBulk}
+
+// ParseLane reads a lane name; empty is interactive.
+func ParseLane(s string) (Lane, error) {
+	switch Lane(s) {
+	case "", LaneInteractive:
+		return LaneInteractive, nil
+	case LaneBulk:
+		return LaneBulk, nil
+	}
+	return "", fmt.Errorf("priority must be %q or %q, got %q", LaneInteractive, LaneBulk, s)
+}
+
+// Stream, Subject and Consumer are the lane's names on the wire.
+func (l Lane) Stream() string {
+	if l == LaneBulk {
+		return BulkJobsStream
+	}
+	return JobsStream
+}
+
+func (l Lane) Subject() string {
+	if l == LaneBulk {
+		return BulkJobsSubject
+	}
+	return JobsSubject
+}
+
+func (l Lane) Consumer() string {
+	if l == LaneBulk {
+		return BulkWorkersConsumer
+	}
+	return WorkersConsumer
+}
+
+// BulkJobDocuments is the most documents in one bulk job: bulk requests
+// are cut this fine so that a worker serving interactive traffic can send
+// a short bulk batch (one job) after which a query waits little.
+const BulkJobDocuments = 8
+
+// StreamLimits bound each jobs stream: when it is full, publishing fails at
 // once and the api answers 429.
 type StreamLimits struct {
 	MaxMsgs  int64
 	MaxBytes int64
 }
 
-// JobsStreamConfig is the work-queue stream of embedding jobs. Jobs are
-// only useful while their requester waits, so they expire after an hour
-// whatever happens.
-func JobsStreamConfig(l StreamLimits) jetstream.StreamConfig {
+// JobsStreamConfig is the work-queue stream of one lane's embedding jobs.
+// Jobs are only useful while their requester waits, so they expire after
+// an hour whatever happens.
+func JobsStreamConfig(lane Lane, l StreamLimits) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        JobsStream,
-		Description: "embedding jobs; one message per slice of a request",
-		Subjects:    []string{JobsSubject},
+		Name:        lane.Stream(),
+		Description: string(lane) + " embedding jobs; one message per slice of a request",
+		Subjects:    []string{lane.Subject()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardNew,
@@ -61,12 +119,13 @@ type ConsumerOptions struct {
 	MaxDeliver int
 }
 
-// WorkersConsumerConfig is the one durable pull consumer all workers share.
-// No BackOff: it would replace AckWait; workers nak with their own delay.
-func WorkersConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
+// WorkersConsumerConfig is the durable pull consumer of a lane all workers
+// share. No BackOff: it would replace AckWait; workers nak with their own
+// delay.
+func WorkersConsumerConfig(lane Lane, o ConsumerOptions) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       WorkersConsumer,
-		Description:   "embedding workers",
+		Durable:       lane.Consumer(),
+		Description:   "embedding workers, " + string(lane) + " lane",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.AckWait,
 		MaxDeliver:    o.MaxDeliver,
@@ -75,25 +134,35 @@ func WorkersConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
 	}
 }
 
-// EnsureJobsStream creates the jobs stream or brings its limits and
-// placement up to date. The api owns the stream's configuration.
-func EnsureJobsStream(ctx context.Context, js jetstream.JetStream, l StreamLimits, p Placement) (jetstream.Stream, error) {
-	return ensureStream(ctx, js, JobsStreamConfig(l), p)
+// EnsureJobsStream creates a lane's jobs stream or brings its limits and
+// placement up to date. The api owns the streams' configuration.
+func EnsureJobsStream(ctx context.Context, js jetstream.JetStream, lane Lane, l StreamLimits, p Placement) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, JobsStreamConfig(lane, l), p)
 }
 
-// EnsureWorkersConsumer makes sure the jobs stream exists (creating it when a
-// worker starts before any api) and creates or updates the consumer.
-func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, l StreamLimits, p Placement, o ConsumerOptions) (jetstream.Consumer, error) {
-	s, err := js.Stream(ctx, JobsStream)
+// EnsureJobsStreams ensures both lanes' streams.
+func EnsureJobsStreams(ctx context.Context, js jetstream.JetStream, l StreamLimits, p Placement) error {
+	for _, lane := range Lanes {
+		if _, err := EnsureJobsStream(ctx, js, lane, l, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EnsureWorkersConsumer makes sure a lane's jobs stream exists (creating it
+// when a worker starts before any api) and creates or updates its consumer.
+func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, lane Lane, l StreamLimits, p Placement, o ConsumerOptions) (jetstream.Consumer, error) {
+	s, err := js.Stream(ctx, lane.Stream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = ensureStream(ctx, js, JobsStreamConfig(l), p)
+		s, err = ensureStream(ctx, js, JobsStreamConfig(lane, l), p)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("find stream %s: %w", JobsStream, err)
+		return nil, fmt.Errorf("find stream %s: %w", lane.Stream(), err)
 	}
-	c, err := s.CreateOrUpdateConsumer(ctx, WorkersConsumerConfig(o))
+	c, err := s.CreateOrUpdateConsumer(ctx, WorkersConsumerConfig(lane, o))
 	if err != nil {
-		return nil, fmt.Errorf("ensure consumer %s: %w", WorkersConsumer, err)
+		return nil, fmt.Errorf("ensure consumer %s: %w", lane.Consumer(), err)
 	}
 	return c, nil
 }
@@ -115,27 +184,28 @@ type Stats struct {
 	Waiting    int // pull requests of idle workers
 }
 
-// ReadStats reads Stats; a consumer no worker has created yet counts zero.
-func ReadStats(ctx context.Context, js jetstream.JetStream) (Stats, error) {
-	s, err := js.Stream(ctx, JobsStream)
+// ReadStats reads a lane's Stats; a consumer no worker has created yet
+// counts zero.
+func ReadStats(ctx context.Context, js jetstream.JetStream, lane Lane) (Stats, error) {
+	s, err := js.Stream(ctx, lane.Stream())
 	if err != nil {
-		return Stats{}, fmt.Errorf("stream %s: %w", JobsStream, err)
+		return Stats{}, fmt.Errorf("stream %s: %w", lane.Stream(), err)
 	}
 	si, err := s.Info(ctx)
 	if err != nil {
-		return Stats{}, fmt.Errorf("stream %s info: %w", JobsStream, err)
+		return Stats{}, fmt.Errorf("stream %s info: %w", lane.Stream(), err)
 	}
 	st := Stats{Messages: si.State.Msgs, Bytes: si.State.Bytes}
-	c, err := s.Consumer(ctx, WorkersConsumer)
+	c, err := s.Consumer(ctx, lane.Consumer())
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return st, nil
 	}
 	if err != nil {
-		return st, fmt.Errorf("consumer %s: %w", WorkersConsumer, err)
+		return st, fmt.Errorf("consumer %s: %w", lane.Consumer(), err)
 	}
 	ci, err := c.Info(ctx)
 	if err != nil {
-		return st, fmt.Errorf("consumer %s info: %w", WorkersConsumer, err)
+		return st, fmt.Errorf("consumer %s info: %w", lane.Consumer(), err)
 	}
 	st.AckPending, st.Waiting = ci.NumAckPending, ci.NumWaiting
 	return st, nil

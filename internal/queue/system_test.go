@@ -30,7 +30,7 @@ var small = systemtest.Options{Dims: dims, Limits: queue.StreamLimits{MaxMsgs: 1
 func TestQueueFullIsRefusedAtOnce(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
-	_, err := queue.EnsureJobsStream(context.Background(), b.JS, queue.StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20}, queue.Placement{})
+	_, err := queue.EnsureJobsStream(context.Background(), b.JS, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20}, queue.Placement{})
 	require.NoError(t, err)
 	for range 2 {
 		_, err := b.JS.PublishMsg(context.Background(), queue.Job{RequestID: nuid.Next(), ReplyTo: "x.y", Documents: []string{"a"}}.Msg(queue.JobsSubject))
@@ -87,7 +87,7 @@ func TestJobOutOfDeliveriesIsDeadLettered(t *testing.T) {
 	sub, err := queue.WatchMaxDeliveries(b.NC, b.JS, time.Now, b.Log)
 	require.NoError(t, err)
 	defer sub.Unsubscribe()
-	cons, err := queue.EnsureWorkersConsumer(context.Background(), b.JS, queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}, queue.Placement{},
+	cons, err := queue.EnsureWorkersConsumer(context.Background(), b.JS, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}, queue.Placement{},
 		queue.ConsumerOptions{AckWait: time.Second, MaxDeliver: 2})
 	require.NoError(t, err)
 
@@ -129,4 +129,37 @@ wait:
 	job, err := queue.DecodeJob(dls[0].Header, dls[0].Payload)
 	require.NoError(t, err)
 	require.Equal(t, []string{"doomed"}, job.Documents)
+}
+
+// Each lane has its own limits: a full bulk lane refuses bulk work (429)
+// and takes interactive requests as before; with one lane (EMBED_LANES
+// false) bulk requests go to the interactive stream.
+func TestLanesHaveTheirOwnLimits(t *testing.T) {
+	t.Parallel()
+	b := systemtest.Setup(t, small)
+	_, err := queue.EnsureJobsStream(context.Background(), b.JS, queue.LaneBulk, queue.StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20}, queue.Placement{})
+	require.NoError(t, err)
+	embed := func(lane queue.Lane, docs ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := b.Client.Embed(ctx, queue.Request{Lane: lane, Documents: docs})
+		return err
+	}
+	// 16 documents: two bulk jobs of queue.BulkJobDocuments fill the lane.
+	docs := make([]string, 2*queue.BulkJobDocuments)
+	for i := range docs {
+		docs[i] = "d"
+	}
+	require.ErrorIs(t, embed(queue.LaneBulk, docs...), queue.ErrTimeout, "stored as two jobs, nobody answered")
+	st, err := queue.ReadStats(context.Background(), b.JS, queue.LaneBulk)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, st.Messages)
+	require.ErrorIs(t, embed(queue.LaneBulk, "one more"), queue.ErrQueueFull)
+	require.ErrorIs(t, embed(queue.LaneInteractive, "a query"), queue.ErrTimeout, "interactive is not refused")
+
+	b.Client.OneLane = true
+	require.ErrorIs(t, embed(queue.LaneBulk, "no lanes"), queue.ErrTimeout)
+	st, err = queue.ReadStats(context.Background(), b.JS, queue.LaneInteractive)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, st.Messages, "the query and the bulk request, in the one queue")
 }

@@ -61,7 +61,7 @@ func Setup(tb testing.TB, o Options) *Bundle {
 	js, err := queue.NewJetStream(nc)
 	require.NoError(tb, err)
 	ctx := context.Background()
-	_, err = queue.EnsureJobsStream(ctx, js, o.Limits, queue.Placement{})
+	err = queue.EnsureJobsStreams(ctx, js, o.Limits, queue.Placement{})
 	require.NoError(tb, err)
 	require.NoError(tb, queue.EnsureDeadLetters(ctx, js, queue.Placement{}))
 	reg, err := queue.WatchWorkers(nc, time.Now, log)
@@ -153,14 +153,16 @@ func (b *Bundle) WaitReady(n int) {
 	require.Eventually(b.T, func() bool { r, _ := b.Workers.Ready(); return r >= n }, 30*time.Second, 10*time.Millisecond)
 }
 
-// Queued is how many jobs the jobs stream holds.
+// Queued is how many jobs the jobs streams (both lanes) hold.
 func (b *Bundle) Queued() uint64 {
 	b.T.Helper()
-	s, err := b.JS.Stream(context.Background(), queue.JobsStream)
-	require.NoError(b.T, err)
-	info, err := s.Info(context.Background())
-	require.NoError(b.T, err)
-	return info.State.Msgs
+	var n uint64
+	for _, lane := range queue.Lanes {
+		st, err := queue.ReadStats(context.Background(), b.JS, lane)
+		require.NoError(b.T, err)
+		n += st.Messages
+	}
+	return n
 }
 
 // DeadLetters waits for n dead letters of kind ("" for any) and returns

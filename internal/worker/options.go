@@ -86,10 +86,21 @@ type BatchInfo struct {
 	Jobs      int
 	Requests  int // distinct requests among the jobs
 	Documents int
-	Reason    FlushReason
-	Calls     int // Ollama calls, bisection of rejected inputs included
-	Rejected  int // documents the model refused
-	Tokens    int // prompt tokens Ollama reported
-	Took      time.Duration
-	Err       error
+	// BulkDocuments of Documents came from the bulk lane.
+	BulkDocuments int
+	// Waits are the batch's jobs' times from publish to this batch.
+	Waits    []JobWait
+	Reason   FlushReason
+	Calls    int // Ollama calls, bisection of rejected inputs included
+	Rejected int // documents the model refused
+	Tokens   int // prompt tokens Ollama reported
+	Took     time.Duration
+	Err      error
+}
+
+// JobWait is how long one job of a lane waited between its publish and
+// the batch that took it to the model.
+type JobWait struct {
+	Lane queue.Lane
+	Wait time.Duration
 }

@@ -35,8 +35,17 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	}
 	var inputs []string
 	requests := map[string]bool{}
+	start := w.opts.Now()
+	waits := make([]JobWait, 0, len(batch))
+	bulk := 0
 	for _, p := range batch {
 		requests[p.job.RequestID] = true
+		if !p.published.IsZero() {
+			waits = append(waits, JobWait{Lane: p.lane, Wait: start.Sub(p.published)})
+		}
+		if p.lane == queue.LaneBulk {
+			bulk += len(p.job.Documents)
+		}
 		for _, d := range p.job.Documents {
 			if p.job.InputType == queue.InputQuery {
 				d = embed.QueryInput(w.opts.QueryTask, d)
@@ -45,7 +54,6 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		}
 	}
 	stop := w.keepInProgress(batch)
-	start := w.opts.Now()
 	// Read before the call: should the probe see a new model during it, the
 	// vectors are recorded under the old digest and so re-embedded later,
 	// never the other way round.
@@ -60,8 +68,8 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		}
 	}
 	w.opts.Observer.Batch(BatchInfo{Endpoint: r.ep.Model.Host(), Jobs: len(batch), Requests: len(requests),
-		Documents: len(inputs), Reason: b.reason, Calls: out.Calls, Rejected: rejected, Tokens: out.Tokens,
-		Took: took, Err: err})
+		Documents: len(inputs), BulkDocuments: bulk, Waits: waits, Reason: b.reason, Calls: out.Calls, Rejected: rejected,
+		Tokens: out.Tokens, Took: took, Err: err})
 
 	if err != nil {
 		w.log.Warn("model call failed", zap.String("ollama", r.ep.Model.Host()), zap.Int("jobs", len(batch)),
@@ -74,7 +82,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		return
 	}
 	w.log.Debug("batch embedded", zap.String("ollama", r.ep.Model.Host()), zap.Int("jobs", len(batch)),
-		zap.Int("requests", len(requests)), zap.Int("documents", len(inputs)), zap.String("reason", string(b.reason)),
+		zap.Int("requests", len(requests)), zap.Int("documents", len(inputs)), zap.Int("bulk_documents", bulk), zap.String("reason", string(b.reason)),
 		zap.Int("calls", out.Calls), zap.Duration("took", took))
 
 	at := 0

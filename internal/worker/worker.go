@@ -50,8 +50,10 @@ type runner struct {
 
 // pending is a fetched, decoded job not yet answered.
 type pending struct {
-	msg jetstream.Msg
-	job queue.Job
+	msg       jetstream.Msg
+	job       queue.Job
+	lane      queue.Lane
+	published time.Time // when the api stored it (zero: unknown)
 }
 
 type batch struct {
@@ -94,10 +96,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	if len(w.runners) == 0 {
 		return errors.New("worker has no endpoints")
 	}
-	var cons jetstream.Consumer
-	err := queue.Retry(ctx, "creating the workers' consumer", w.log, func(ctx context.Context) (err error) {
-		if cons, err = queue.EnsureWorkersConsumer(ctx, w.js, w.opts.Limits, w.opts.Placement, w.opts.Consumer); err != nil {
-			return err
+	cons := map[queue.Lane]jetstream.Consumer{}
+	err := queue.Retry(ctx, "creating the workers' consumers", w.log, func(ctx context.Context) error {
+		for _, lane := range queue.Lanes {
+			c, err := queue.EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Limits, w.opts.Placement, w.opts.Consumer)
+			if err != nil {
+				return err
+			}
+			cons[lane] = c
 		}
 		return queue.EnsureDeadLetters(ctx, w.js, w.opts.Placement)
 	})

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -388,4 +389,102 @@ func TestAbandonedRequestsCostNoModelTime(t *testing.T) {
 	require.EqualValues(t, 2, inputs.Load(), "only \"first\" and \"after\" reached the model")
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"the abandoned jobs left the queue")
+}
+
+// A query waiting behind a backfill goes into the very next batch, and
+// that batch carries at most one short bulk job.
+func TestInteractiveJobsGoFirst(t *testing.T) {
+	t.Parallel()
+	b := systemtest.Setup(t, small)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var calls [][]string
+	fake := &fakeOllama{fn: func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		if n == 1 {
+			<-release
+		}
+		mu.Lock()
+		calls = append(calls, append([]string(nil), req.Input.([]string)...))
+		mu.Unlock()
+		return vectorsFor(req), nil
+	}}
+	startWorker(b, wopts{fake: fake})
+
+	// A backfill: 10 bulk requests of 16 documents (two jobs each).
+	var wg sync.WaitGroup
+	for i := range 10 {
+		docs := make([]string, 16)
+		for j := range docs {
+			docs[j] = fmt.Sprintf("bulk %d.%d", i, j)
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := b.Client.Embed(ctx, queue.Request{Lane: queue.LaneBulk, Documents: docs})
+			require.NoError(t, err)
+		})
+	}
+	require.Eventually(t, func() bool { return fake.calls.Load() == 1 && b.Queued() >= 18 }, 10*time.Second, 5*time.Millisecond)
+	query := make(chan error, 1)
+	go func() { _, err := b.Embed(20*time.Second, "the query"); query <- err }()
+	require.Eventually(t, func() bool {
+		st, err := queue.ReadStats(context.Background(), b.JS, queue.LaneInteractive)
+		return err == nil && st.Messages+uint64(st.AckPending) > 0
+	}, 10*time.Second, 5*time.Millisecond)
+	close(release)
+	require.NoError(t, <-query)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Greater(t, len(calls), 2)
+	second := calls[1] // the first call was the one already running
+	require.Contains(t, second, "the query", "the query goes into the next batch: %v", second)
+	require.LessOrEqual(t, len(second)-1, queue.BulkJobDocuments, "with a query present, one short bulk job at most")
+	bulk := 0
+	for _, c := range calls {
+		bulk += len(c)
+	}
+	require.Equal(t, 160+1, bulk, "every bulk document embedded once, and the query")
+}
+
+// Bulk never starves: under a flood of interactive requests that alone
+// keep the model busy, a bulk request still completes, a share in every
+// batch.
+func TestBulkProgressesUnderInteractiveFlood(t *testing.T) {
+	t.Parallel()
+	b := systemtest.Setup(t, small)
+	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		time.Sleep(2 * time.Millisecond) // a model that takes time, so interactive work queues up
+		return vectorsFor(req), nil
+	}}
+	startWorker(b, wopts{fake: fake})
+	ctx, stop := context.WithCancel(context.Background())
+	var flood sync.WaitGroup
+	var answered atomic.Int64
+	for i := range 24 {
+		flood.Go(func() {
+			for ctx.Err() == nil {
+				rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				_, err := b.Client.Embed(rctx, queue.Request{Documents: []string{fmt.Sprintf("query %d", i), "b", "c", "d"}})
+				cancel()
+				if err == nil {
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	require.Eventually(t, func() bool { return answered.Load() > 50 }, 20*time.Second, 5*time.Millisecond)
+	docs := make([]string, 64)
+	for j := range docs {
+		docs[j] = fmt.Sprintf("backfill %d", j)
+	}
+	bctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := b.Client.Embed(bctx, queue.Request{Lane: queue.LaneBulk, Documents: docs})
+	require.NoError(t, err, "the bulk request completes while the flood goes on")
+	before := answered.Load()
+	require.Eventually(t, func() bool { return answered.Load() > before }, 10*time.Second, 5*time.Millisecond, "the flood was still on")
+	stop()
+	flood.Wait()
 }
