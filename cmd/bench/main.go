@@ -59,7 +59,7 @@ func main() {
 	dur := flag.Duration("duration", 6*time.Second, "measuring time per load level (after a 0.3 s warm-up); levels on the real model run twice as long")
 	out := flag.String("out", "bench-out", "directory for bench.json, bench.png and process logs")
 	flag.BoolVar(&profile, "pprof", false, "take a CPU profile of the api and the first worker during every pipeline level (in -out/work)")
-	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners, reindex")
+	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners, reindex, lanes")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -129,6 +129,7 @@ func run(ctx context.Context, d time.Duration, out string) error {
 		{"scale-out", b.scaleOut},
 		{"runners", b.runners},
 		{"reindex", b.reindex},
+		{"lanes", b.lanes},
 	} {
 		if want(g.name) {
 			if err := g.fn(); err != nil {
@@ -183,6 +184,7 @@ type bench struct {
 
 	reindexDone           bool
 	reindexUnchangedCalls int
+	laneTargets           []target
 }
 
 func (b *bench) add(r row) {
@@ -372,6 +374,7 @@ func (b *bench) targets() {
 	add := func(name string, v float64, wantS string, met bool) {
 		b.rep.Targets = append(b.rep.Targets, target{Name: name, Value: v, Want: wantS, Met: met})
 	}
+	b.rep.Targets = append(b.rep.Targets, b.laneTargets...)
 	if b.altRatio > 0 {
 		add("pipeline at 64 clients / direct, medians of 3 alternating rounds", b.altRatio, ">= 0.95", b.altRatio >= 0.95)
 		add("p50 at 1 client minus direct serial p50 (ms), medians of 3 alternating rounds", b.altP50Diff, "<= 2", b.altP50Diff <= 2)

@@ -32,7 +32,15 @@ type lanes struct {
 	held map[queue.Lane][]*pending
 	// lastInteractive is when an interactive job was last taken.
 	lastInteractive time.Time
+	// sinceBulk counts the batches sent without bulk since bulk was last
+	// sent or found empty.
+	sinceBulk int
 }
+
+// bulkEvery is the most batches in a row that go without bulk while bulk
+// work may wait: light interactive batches skip it, every bulkEvery-th
+// takes one bulk job regardless.
+const bulkEvery = 4
 
 func (l *lanes) heldCount() int {
 	return len(l.held[queue.LaneInteractive]) + len(l.held[queue.LaneBulk])
@@ -108,15 +116,26 @@ func (w *Worker) dispatch(ctx context.Context, cons map[queue.Lane]jetstream.Con
 			w.fillWait(b, l, linger)
 			reason, _ = b.Decide(l.heldCount() > 0, true)
 		}
-		r.work <- batch{items: b.Flush(), reason: reason}
+		items := b.Flush()
+		l.sinceBulk++
+		for _, p := range items {
+			if p.lane == queue.LaneBulk {
+				l.sinceBulk = 0
+				break
+			}
+		}
+		r.work <- batch{items: items, reason: reason}
 	}
 }
 
 // fill adds to the batch what the lanes hold and have right now, without
 // waiting: interactive first (leaving room for one bulk job), then bulk
 // (one job only while interactive traffic is present), then interactive
-// again into any room left. drained says the interactive lane is known to
-// be empty already. err is a failure to fetch, not an empty lane.
+// again into any room left. A batch with fewer interactive documents than
+// its share goes without bulk: topping it up would make its queries wait
+// for a bulk job's documents to save one call's overhead. drained says
+// the interactive lane is known to be empty already. err is a failure to
+// fetch, not an empty lane.
 func (w *Worker) fill(b *Batcher[*pending], l *lanes, drained bool) error {
 	reserve := min(queue.BulkJobDocuments, max(0, w.opts.BatchSize-1))
 	if !drained {
@@ -126,17 +145,30 @@ func (w *Worker) fill(b *Batcher[*pending], l *lanes, drained bool) error {
 		}
 		drained = empty
 	}
+	interactive := 0
+	for _, p := range b.Items() {
+		if p.lane == queue.LaneInteractive {
+			interactive += len(p.job.Documents)
+		}
+	}
+	if interactive > 0 && interactive < w.opts.BatchSize-reserve && drained && l.sinceBulk < bulkEvery-1 {
+		return nil // a light interactive batch: the queries go alone
+	}
 	bulkRoom := b.Room()
 	if w.opts.Now().Sub(l.lastInteractive) < busyWindow {
 		bulkRoom = min(bulkRoom, queue.BulkJobDocuments)
 	}
-	if _, err := w.take(b, l, queue.LaneBulk, bulkRoom); err != nil {
+	empty, err := w.take(b, l, queue.LaneBulk, bulkRoom)
+	if err != nil {
 		return err
+	}
+	if empty && len(l.held[queue.LaneBulk]) == 0 {
+		l.sinceBulk = 0 // nothing waits
 	}
 	if drained && len(l.held[queue.LaneInteractive]) == 0 {
 		return nil
 	}
-	_, err := w.take(b, l, queue.LaneInteractive, b.Room())
+	_, err = w.take(b, l, queue.LaneInteractive, b.Room())
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -449,24 +450,46 @@ func TestInteractiveJobsGoFirst(t *testing.T) {
 }
 
 // Bulk never starves: under a flood of interactive requests that alone
-// keep the model busy, a bulk request still completes, a share in every
-// batch.
+// keep the model busy — batches full of them, or small ones back to back —
+// a bulk request still completes.
 func TestBulkProgressesUnderInteractiveFlood(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name             string
+		clients, docsPer int
+	}{{"FullBatches", 24, 4}, {"SmallBatches", 6, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			bulkUnderFlood(t, tc.clients, tc.docsPer)
+		})
+	}
+}
+
+func bulkUnderFlood(t *testing.T, clients, docsPer int) {
 	b := systemtest.Setup(t, small)
+	var mu sync.Mutex
+	var withBulk []bool // per model call: did it carry bulk documents
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		time.Sleep(2 * time.Millisecond) // a model that takes time, so interactive work queues up
+		bulk := false
+		for _, in := range req.Input.([]string) {
+			bulk = bulk || strings.HasPrefix(in, "backfill")
+		}
+		mu.Lock()
+		withBulk = append(withBulk, bulk)
+		mu.Unlock()
 		return vectorsFor(req), nil
 	}}
 	startWorker(b, wopts{fake: fake})
 	ctx, stop := context.WithCancel(context.Background())
 	var flood sync.WaitGroup
 	var answered atomic.Int64
-	for i := range 24 {
+	for i := range clients {
+		docs := []string{fmt.Sprintf("query %d", i), "b", "c", "d"}[:docsPer]
 		flood.Go(func() {
 			for ctx.Err() == nil {
 				rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				_, err := b.Client.Embed(rctx, queue.Request{Documents: []string{fmt.Sprintf("query %d", i), "b", "c", "d"}})
+				_, err := b.Client.Embed(rctx, queue.Request{Documents: docs})
 				cancel()
 				if err == nil {
 					answered.Add(1)
@@ -487,4 +510,24 @@ func TestBulkProgressesUnderInteractiveFlood(t *testing.T) {
 	require.Eventually(t, func() bool { return answered.Load() > before }, 10*time.Second, 5*time.Millisecond, "the flood was still on")
 	stop()
 	flood.Wait()
+
+	// Between its first and last batch, bulk was never left out of more
+	// than 3 batches in a row (the worker's bulkEvery is 4).
+	mu.Lock()
+	defer mu.Unlock()
+	first, last := slices.Index(withBulk, true), -1
+	for i, bulk := range withBulk {
+		if bulk {
+			last = i
+		}
+	}
+	run, longest := 0, 0
+	for _, bulk := range withBulk[first : last+1] {
+		if run = run + 1; bulk {
+			run = 0
+		}
+		longest = max(longest, run)
+	}
+	t.Logf("%d model calls carried the bulk request's 8 jobs; at most %d in a row without", last-first+1, longest)
+	require.LessOrEqual(t, longest, 3)
 }

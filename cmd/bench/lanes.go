@@ -1,0 +1,365 @@
+// Lanes: what a reindex does to search queries, with two lanes and with one.
+
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/waywo/embed/embedclient"
+	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/systemtest"
+)
+
+const (
+	laneProjects = 10_000
+	lanePerInput = 5 * time.Millisecond // the stand-in backend: one input at a time
+	laneClients  = 4
+	// laneThink is a search client's pause between queries: a user types,
+	// reads, types again. Back to back, four clients would take most of the
+	// model and leave a reindex half its throughput whatever the queue did.
+	laneThink = 200 * time.Millisecond
+)
+
+// laneRun is one measured situation.
+type laneRun struct {
+	Name        string        `json:"name"`
+	Queries     sample        `json:"queries"`
+	ReindexTook time.Duration `json:"reindex_ns,omitempty"`
+	ProjectsPS  float64       `json:"reindex_projects_per_s,omitempty"`
+	ModelShare  float64       `json:"query_model_share,omitempty"` // of the model's time the queries used
+}
+
+// lanes measures, side by side against the stand-in backend that spends
+// 5 ms per input one at a time: search queries from 4 clients with nothing
+// else running; a reindex of 10,000 projects alone; and the two together,
+// with lanes and with EMBED_LANES=false.
+func (b *bench) lanes() error {
+	fmt.Printf("lanes: %d search clients (a query, then %s) and `api reindex --all` of %d projects, stand-in backend at %s per input\n",
+		laneClients, laneThink, laneProjects, lanePerInput)
+	fake, err := ollamatest.StartFake(fakeModel, bigDims, lanePerInput)
+	if err != nil {
+		return err
+	}
+	defer fake.Stop()
+	dir := mkdir(b.work, "lanes-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	path := filepath.Join(dir, "waywo.db")
+	if err := b.laneProjects(path); err != nil {
+		return err
+	}
+
+	var runs []laneRun
+	for _, lanes := range []bool{true, false} {
+		sys, err := b.laneSystem(dir, fake.URL, lanes)
+		if err != nil {
+			return err
+		}
+		if lanes {
+			idle := b.queries(sys.base, nil)
+			runs = append(runs, laneRun{Name: "idle", Queries: idle})
+			took, err := b.laneReindex(sys, path, lanes)
+			if err != nil {
+				sys.stop()
+				return err
+			}
+			runs = append(runs, laneRun{Name: "reindex alone", ReindexTook: took, ProjectsPS: laneProjects / took.Seconds()})
+		}
+		done := make(chan struct{})
+		var took time.Duration
+		var rerr error
+		go func() { defer close(done); took, rerr = b.laneReindex(sys, path, lanes) }()
+		q := b.queries(sys.base, done)
+		<-done
+		sys.stop()
+		if rerr != nil {
+			return rerr
+		}
+		name := "reindex + queries, lanes"
+		if !lanes {
+			name = "reindex + queries, lanes off"
+		}
+		share := float64(q.Requests) * lanePerInput.Seconds() / took.Seconds()
+		runs = append(runs, laneRun{Name: name, Queries: q, ReindexTook: took, ProjectsPS: laneProjects / took.Seconds(), ModelShare: share})
+	}
+
+	idle, alone := runs[0], runs[1]
+	fmt.Printf("  %-30s %9s %9s %9s %14s\n", "", "p50", "p99", "queries", "reindex")
+	for _, r := range runs {
+		q := "-"
+		if r.Queries.Requests > 0 {
+			q = strconv.Itoa(r.Queries.Requests)
+		}
+		rx := "-"
+		if r.ProjectsPS > 0 {
+			rx = fmt.Sprintf("%.1f proj/s", r.ProjectsPS)
+		}
+		p50, p99 := "-", "-"
+		if r.Queries.Requests > 0 {
+			p50, p99 = fmt.Sprintf("%.1fms", ms(r.Queries.P50)), fmt.Sprintf("%.1fms", ms(r.Queries.P99))
+		}
+		fmt.Printf("  %-30s %9s %9s %9s %14s\n", r.Name, p50, p99, q, rx)
+		b.rep.Rows = append(b.rep.Rows, row{Group: "lanes", Scenario: r.Name, Sample: r.Queries})
+		key := "lanes_" + slug(r.Name)
+		if r.Queries.Requests > 0 {
+			b.rep.Extra[key+"_p50_ms"], b.rep.Extra[key+"_p99_ms"] = ms(r.Queries.P50), ms(r.Queries.P99)
+		}
+		if r.ProjectsPS > 0 {
+			b.rep.Extra[key+"_projects_per_s"] = r.ProjectsPS
+		}
+		if r.ModelShare > 0 {
+			b.rep.Extra[key+"_query_model_share"] = r.ModelShare
+		}
+	}
+	with, without := runs[2], runs[3]
+	full := time.Duration(b.batchSize()) * lanePerInput
+	short := time.Duration(queue.BulkJobDocuments) * lanePerInput
+	b.rep.Extra["lanes_full_bulk_batch_ms"], b.rep.Extra["lanes_short_bulk_batch_ms"] = ms(full), ms(short)
+	b.laneTargets = []target{
+		{Name: "lanes: query p99 during reindex - idle p99 (ms)", Value: ms(with.Queries.P99 - idle.Queries.P99),
+			Want: fmt.Sprintf("<= %.0f (one full bulk batch; a short one is %.0f)", ms(full), ms(short)),
+			Met:  with.Queries.P99 <= idle.Queries.P99+full},
+		{Name: "lanes: reindex throughput with queries / alone", Value: with.ProjectsPS / alone.ProjectsPS,
+			Want: ">= 0.90", Met: with.ProjectsPS >= 0.9*alone.ProjectsPS},
+		{Name: "lanes: the same, the queries' model time set aside", Value: with.ProjectsPS / (alone.ProjectsPS * (1 - with.ModelShare)),
+			Want: ">= 0.90", Met: with.ProjectsPS >= 0.9*alone.ProjectsPS*(1-with.ModelShare)},
+		{Name: "lanes off: query p99 during reindex / with lanes", Value: float64(without.Queries.P99) / float64(with.Queries.P99),
+			Want: "> 1 (what lanes save)", Met: without.Queries.P99 > with.Queries.P99},
+	}
+	return laneChart(filepath.Join(filepath.Dir(b.work), "lanes.png"), runs)
+}
+
+func slug(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			out = append(out, c)
+		case len(out) > 0 && out[len(out)-1] != '_':
+			out = append(out, '_')
+		}
+	}
+	return string(out)
+}
+
+// batchSize is the workers' EMBED_BATCH_SIZE (the default).
+func (b *bench) batchSize() int { return 32 }
+
+// laneProjects writes the WAYWO file with laneProjects projects.
+func (b *bench) laneProjects(path string) error {
+	store, err := db.Open(b.ctx, path, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	store.Close()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	tx, err := raw.Begin()
+	if err != nil {
+		return err
+	}
+	for id := 1; id <= laneProjects; id++ {
+		if _, err := tx.Exec(db.InsertProject, id, fmt.Sprintf("Project %d", id), b.c.texts[id%len(b.c.texts)], `["waywo"]`); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+type laneSys struct {
+	base, natsAddr string
+	env            map[string]string
+	stop           func()
+}
+
+// laneSystem starts an api (embedded NATS, no sync of its own) and one
+// worker on the stand-in backend.
+func (b *bench) laneSystem(dir, backend string, lanes bool) (*laneSys, error) {
+	httpAddr, err := systemtest.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	natsAddr, err := systemtest.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	common := map[string]string{
+		"EMBED_MODEL": fakeModel, "EMBED_DIMENSIONS": strconv.Itoa(bigDims), "EMBED_LOG_LEVEL": "warn",
+		"EMBED_HEARTBEAT_INTERVAL": "500ms", "EMBED_LANES": strconv.FormatBool(lanes),
+	}
+	apiEnv := map[string]string{
+		"EMBED_HTTP_ADDR": httpAddr, "EMBED_NATS_ADDR": natsAddr, "EMBED_WORKER": "off",
+		"EMBED_DATA_DIR": mkdir(dir, "data-"+strconv.FormatBool(lanes)), "EMBED_CACHE_SIZE": "0", "EMBED_SYNC": "false",
+	}
+	for k, v := range common {
+		apiEnv[k] = v
+	}
+	name := "lanes-" + strconv.FormatBool(lanes)
+	api, err := startProc(b.work, "api", name+"-api", apiEnv)
+	if err != nil {
+		return nil, err
+	}
+	s := &laneSys{base: "http://" + httpAddr, natsAddr: natsAddr, env: common}
+	if err := waitUp(b.ctx, s.base); err != nil {
+		api.Stop(20 * time.Second)
+		return nil, err
+	}
+	maddr, err := systemtest.FreeAddr()
+	if err != nil {
+		api.Stop(20 * time.Second)
+		return nil, err
+	}
+	wenv := map[string]string{"NATS_URL": "nats://" + natsAddr, "OLLAMA_HOST": backend, "EMBED_METRICS_ADDR": maddr, "EMBED_WORKER_ID": name}
+	for k, v := range common {
+		wenv[k] = v
+	}
+	w, err := startProc(b.work, "worker", name+"-worker", wenv)
+	if err != nil {
+		api.Stop(20 * time.Second)
+		return nil, err
+	}
+	s.stop = func() {
+		saveMetrics("http://"+maddr+"/metrics", filepath.Join(b.work, name+"-worker.metrics"))
+		saveMetrics(s.base+"/metrics", filepath.Join(b.work, name+"-api.metrics"))
+		w.Stop(20 * time.Second)
+		api.Stop(20 * time.Second)
+	}
+	if err := waitWorkers(b.ctx, s.base, 1); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// laneReindex runs `api reindex --all` through the running system and
+// returns how long it took.
+func (b *bench) laneReindex(s *laneSys, path string, lanes bool) (time.Duration, error) {
+	cmd := exec.CommandContext(b.ctx, filepath.Join(b.work, "api"), "reindex", "--all")
+	cmd.Env = os.Environ()
+	env := map[string]string{"WAYWO_DB": path, "EMBED_NATS_ADDR": s.natsAddr, "EMBED_DATA_DIR": filepath.Join(filepath.Dir(path), "reindex-data")}
+	for k, v := range s.env {
+		env[k] = v
+	}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("api reindex --all (lanes %v): %w\n%s", lanes, err, out)
+	}
+	return time.Since(start), nil
+}
+
+// queries runs laneClients search clients, each a one-document query then
+// a pause, for b.d or, with until set, until it closes. The first 300 ms
+// are not counted.
+func (b *bench) queries(base string, until <-chan struct{}) sample {
+	c := embedclient.New(base, embedclient.WithRetries(1, 0), embedclient.WithHTTPClient(pooled()))
+	start := time.Now()
+	warm := start.Add(300 * time.Millisecond)
+	stop := make(chan struct{})
+	if until == nil {
+		t := time.AfterFunc(300*time.Millisecond+b.d, func() { close(stop) })
+		defer t.Stop()
+	} else {
+		go func() { <-until; close(stop) }()
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	s := sample{Clients: laneClients}
+	var wg sync.WaitGroup
+	for range laneClients {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-b.ctx.Done():
+					return
+				default:
+				}
+				t0 := time.Now()
+				_, err := c.EmbedQueries(context.WithoutCancel(b.ctx), b.c.take(1))
+				took := time.Since(t0)
+				if t0.After(warm) {
+					mu.Lock()
+					if err != nil {
+						s.Errors++
+					} else {
+						s.Requests++
+						s.Docs++
+						lat = append(lat, took)
+					}
+					mu.Unlock()
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(laneThink):
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.Elapsed = time.Since(warm)
+	s.DocsPerS = float64(s.Docs) / s.Elapsed.Seconds()
+	slices.Sort(lat)
+	s.P50, s.P95, s.P99 = pct(lat, 50), pct(lat, 95), pct(lat, 99)
+	return s
+}
+
+// laneChart draws query p50 and p99 for idle, reindex with lanes, and
+// reindex with lanes off.
+func laneChart(path string, runs []laneRun) error {
+	p := plot.New()
+	p.Title.Text = "Search queries during a reindex of 10,000 projects"
+	p.Y.Label.Text = "query latency, ms"
+	var names []string
+	var p50, p99 plotter.Values
+	for _, r := range runs {
+		if r.Queries.Requests == 0 {
+			continue
+		}
+		names = append(names, r.Name)
+		p50 = append(p50, ms(r.Queries.P50))
+		p99 = append(p99, ms(r.Queries.P99))
+	}
+	w := vg.Points(28)
+	b50, err := plotter.NewBarChart(p50, w)
+	if err != nil {
+		return err
+	}
+	b99, err := plotter.NewBarChart(p99, w)
+	if err != nil {
+		return err
+	}
+	b50.Color, b99.Color = plotutil.Color(0), plotutil.Color(1)
+	b50.Offset, b99.Offset = -w/2, w/2
+	p.Add(b50, b99)
+	p.Legend.Add("p50", b50)
+	p.Legend.Add("p99", b99)
+	p.Legend.Top = true
+	p.NominalX(names...)
+	return p.Save(7*vg.Inch, 4*vg.Inch, path)
+}
