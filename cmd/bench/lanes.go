@@ -359,7 +359,7 @@ func laneChart(path string, runs []laneRun) error {
 	p.Add(b50, b99)
 	p.Legend.Add("p50", b50)
 	p.Legend.Add("p99", b99)
-	p.Legend.Top = true
+	p.Legend.Top, p.Legend.Left = true, true
 	p.NominalX(names...)
 	return p.Save(7*vg.Inch, 4*vg.Inch, path)
 }
