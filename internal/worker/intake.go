@@ -54,12 +54,12 @@ func (l *lanes) allHeld() []*pending {
 // the endpoints compute, then hands it to the first idle one.
 //
 // Priority: a batch takes the interactive jobs waiting first, then tops up
-// with bulk. While interactive traffic is present (a job in the last
-// busyWindow), bulk adds at most one job (queue.BulkJobDocuments
+// with bulk (see fill). While interactive traffic is present (a job in the
+// last busyWindow), bulk adds at most one job (queue.BulkJobDocuments
 // documents) per batch, so a query arriving behind a batch waits for a
 // short one. Bulk never starves: the interactive jobs taken first leave
-// room for one bulk job in every batch, so as long as bulk work waits, each
-// batch carries some.
+// room for one bulk job in every batch, and no more than bulkEvery-1
+// batches in a row go without bulk while it may wait.
 func (w *Worker) dispatch(ctx context.Context, cons map[queue.Lane]jetstream.Consumer) {
 	b := NewBatcher[*pending](w.opts.BatchSize, w.opts.BatchWait, w.opts.Now)
 	l := &lanes{cons: cons, held: map[queue.Lane][]*pending{}}
@@ -80,8 +80,8 @@ func (w *Worker) dispatch(ctx context.Context, cons map[queue.Lane]jetstream.Con
 		err := w.fill(b, l, false)
 		if err == nil && b.Len() == 0 {
 			// Nothing anywhere: block for an interactive job a while. A lone
-			// request then goes with bulk company at most, without another
-			// look at its own lane.
+			// request then goes without another look at its own lane (and
+			// alone, three times in four; see fill).
 			p, behind, ferr := w.fetchOne(l)
 			if err = ferr; err == nil && p != nil {
 				b.Add(p, len(p.job.Documents))
