@@ -97,30 +97,46 @@ func PublishProjectChanged(ctx context.Context, js jetstream.JetStream, id int64
 	return PublishProjectsChanged(ctx, js, []int64{id}, origin)
 }
 
-// PublishProjectsChanged queues many at once, waiting for every store ack.
+// PublishProjectsChanged queues many at once, waiting for every store ack,
+// at most PublishTimeout for each window of them: a stream that cannot
+// write never acknowledges, and an async publish has no deadline of its
+// own (a reconcile once waited for ever on a full disk).
 func PublishProjectsChanged(ctx context.Context, js jetstream.JetStream, ids []int64, origin string) error {
 	const window = 512
 	for start := 0; start < len(ids); start += window {
-		var futures []jetstream.PubAckFuture
-		for _, id := range ids[start:min(start+window, len(ids))] {
-			m := nats.NewMsg(ProjectSubjectPrefix + strconv.FormatInt(id, 10))
-			if origin != "" {
-				m.Header.Set(HeaderOrigin, origin)
+		wctx, cancel := context.WithTimeout(ctx, PublishTimeout)
+		err := publishWindow(wctx, js, ids[start:min(start+window, len(ids))], origin)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, ErrTimeout) {
+				return fmt.Errorf("%w: the project events stream did not acknowledge within %s", ErrQueue, PublishTimeout)
 			}
-			f, err := js.PublishMsgAsync(m)
-			if err != nil {
-				return publishError(ctx, err)
-			}
-			futures = append(futures, f)
+			return err
 		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return publishError(ctx, err)
-			case <-ctx.Done():
-				return publishError(ctx, ctx.Err())
-			}
+	}
+	return nil
+}
+
+func publishWindow(ctx context.Context, js jetstream.JetStream, ids []int64, origin string) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(ids))
+	for _, id := range ids {
+		m := nats.NewMsg(ProjectSubjectPrefix + strconv.FormatInt(id, 10))
+		if origin != "" {
+			m.Header.Set(HeaderOrigin, origin)
+		}
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return publishError(ctx, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return publishError(ctx, err)
+		case <-ctx.Done():
+			return publishError(ctx, ctx.Err())
 		}
 	}
 	return nil
