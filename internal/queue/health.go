@@ -27,8 +27,14 @@ type StreamHealth struct {
 	infoErr  error     // the latest look at the stream
 	pubErr   error     // the latest publish, when it failed
 	pubSince time.Time // first of the failing publishes
+	pubLast  time.Time // the latest failing publish
 	storeErr error     // the embedded store cannot write
 }
+
+// publishFailureCounts is how long a failed publish keeps /health at 503
+// when no publish follows: an idle api must not stay unhealthy for ever
+// after an election it has long recovered from.
+const publishFailureCounts = 10 * time.Second
 
 // NewStreamHealth returns a health that knows of no problem yet.
 func NewStreamHealth(log *zap.Logger) *StreamHealth {
@@ -44,7 +50,7 @@ func (h *StreamHealth) Err() error {
 		return h.storeErr
 	case h.infoErr != nil:
 		return h.infoErr
-	case h.pubErr != nil:
+	case h.pubErr != nil && time.Since(h.pubLast) < publishFailureCounts:
 		return fmt.Errorf("jobs stream %s cannot take a publish since %s: %w", JobsStream, h.pubSince.UTC().Format(time.RFC3339), h.pubErr)
 	}
 	return nil
@@ -70,9 +76,9 @@ func (h *StreamHealth) published(err error) {
 		h.pubErr = nil
 	case err != nil && h.pubErr == nil:
 		h.log.Warn("jobs stream refuses publishes", zap.Error(err))
-		h.pubErr, h.pubSince = err, time.Now()
+		h.pubErr, h.pubSince, h.pubLast = err, time.Now(), time.Now()
 	case err != nil:
-		h.pubErr = err
+		h.pubErr, h.pubLast = err, time.Now()
 	}
 }
 
