@@ -27,13 +27,24 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeOllama is fault injection: the model's reply comes from a function.
+// fakeOllama is fault injection: the model's reply comes from a function,
+// after cost per call (a model that takes time), or when ctx ends.
 type fakeOllama struct {
 	calls atomic.Int64
+	cost  time.Duration
 	fn    func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error)
 }
 
 func (f *fakeOllama) Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+	if f.cost > 0 {
+		t := time.NewTimer(f.cost)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	return f.fn(f.calls.Add(1), req)
 }
 
@@ -469,8 +480,8 @@ func bulkUnderFlood(t *testing.T, clients, docsPer int) {
 	b := systemtest.Setup(t, small)
 	var mu sync.Mutex
 	var withBulk []bool // per model call: did it carry bulk documents
-	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
-		time.Sleep(2 * time.Millisecond) // a model that takes time, so interactive work queues up
+	// A model that takes time, so that interactive work queues up.
+	fake := &fakeOllama{cost: 2 * time.Millisecond, fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		bulk := false
 		for _, in := range req.Input.([]string) {
 			bulk = bulk || strings.HasPrefix(in, "backfill")
