@@ -4,24 +4,19 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"sync"
 	"time"
 
-	"go.uber.org/zap"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
 	"github.com/waywo/embed/embedclient"
-	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
@@ -35,6 +30,9 @@ const (
 	// reads, types again. Back to back, four clients would take most of the
 	// model and leave a reindex half its throughput whatever the queue did.
 	laneThink = 200 * time.Millisecond
+	// laneBatchSize is EMBED_BATCH_SIZE's default, which the worker runs
+	// with: a full bulk batch.
+	laneBatchSize = 32
 )
 
 // laneRun is one measured situation.
@@ -60,7 +58,7 @@ func (b *bench) lanes() error {
 	defer fake.Stop()
 	dir := mkdir(b.work, "lanes-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	path := filepath.Join(dir, "waywo.db")
-	if err := b.laneProjects(path); err != nil {
+	if _, err := b.writeProjects(path, laneProjects); err != nil {
 		return err
 	}
 
@@ -127,7 +125,7 @@ func (b *bench) lanes() error {
 		}
 	}
 	with, without := runs[2], runs[3]
-	full := time.Duration(b.batchSize()) * lanePerInput
+	full := time.Duration(laneBatchSize) * lanePerInput
 	short := time.Duration(queue.BulkJobDocuments) * lanePerInput
 	b.rep.Extra["lanes_full_bulk_batch_ms"], b.rep.Extra["lanes_short_bulk_batch_ms"] = ms(full), ms(short)
 	b.laneTargets = []target{
@@ -156,34 +154,6 @@ func slug(s string) string {
 		}
 	}
 	return string(out)
-}
-
-// batchSize is the workers' EMBED_BATCH_SIZE (the default).
-func (b *bench) batchSize() int { return 32 }
-
-// laneProjects writes the WAYWO file with laneProjects projects.
-func (b *bench) laneProjects(path string) error {
-	store, err := db.Open(b.ctx, path, zap.NewNop())
-	if err != nil {
-		return err
-	}
-	store.Close()
-	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
-	if err != nil {
-		return err
-	}
-	defer raw.Close()
-	tx, err := raw.Begin()
-	if err != nil {
-		return err
-	}
-	for id := 1; id <= laneProjects; id++ {
-		if _, err := tx.Exec(db.InsertProject, id, fmt.Sprintf("Project %d", id), b.c.texts[id%len(b.c.texts)], `["waywo"]`); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-	}
-	return tx.Commit()
 }
 
 type laneSys struct {
@@ -272,61 +242,20 @@ func (b *bench) laneReindex(s *laneSys, path string, lanes bool) (time.Duration,
 }
 
 // queries runs laneClients search clients, each a one-document query then
-// a pause, for b.d or, with until set, until it closes. The first 300 ms
-// are not counted.
+// a pause, for b.d or, with until set, until it closes.
 func (b *bench) queries(base string, until <-chan struct{}) sample {
 	c := embedclient.New(base, embedclient.WithRetries(1, 0), embedclient.WithHTTPClient(pooled()))
-	start := time.Now()
-	warm := start.Add(300 * time.Millisecond)
-	stop := make(chan struct{})
+	query := func(ctx context.Context, docs []string) error {
+		_, err := c.EmbedQueries(ctx, docs)
+		return err
+	}
 	if until == nil {
-		t := time.AfterFunc(300*time.Millisecond+b.d, func() { close(stop) })
+		stop := make(chan struct{})
+		t := time.AfterFunc(warmUp+b.d, func() { close(stop) })
 		defer t.Stop()
-	} else {
-		go func() { <-until; close(stop) }()
+		until = stop
 	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	s := sample{Clients: laneClients}
-	var wg sync.WaitGroup
-	for range laneClients {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-b.ctx.Done():
-					return
-				default:
-				}
-				t0 := time.Now()
-				_, err := c.EmbedQueries(context.WithoutCancel(b.ctx), b.c.take(1))
-				took := time.Since(t0)
-				if t0.After(warm) {
-					mu.Lock()
-					if err != nil {
-						s.Errors++
-					} else {
-						s.Requests++
-						s.Docs++
-						lat = append(lat, took)
-					}
-					mu.Unlock()
-				}
-				select {
-				case <-stop:
-					return
-				case <-time.After(laneThink):
-				}
-			}
-		})
-	}
-	wg.Wait()
-	s.Elapsed = time.Since(warm)
-	s.DocsPerS = float64(s.Docs) / s.Elapsed.Seconds()
-	slices.Sort(lat)
-	s.P50, s.P95, s.P99 = pct(lat, 50), pct(lat, 95), pct(lat, 99)
-	return s
+	return driveUntil(b.ctx, b.c, laneClients, 1, laneThink, until, query)
 }
 
 // laneChart draws query p50 and p99 for idle, reindex with lanes, and

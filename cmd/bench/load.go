@@ -51,38 +51,72 @@ type call func(ctx context.Context, docs []string) error
 // keeps the backlog built up during the warm-up (64 clients' worth of work
 // at 64 clients) from being computed inside the window yet left uncounted.
 func drive(ctx context.Context, c *corpus, clients, docsPer int, d time.Duration, do call) sample {
-	warm, stop := time.Now().Add(300*time.Millisecond), time.Now().Add(300*time.Millisecond+d)
+	stop := make(chan struct{})
+	t := time.AfterFunc(warmUp+d, func() { close(stop) })
+	defer t.Stop()
+	return driveUntil(ctx, c, clients, docsPer, 0, stop, do)
+}
+
+// warmUp is how long after the start requests are not counted.
+const warmUp = 300 * time.Millisecond
+
+// driveUntil is drive with a window that ends when stop closes, and a pause
+// of think after each request (a user's, between searches).
+func driveUntil(ctx context.Context, c *corpus, clients, docsPer int, think time.Duration, stop <-chan struct{}, do call) sample {
+	warm := time.Now().Add(warmUp)
 	var mu sync.Mutex
 	var lat []time.Duration
 	s := sample{Clients: clients}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		case <-ctx.Done():
+			return true
+		default:
+			return false
+		}
+	}
+	// The window ends when stop closes, not when the last request in
+	// flight at that moment returns.
+	ended := make(chan time.Time, 1)
+	go func() {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+		}
+		ended <- time.Now()
+	}()
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
-			for {
+			for !stopped() {
 				start := time.Now()
-				if start.After(stop) {
-					return
-				}
 				err := do(ctx, c.take(docsPer))
 				end := time.Now()
-				took := end.Sub(start)
-				if end.Before(warm) || end.After(stop) {
-					continue
+				if !end.Before(warm) && !stopped() {
+					mu.Lock()
+					if err != nil {
+						s.Errors++
+					} else {
+						s.Requests++
+						s.Docs += docsPer
+						lat = append(lat, end.Sub(start))
+					}
+					mu.Unlock()
 				}
-				mu.Lock()
-				if err != nil {
-					s.Errors++
-				} else {
-					s.Requests++
-					s.Docs += docsPer
-					lat = append(lat, took)
+				if think > 0 {
+					select {
+					case <-stop:
+					case <-ctx.Done():
+					case <-time.After(think):
+					}
 				}
-				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	s.Elapsed = d
+	s.Elapsed = (<-ended).Sub(warm)
 	s.DocsPerS = float64(s.Docs) / s.Elapsed.Seconds()
 	slices.Sort(lat)
 	s.P50, s.P95, s.P99 = pct(lat, 50), pct(lat, 95), pct(lat, 99)

@@ -34,30 +34,8 @@ func (b *bench) reindex() error {
 	fmt.Printf("reindex: `api reindex` over %d projects, cold then unchanged\n", n)
 	dir := mkdir(b.work, "reindex-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	path := filepath.Join(dir, "waywo.db")
-	store, err := db.Open(b.ctx, path, zap.NewNop())
+	texts, err := b.writeProjects(path, n)
 	if err != nil {
-		return err
-	}
-	store.Close()
-	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
-	if err != nil {
-		return err
-	}
-	defer raw.Close()
-	texts := map[string]bool{}
-	tx, err := raw.Begin()
-	if err != nil {
-		return err
-	}
-	for id := 1; id <= n; id++ {
-		title, desc := fmt.Sprintf("Project %d", id), b.c.texts[id%len(b.c.texts)]
-		if _, err := tx.Exec(db.InsertProject, id, title, desc, `["waywo","bench"]`); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		texts[embed.ProjectText(title, desc, []string{"waywo", "bench"})] = true
-	}
-	if err := tx.Commit(); err != nil {
 		return err
 	}
 
@@ -98,6 +76,36 @@ func (b *bench) reindex() error {
 	}
 	b.reindexDone = true
 	return nil
+}
+
+// writeProjects creates the WAYWO file at path with n projects of the
+// corpus's texts and returns the texts the sync embeds for them.
+func (b *bench) writeProjects(path string, n int) (map[string]bool, error) {
+	store, err := db.Open(b.ctx, path, zap.NewNop())
+	if err != nil {
+		return nil, err
+	}
+	store.Close()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	tx, err := raw.Begin()
+	if err != nil {
+		return nil, err
+	}
+	tags := []string{"waywo", "bench"}
+	texts := make(map[string]bool, n)
+	for id := 1; id <= n; id++ {
+		title, desc := fmt.Sprintf("Project %d", id), b.c.texts[id%len(b.c.texts)]
+		if _, err := tx.Exec(db.InsertProject, id, title, desc, `["waywo","bench"]`); err != nil {
+			_ = tx.Rollback()
+			return nil, err
+		}
+		texts[embed.ProjectText(title, desc, tags)] = true
+	}
+	return texts, tx.Commit()
 }
 
 // callCounter counts /api/embed calls that carry any of texts.
