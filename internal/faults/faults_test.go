@@ -328,13 +328,7 @@ func slowOllama(t *testing.T) {
 
 	// The late replies arrive at an api that no longer waits; it carries on.
 	delay.Store(0)
-	ctx, stop := context.WithCancel(context.Background())
-	ty, waitTraffic := c.traffic(ctx, 2)
-	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
-	require.Eventually(t, func() bool { return ty.ok.Load() > 20 && ev.sent.Load() > 10 }, 60*time.Second, 10*time.Millisecond)
-	stop()
-	waitTraffic()
-	waitEvents()
+	ty, ev := c.steady(2, 20, 10, 60*time.Second)
 	ty.sent.Add(slow.sent.Load())
 	ty.refused.Add(slow.refused.Load())
 	record(t, "slow Ollama", ty, ev, c.projects, c.settle(60*time.Second))

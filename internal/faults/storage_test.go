@@ -177,13 +177,7 @@ func abandonedRequests(t *testing.T) {
 	require.Less(t, next, 5*time.Second, "the abandoned batches were computed")
 	delay.Store(0)
 
-	ctx, stop := context.WithCancel(context.Background())
-	ty, waitTraffic := c.traffic(ctx, 2)
-	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
-	require.Eventually(t, func() bool { return ty.ok.Load() > 10 && ev.sent.Load() > 5 }, 30*time.Second, 10*time.Millisecond)
-	stop()
-	waitTraffic()
-	waitEvents()
+	ty, ev := c.steady(2, 10, 5, 30*time.Second)
 	record(t, "abandoned requests", ty, ev, c.projects, c.settle(60*time.Second),
 		fmt.Sprintf("10 callers of a full batch each gave up after 0.3 s with the model at 2 s a call: the next caller waited %s (about 10 s if their batches were computed)", next.Round(10*time.Millisecond)))
 }

@@ -173,6 +173,21 @@ func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Dura
 	return 0
 }
 
+// steady runs clients and the backend's events (one every 50 ms) until at
+// least ok requests succeeded and more than sent events were sent, then
+// stops both and returns what became of them.
+func (c *cluster) steady(clients int, ok, sent int64, limit time.Duration) (*tally, *events) {
+	c.t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	ty, waitTraffic := c.traffic(ctx, clients)
+	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
+	require.Eventually(c.t, func() bool { return ty.ok.Load() > ok && ev.sent.Load() > sent }, limit, 10*time.Millisecond)
+	stop()
+	waitTraffic()
+	waitEvents()
+	return ty, ev
+}
+
 // events plays the backend: it changes project texts and publishes their
 // events until ctx ends. An event counts as sent once JetStream stored it;
 // during an outage the backend retries, as a careful one would.
