@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/go-units"
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/zap"
 )
@@ -59,7 +60,7 @@ func (g *StoreGuard) Run(ctx context.Context, ns *server.Server) {
 			g.recover(ctx, ns, msg, true)
 		case <-t.C:
 			if free, err := FreeBytes(g.dir); err == nil && free < LowFreeBytes {
-				g.recover(ctx, ns, fmt.Sprintf("only %s free", humanBytes(free)), false)
+				g.recover(ctx, ns, fmt.Sprintf("only %s free", units.BytesSize(float64(free))), false)
 			}
 		}
 	}
@@ -82,7 +83,7 @@ func (g *StoreGuard) recover(ctx context.Context, ns *server.Server, msg string,
 		}
 		free, err := FreeBytes(g.dir)
 		g.health.SetStoreFault(fmt.Errorf("the JetStream store under %s (EMBED_DATA_DIR) cannot write (%s free; it recovers by itself once %s are): %s",
-			g.dir, humanBytes(free), humanBytes(RecoverFreeBytes), msg))
+			g.dir, units.BytesSize(float64(free)), units.BytesSize(RecoverFreeBytes), msg))
 		if err == nil && free >= RecoverFreeBytes {
 			err := error(nil)
 			if broken {
@@ -127,16 +128,4 @@ func FreeBytes(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
-}
-
-func humanBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
