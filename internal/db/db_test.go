@@ -139,7 +139,14 @@ func TestFailuresAndForgetting(t *testing.T) {
 		_, err := s.p.w.Exec(InsertProject, id, "t", "d", "[]")
 		require.NoError(t, err)
 	}
-	require.NoError(t, s.SaveFailures(ctx, []Failure{{ID: 1, Hash: "k", Reason: "bad"}, {ID: 99, Reason: "gone"}}, time.Now()))
+	known, err := s.SaveFailures(ctx, []Failure{{ID: 1, Hash: "k", Reason: "bad"}, {ID: 99, Reason: "gone"}}, time.Now())
+	require.NoError(t, err)
+	require.Empty(t, known, "nothing was on record")
+	// The same failure again, as a sync of project 1 that ran at once would
+	// record it: known, so reported once.
+	known, err = s.SaveFailures(ctx, []Failure{{ID: 1, Hash: "k", Reason: "bad"}}, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, []int64{1}, known)
 	ps, err := s.Projects(ctx, []int64{1, 2, 99})
 	require.NoError(t, err)
 	require.Len(t, ps, 2)

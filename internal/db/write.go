@@ -67,12 +67,27 @@ type Failure struct {
 	Reason string
 }
 
-// SaveFailures records failures of projects that still exist.
-func (s *Store) SaveFailures(ctx context.Context, fs []Failure, at time.Time) error {
+// SaveFailures records failures of projects that still exist. known are
+// those whose failure for good (Hash) was on record already: two syncs of
+// one project that ran at once (two events, say) found the same failure,
+// and only the first to record it should report it. The writer connection
+// makes the two take turns here.
+func (s *Store) SaveFailures(ctx context.Context, fs []Failure, at time.Time) (known []int64, err error) {
 	stamp := at.UTC().Format(time.RFC3339Nano)
-	return s.write(ctx, "save failures", func(tx *sqlx.Tx) error {
+	err = s.write(ctx, "save failures", func(tx *sqlx.Tx) error {
+		known = known[:0]
 		for _, f := range fs {
 			hash := sql.NullString{String: f.Hash, Valid: f.Hash != ""}
+			if hash.Valid {
+				var had sql.NullString
+				err := tx.GetContext(ctx, &had, "SELECT failed_hash FROM embed_sync_state WHERE project_id = ?", f.ID)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
+				if had == hash {
+					known = append(known, f.ID)
+				}
+			}
 			if _, err := tx.ExecContext(ctx, `
 INSERT INTO embed_sync_state (project_id, failed_hash, last_error, failed_at)
 SELECT id, ?, ?, ? FROM waywo_projects WHERE id = ?
@@ -84,6 +99,7 @@ ON CONFLICT (project_id) DO UPDATE SET failed_hash = excluded.failed_hash,
 		}
 		return nil
 	})
+	return known, err
 }
 
 // ForgetDeleted drops our state of projects the backend has deleted.

@@ -239,7 +239,7 @@ func (c *Consumer) settle(ctx context.Context, m jetstream.Msg, id int64, r Resu
 		if int(delivered) >= c.MaxDeliver {
 			reason := "gave up after " + strconv.FormatUint(delivered, 10) + " attempts: " + r.Reason
 			log.Error("project sync failed; dead-lettered (the reconcile will try again)", zap.String("reason", reason))
-			if err := c.Syncer.Store.SaveFailures(ctx, []db.Failure{{ID: id, Reason: reason}}, c.Syncer.Now()); err != nil {
+			if _, err := c.Syncer.Store.SaveFailures(ctx, []db.Failure{{ID: id, Reason: reason}}, c.Syncer.Now()); err != nil {
 				log.Error("could not record the failure", zap.Error(err))
 			}
 			c.deadLetter(ctx, m, id, reason)

@@ -253,8 +253,15 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 
 	failures = append(failures, s.embedAndSave(ctx, todo, texts, keys, out)...)
 	if len(failures) > 0 {
-		if err := s.Store.SaveFailures(ctx, failures, s.Now()); err != nil {
+		known, err := s.Store.SaveFailures(ctx, failures, s.Now())
+		if err != nil {
 			s.Log.Error("could not record failed projects", zap.Int("count", len(failures)), zap.Error(err))
+		}
+		for _, id := range known { // recorded by a sync of the same project that ran at once
+			if r := out[id]; r.Outcome == Failed {
+				r.Recorded = true
+				out[id] = r
+			}
 		}
 	}
 	return out

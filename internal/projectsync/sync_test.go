@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -352,7 +353,8 @@ func TestStatusShowsRetryingProjects(t *testing.T) {
 	e := newEnv(t, envOptions{noConsumer: true})
 	e.insert(1, "One", "first", `[]`)
 	e.insert(2, "Two", "second", `[]`)
-	require.NoError(t, e.store.SaveFailures(context.Background(), []db.Failure{{ID: 1, Reason: "gave up after 5 attempts: no worker"}}, time.Now()))
+	_, err := e.store.SaveFailures(context.Background(), []db.Failure{{ID: 1, Reason: "gave up after 5 attempts: no worker"}}, time.Now())
+	require.NoError(t, err)
 	st, err := e.syncer.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 2, st.Pending)
@@ -456,4 +458,30 @@ func TestEventStormIsLoggedAsSummaries(t *testing.T) {
 	require.GreaterOrEqual(t, synced, projects)
 	require.Greater(t, batches, len(lines), "batches are summed, not logged one by one")
 	require.LessOrEqual(t, len(lines), 2+int(time.Since(lines[0].Time)/projectsync.SummaryEvery))
+}
+
+// Two syncs of one broken project at once (two events in two batches)
+// report its failure once: the second to record it sees it on record.
+func TestConcurrentSyncsReportAFailureOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{noConsumer: true})
+	for round := range 5 {
+		id := int64(round + 1)
+		e.insert(id, "Broken tags", "d", "rust, go")
+		results := make(chan projectsync.Result, 2)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() { results <- e.syncer.Sync(context.Background(), []int64{id}, false)[id] })
+		}
+		wg.Wait()
+		close(results)
+		reported := 0
+		for r := range results {
+			require.Equal(t, projectsync.Failed, r.Outcome)
+			if !r.Recorded {
+				reported++
+			}
+		}
+		require.Equal(t, 1, reported, "round %d", round)
+	}
 }
