@@ -20,7 +20,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/prompt"
 )
 
 func (c *compose) checkHealthy(t *testing.T) {
@@ -124,7 +124,7 @@ func (c *compose) checkProjectEvent(t *testing.T) {
 		blob = c.sqlite(t, "SELECT hex(description_embedding) FROM waywo_projects WHERE id = 42")
 		return blob != ""
 	}), "project 42 never got a vector")
-	want := c.reference(t, embed.ProjectText(projectTitle, projectDescription, []string{"rust", "perf"}))[0]
+	want := c.reference(t, prompt.ProjectText(projectTitle, projectDescription, []string{"rust", "perf"}))[0]
 	require.InDeltaSlice(t, want, decodeBlobHex(t, blob, c.dims), 1e-6, "the blob is the model's vector of the project's text")
 }
 
@@ -259,7 +259,7 @@ func (c *compose) checkWaywoDataDir(t *testing.T) {
 		blob = strings.TrimSpace(string(out))
 		return err == nil && blob != ""
 	}), "project 7 never got a vector in the bind-mounted file")
-	want := c.reference(t, embed.ProjectText("Garden planner", "plan a small balcony garden", nil))[0]
+	want := c.reference(t, prompt.ProjectText("Garden planner", "plan a small balcony garden", nil))[0]
 	require.InDeltaSlice(t, want, decodeBlobHex(t, blob, c.dims), 1e-6)
 	c.must(5*time.Minute, "down")
 }

@@ -20,7 +20,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/prompt"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // ErrCountMismatch means the service returned a different number of vectors
@@ -145,7 +146,7 @@ func (v *vectors) decode(resp *http.Response, raw []byte) error {
 			return fmt.Errorf("embedding service: bad binary answer headers (count %q, dimensions %q)",
 				resp.Header.Get("X-Embedding-Count"), resp.Header.Get("X-Embedding-Dimensions"))
 		}
-		vs, err := embed.DecodeVectors(raw, n, dims)
+		vs, err := vector.DecodeAll(raw, n, dims)
 		if err != nil {
 			return fmt.Errorf("embedding service: %w", err)
 		}
@@ -153,7 +154,7 @@ func (v *vectors) decode(resp *http.Response, raw []byte) error {
 		return nil
 	}
 	var out [][]float32
-	if err := embed.DecodeVectorObject(raw, "embeddings", &out, nil); err != nil {
+	if err := vector.DecodeObject(raw, "embeddings", &out, nil); err != nil {
 		return fmt.Errorf("embedding service: bad JSON answer: %w", err)
 	}
 	*v = out
@@ -280,17 +281,17 @@ func retryable(ctx context.Context, err error) bool {
 // ProjectText builds a WAYWO project's text exactly as the backend does:
 // "{title}\n{description}\n{#tag1 #tag2}", stripped.
 func ProjectText(title, description string, hashtags []string) string {
-	return embed.ProjectText(title, description, hashtags)
+	return prompt.ProjectText(title, description, hashtags)
 }
 
 // VectorToBlob encodes a vector as little-endian float32, the layout of
 // waywo_projects.description_embedding.
-func VectorToBlob(v []float32) []byte { return embed.AppendVector(make([]byte, 0, 4*len(v)), v) }
+func VectorToBlob(v []float32) []byte { return vector.Append(make([]byte, 0, 4*len(v)), v) }
 
 // BlobToVector decodes a stored description_embedding blob.
 func BlobToVector(b []byte) ([]float32, error) {
 	if len(b) == 0 || len(b)%4 != 0 {
-		return nil, fmt.Errorf("%w: %d bytes is not a whole number of float32 values", embed.ErrBadBlob, len(b))
+		return nil, fmt.Errorf("%w: %d bytes is not a whole number of float32 values", vector.ErrBadBlob, len(b))
 	}
-	return embed.DecodeVector(b, len(b)/4)
+	return vector.Decode(b, len(b)/4)
 }

@@ -18,7 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/embed"
+
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
@@ -101,7 +101,7 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, listening func
 		return err
 	}
 	defer func() { _ = sys.close(log) }()
-	cache, err := embed.NewCache(cfg.CacheSize)
+	cache, err := httpapi.NewCache(cfg.CacheSize)
 	if err != nil {
 		return err
 	}

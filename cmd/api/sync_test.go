@@ -21,9 +21,9 @@ import (
 
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/vector"
 )
 
 func syncConfig(t *testing.T, extra map[string]string) (config.Config, string) {
@@ -80,7 +80,7 @@ func hasBlob(t *testing.T, path string, id int, dims int) bool {
 	if b == nil {
 		return false
 	}
-	_, err := embed.DecodeVector(b, dims)
+	_, err := vector.Decode(b, dims)
 	return err == nil
 }
 
@@ -141,7 +141,7 @@ func TestRunSyncsProjects(t *testing.T) {
 	require.NotEqual(t, before[1], blob(t, path, 1))
 	require.NotEqual(t, before[2], blob(t, path, 2))
 	require.Equal(t, before[3], blob(t, path, 3))
-	_, err = embed.DecodeVector(blob(t, path, 1), cfg.Dimensions)
+	_, err = vector.Decode(blob(t, path, 1), cfg.Dimensions)
 	require.NoError(t, err)
 
 	cancel()

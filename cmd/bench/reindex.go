@@ -20,8 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/systemtest"
 )
 
@@ -103,7 +103,7 @@ func (b *bench) writeProjects(path string, n int) (map[string]bool, error) {
 			_ = tx.Rollback()
 			return nil, err
 		}
-		texts[embed.ProjectText(title, desc, tags)] = true
+		texts[prompt.ProjectText(title, desc, tags)] = true
 	}
 	return texts, tx.Commit()
 }

@@ -30,7 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/systemtest"
 )
@@ -95,7 +95,7 @@ type cluster struct {
 	raw      *sql.DB // the backend's connection to the file
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	direct   *embed.Model
+	direct   *ollama.Endpoint
 	projects int
 }
 
@@ -205,8 +205,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 
 	u, err := ollamaURL(ol.URL)
 	require.NoError(t, err)
-	c.direct = embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, embed.ModelOptions{
-		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
+	c.direct = ollama.NewEndpoint(u, ollama.Options{
+		Model: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
 
 	urls := []string{fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)}

@@ -21,8 +21,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/prompt"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // tally counts /embed outcomes. hung: no answer within the request timeout
@@ -241,7 +242,7 @@ func (c *cluster) settle(limit time.Duration) (lost int) {
 			var title, desc, tags string
 			var blob []byte
 			require.NoError(c.t, c.raw.QueryRow("SELECT title, description, hashtags, description_embedding FROM waywo_projects WHERE id = ?", id).Scan(&title, &desc, &tags, &blob))
-			text := embed.ProjectText(title, desc, []string{"faults"})
+			text := prompt.ProjectText(title, desc, []string{"faults"})
 			ref, ok := refs[text]
 			if !ok {
 				out, err := c.direct.EmbedAll(context.Background(), []string{text})
@@ -249,7 +250,7 @@ func (c *cluster) settle(limit time.Duration) (lost int) {
 				ref = out.Vectors[0]
 				refs[text] = ref
 			}
-			v, err := embed.DecodeVector(blob, c.ollama.Dims)
+			v, err := vector.Decode(blob, c.ollama.Dims)
 			if blob == nil || err != nil || ollamatest.Cosine(v, ref) < 0.9999 {
 				lost++
 			}

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/embedclient"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // chunks holds the buffers binary answers are written through: a whole
@@ -34,7 +34,7 @@ func writeVectors(w io.Writer, vs [][]float32) {
 			}
 			buf = buf[:0]
 		}
-		buf = embed.AppendVector(buf, v)
+		buf = vector.Append(buf, v)
 	}
 	_, _ = w.Write(buf)
 	*bp = buf[:0]
@@ -92,9 +92,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, h)
 }
 
-func (s *Server) fingerprint() (embed.Fingerprint, bool) {
+func (s *Server) fingerprint() (vector.Fingerprint, bool) {
 	if s.opts.Fingerprint == nil {
-		return embed.Fingerprint{}, false
+		return vector.Fingerprint{}, false
 	}
 	return s.opts.Fingerprint()
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 )
 
@@ -169,7 +169,7 @@ func TestHealthFollowsWorkers(t *testing.T) {
 	// Ollama lists it, and its version; /v1/models shows the digest too.
 	u, err := url.Parse(b.ollama.URL)
 	require.NoError(t, err)
-	list, err := embed.NewOllamaClient(u).List(context.Background())
+	list, err := ollama.NewClient(u).List(context.Background())
 	require.NoError(t, err)
 	digest := ""
 	for _, m := range list.Models {

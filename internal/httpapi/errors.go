@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -38,11 +38,11 @@ func statusOf(err error) (int, string) {
 		return re.status, "bad_request"
 	case errors.Is(err, queue.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
-	case errors.Is(err, embed.ErrRejected):
+	case errors.Is(err, ollama.ErrRejected):
 		return http.StatusBadRequest, "rejected_by_model"
 	case errors.Is(err, queue.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full"
-	case errors.Is(err, errNoWorker), errors.Is(err, embed.ErrUnavailable), errors.Is(err, embed.ErrModelNotFound), errors.Is(err, queue.ErrQueue), errors.Is(err, ErrUnavailable):
+	case errors.Is(err, errNoWorker), errors.Is(err, ollama.ErrUnavailable), errors.Is(err, ollama.ErrModelNotFound), errors.Is(err, queue.ErrQueue), errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, queue.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timeout"

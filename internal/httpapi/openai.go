@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // openAIRequest is a validated POST /v1/embeddings body.
@@ -178,7 +178,7 @@ func appendOpenAIResponse(buf []byte, vecs [][]float32, b64 bool, model string, 
 		buf = strconv.AppendInt(buf, int64(i), 10)
 		buf = append(buf, `,"embedding":`...)
 		if b64 {
-			raw = embed.AppendVector(raw[:0], v)
+			raw = vector.Append(raw[:0], v)
 			buf = append(buf, '"')
 			buf = base64.StdEncoding.AppendEncode(buf, raw)
 			buf = append(buf, '"')

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/vector"
 )
 
 func TestDecodeOpenAIRequest(t *testing.T) {
@@ -99,7 +99,7 @@ func TestAppendOpenAIResponse(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out.Data[0].Embedding, &s))
 	raw, err := base64.StdEncoding.DecodeString(s)
 	require.NoError(t, err)
-	got, err := embed.DecodeVector(raw, 2)
+	got, err := vector.Decode(raw, 2)
 	require.NoError(t, err)
 	require.Equal(t, vecs[0], got)
 }

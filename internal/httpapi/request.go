@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/waywo/embed/embedclient"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -116,7 +116,7 @@ func decodeTexts(items []json.RawMessage, field string, l Limits) ([]string, err
 		switch {
 		case len(s) > l.MaxDocumentBytes:
 			return nil, tooLarge("%s[%d] is %d bytes; at most %d per document (EMBED_MAX_DOCUMENT_BYTES)", field, i, len(s), l.MaxDocumentBytes)
-		case embed.Blank(s):
+		case prompt.Blank(s):
 			return nil, badRequest("%s[%d] is empty (nothing but spaces, control or zero-width characters)", field, i)
 		case strings.IndexByte(s, 0) >= 0:
 			return nil, badRequest("%s[%d] contains a NUL character", field, i)

@@ -21,8 +21,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/vector"
 )
 
 var testLimits = Limits{MaxDocuments: 4, MaxDocumentBytes: 32, MaxBodyBytes: 1024}
@@ -178,7 +179,7 @@ func TestHTTPStatuses(t *testing.T) {
 		{"NoWorker", ok, fixedReadiness{reason: "no live worker"}, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
 		{"QueueFull", failWith(queue.ErrQueueFull), ready, "application/json", `{"documents":["a"]}`, 429, "queue_full"},
 		{"Timeout", failWith(queue.ErrTimeout), ready, "application/json", `{"documents":["a"]}`, 504, "timeout"},
-		{"ModelDown", failWith(embed.ErrUnavailable), ready, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
+		{"ModelDown", failWith(ollama.ErrUnavailable), ready, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
 		{"Rejected", failWith(&queue.DocumentError{Index: 3, Err: &queue.ReplyError{Code: queue.StatusRejected, Message: "too long", Index: -1}}), ready, "application/json", `{"documents":["a"]}`, 400, "rejected_by_model"},
 		{"Unexpected", failWith(errors.New("boom")), ready, "application/json", `{"documents":["a"]}`, 500, "internal"},
 	} {
@@ -257,7 +258,7 @@ func TestEmbedAnswersBinaryWhenAsked(t *testing.T) {
 	require.Equal(t, "application/octet-stream", rec.Header().Get("Content-Type"))
 	require.Equal(t, "2", rec.Header().Get("X-Embedding-Count"))
 	require.Equal(t, "2", rec.Header().Get("X-Embedding-Dimensions"))
-	vs, err := embed.DecodeVectors(rec.Body.Bytes(), 2, 2)
+	vs, err := vector.DecodeAll(rec.Body.Bytes(), 2, 2)
 	require.NoError(t, err)
 	require.Equal(t, [][]float32{{1, -0.5}, {0.25, 2}}, vs)
 }
@@ -273,7 +274,7 @@ func TestWriteVectorsChunks(t *testing.T) {
 			v[j] = float32(i*4096+j) / 3
 		}
 		vs = append(vs, v)
-		want = embed.AppendVector(want, v)
+		want = vector.Append(want, v)
 	}
 	var w chunkRecorder
 	writeVectors(&w, vs)

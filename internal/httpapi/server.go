@@ -21,9 +21,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/embedclient"
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // Queue turns documents into vectors through the job queue; *queue.Client is one.
@@ -43,14 +43,14 @@ type Options struct {
 	Dims  int
 	// Fingerprint, when set, tells the model fingerprint the workers serve
 	// (ok false while none is known); /health and /v1/models show it.
-	Fingerprint    func() (fp embed.Fingerprint, ok bool)
+	Fingerprint    func() (fp vector.Fingerprint, ok bool)
 	Limits         Limits
 	RequestTimeout time.Duration
 	// Broker reports whether NATS is usable; nil error means it is. Left
 	// nil, there is no broker to ask.
 	Broker func() error
 	// Cache, when set, answers repeated texts without a model call.
-	Cache *embed.Cache
+	Cache *Cache
 	// APIKey, when set, is required as "Authorization: Bearer <key>" on
 	// every route but /health and /metrics.
 	APIKey string
@@ -322,7 +322,7 @@ func (s *Server) embedDocs(r *http.Request, inputType string, lane queue.Lane, d
 		for j, v := range res.Vectors {
 			// A copy: v shares its backing array with the rest of its job's
 			// reply, which the cache must not keep alive.
-			s.opts.Cache.Add(embed.NewCacheKey(s.opts.Model, inputType, missing[j]), slices.Clone(v))
+			s.opts.Cache.Add(NewCacheKey(s.opts.Model, inputType, missing[j]), slices.Clone(v))
 		}
 	}
 	out.Tokens, out.Jobs = res.Tokens, res.Jobs
@@ -335,5 +335,5 @@ func (s *Server) cached(inputType, text string) ([]float32, bool) {
 	if s.opts.Cache == nil {
 		return nil, false
 	}
-	return s.opts.Cache.Get(embed.NewCacheKey(s.opts.Model, inputType, text))
+	return s.opts.Cache.Get(NewCacheKey(s.opts.Model, inputType, text))
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
@@ -65,7 +65,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	if o.readiness != nil {
 		ready = o.readiness
 	}
-	cache, err := embed.NewCache(o.cacheSize)
+	cache, err := httpapi.NewCache(o.cacheSize)
 	require.NoError(t, err)
 	promReg := prometheus.NewRegistry()
 	apiMetrics := metrics.NewAPI(promReg, func() (int, int) {
@@ -111,7 +111,7 @@ func (b *bundle) startWorker(o workerOptions) (stop func()) {
 		},
 	})
 	r := b.StartWorker(systemtest.WorkerOptions{
-		Endpoints: []worker.Endpoint{ep}, BatchSize: o.batchSize,
+		Models: []worker.Model{ep}, BatchSize: o.batchSize,
 		Observer: worker.ObserverFuncs{
 			OnBatch: func(bi worker.BatchInfo) {
 				wm.Batch(bi)
@@ -184,7 +184,7 @@ func (b *bundle) waitHealth(want int) map[string]any {
 func (b *bundle) direct(texts ...string) [][]float32 {
 	b.t.Helper()
 	u, _ := url.Parse(b.ollama.URL)
-	resp, err := embed.NewOllamaClient(u).Embed(context.Background(), &api.EmbedRequest{Model: b.ollama.Model, Input: texts})
+	resp, err := ollama.NewClient(u).Embed(context.Background(), &api.EmbedRequest{Model: b.ollama.Model, Input: texts})
 	require.NoError(b.t, err)
 	return resp.Embeddings
 }

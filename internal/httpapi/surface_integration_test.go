@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/embedclient"
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/prompt"
 )
 
 const queryTask = "Given a question, retrieve passages that answer the question"
@@ -37,7 +37,7 @@ func TestQueryPrefixReachesTheModel(t *testing.T) {
 	query := b.post("/embed", "application/json", []byte(`{"documents":["rust web server"],"input_type":"query"}`))
 	require.Equal(t, http.StatusOK, query.status, query.Error)
 
-	ref := b.direct(text, embed.QueryInput(queryTask, text))
+	ref := b.direct(text, prompt.Query(queryTask, text))
 	requireSameVector(t, ref[0], doc.Embeddings[0], "a document is embedded as is")
 	requireSameVector(t, ref[1], query.Embeddings[0], "a query carries the instruction")
 	require.Less(t, ollamatest.Cosine(doc.Embeddings[0], query.Embeddings[0]), 0.999, "the prefix changes the vector")
@@ -256,7 +256,7 @@ func TestGoClientAgainstTheServer(t *testing.T) {
 	text := embedclient.ProjectText("Waywo", "a rust web server", []string{"rust", "web"})
 	vs, err := c.Embed(ctx, []string{text, "garden kitchen"})
 	require.NoError(t, err)
-	ref := b.direct(text, "garden kitchen", embed.QueryInput(queryTask, "rust server"))
+	ref := b.direct(text, "garden kitchen", prompt.Query(queryTask, "rust server"))
 	requireSameVector(t, ref[0], vs[0])
 	requireSameVector(t, ref[1], vs[1])
 

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/worker"
 )
@@ -247,7 +247,7 @@ func (m *Worker) ModelCall(endpoint string, d time.Duration, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
-		if errors.Is(err, embed.ErrRejected) {
+		if errors.Is(err, ollama.ErrRejected) {
 			result = "rejected"
 		}
 	}

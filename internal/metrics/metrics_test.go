@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/worker"
 )
@@ -33,7 +33,7 @@ func TestWorkerCounts(t *testing.T) {
 	w := NewWorker(reg)
 	w.Batch(worker.BatchInfo{Jobs: 2, Documents: 5, Rejected: 1, Tokens: 40, Reason: worker.FlushFull, Took: time.Millisecond})
 	w.Batch(worker.BatchInfo{Jobs: 1, Documents: 3, Reason: worker.FlushDrain, Err: errors.New("down")})
-	w.ModelCall("h", time.Millisecond, embed.ErrRejected)
+	w.ModelCall("h", time.Millisecond, ollama.ErrRejected)
 	w.ModelCall("h", time.Millisecond, nil)
 	w.JobError("retried")
 	require.Equal(t, 40.0, testutil.ToFloat64(w.tokens))

@@ -16,7 +16,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // Options say what to install where.
@@ -41,7 +42,7 @@ type Options struct {
 type Result struct {
 	AlreadyInstalled bool // a fit model was there: nothing was uploaded
 	Prepared         Prepared
-	Fingerprint      embed.Fingerprint
+	Fingerprint      vector.Fingerprint
 }
 
 // Install makes opts.Model ready to serve in the Ollama at opts.Ollama.
@@ -54,10 +55,10 @@ type Result struct {
 // after a failure they stay, so a second run resumes.
 func Install(ctx context.Context, o Options) (Result, error) {
 	log := o.Log.Named("model-install")
-	client := embed.NewOllamaClient(o.Ollama)
+	client := ollama.NewClient(o.Ollama)
 	host := o.Ollama.String()
-	model := embed.NewModel(embed.NewOllamaEmbedder(o.Ollama, embed.NewHTTPClient()), host, embed.ModelOptions{
-		Name: o.Model, Dims: o.Dims, MaxBatch: 1, Timeout: o.Timeout, KeepAlive: -1, Truncate: true,
+	model := ollama.NewEndpoint(o.Ollama, ollama.Options{
+		Model: o.Model, Dims: o.Dims, MaxBatch: 1, Timeout: o.Timeout, KeepAlive: -1, Truncate: true, Log: log,
 	})
 	if !o.Force {
 		state, why, err := fit(ctx, client, o)
@@ -66,7 +67,7 @@ func Install(ctx context.Context, o Options) (Result, error) {
 			return Result{}, err
 		case state == fitOK:
 			log.Info("model already installed; checking it serves", zap.String("model", o.Model), zap.String("ollama", host))
-			if err := embed.Prepare(ctx, client, model, false, log); err != nil {
+			if err := model.Prepare(ctx, false); err != nil {
 				return Result{}, err
 			}
 			return Result{AlreadyInstalled: true, Fingerprint: model.Fingerprint()}, nil
@@ -121,11 +122,11 @@ func Install(ctx context.Context, o Options) (Result, error) {
 
 // verified reads the created model back, proves it with one embedding, and
 // then removes the working copies.
-func verified(ctx context.Context, client *api.Client, model *embed.Model, o Options, p Prepared, cleanup []string, log *zap.Logger) (Result, error) {
+func verified(ctx context.Context, client *api.Client, model *ollama.Endpoint, o Options, p Prepared, cleanup []string, log *zap.Logger) (Result, error) {
 	if state, why, err := fit(ctx, client, o); err != nil || state != fitOK {
 		return Result{}, errors.Join(err, fmt.Errorf("created model %q does not read back as installed: %s", o.Model, why))
 	}
-	if err := embed.Prepare(ctx, client, model, false, log); err != nil {
+	if err := model.Prepare(ctx, false); err != nil {
 		return Result{}, err
 	}
 	for _, f := range cleanup {
@@ -155,9 +156,9 @@ func fit(ctx context.Context, client *api.Client, o Options) (fitState, string, 
 	case errors.As(err, &se) && se.StatusCode == http.StatusNotFound:
 		return fitNo, "it is not in Ollama", nil
 	case err != nil:
-		return fitNo, "", fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST): %w", embed.ErrUnavailable, o.Ollama, err)
+		return fitNo, "", fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST): %w", ollama.ErrUnavailable, o.Ollama, err)
 	}
-	s, err := embed.CheckServed(show, o.Model, o.Ollama.String(), o.Dims)
+	s, err := ollama.CheckServed(show, o.Model, o.Ollama.String(), o.Dims)
 	if err != nil {
 		return fitNo, err.Error(), nil
 	}
@@ -208,7 +209,7 @@ func upload(ctx context.Context, client *api.Client, base *url.URL, p Prepared, 
 	if err != nil {
 		return err
 	}
-	if resp, err := embed.NewHTTPClient().Do(head); err == nil {
+	if resp, err := ollama.NewHTTPClient().Do(head); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
 			log.Info("Ollama already holds the model file", zap.String("digest", p.Digest))

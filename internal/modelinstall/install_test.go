@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/modelinstall"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 )
 
@@ -34,7 +34,7 @@ func newInstallEnv(t *testing.T) installEnv {
 	ol := ollamatest.Shared(t)
 	u, err := url.Parse(ol.URL)
 	require.NoError(t, err)
-	return installEnv{ol: ol, base: u, client: embed.NewOllamaClient(u), dir: t.TempDir()}
+	return installEnv{ol: ol, base: u, client: ollama.NewClient(u), dir: t.TempDir()}
 }
 
 func (e installEnv) options(model, source string, dims int) (modelinstall.Options, *observer.ObservedLogs) {
@@ -52,10 +52,10 @@ func (e installEnv) show(t *testing.T, model string) *api.ShowResponse {
 	return s
 }
 
-// model makes an embed.Model for the worker's warm-up.
-func (e installEnv) model(name string, dims int) *embed.Model {
-	return embed.NewModel(embed.NewOllamaEmbedder(e.base, embed.NewHTTPClient()), e.ol.URL, embed.ModelOptions{
-		Name: name, Dims: dims, MaxBatch: 1, Timeout: time.Minute, KeepAlive: -1, Truncate: true,
+// model makes an Endpoint for the worker's warm-up.
+func (e installEnv) model(name string, dims int) *ollama.Endpoint {
+	return ollama.NewEndpoint(e.base, ollama.Options{
+		Model: name, Dims: dims, MaxBatch: 1, Timeout: time.Minute, KeepAlive: -1, Truncate: true,
 	})
 }
 
@@ -71,14 +71,14 @@ func TestInstallLlamaEmbedIntoAnOllamaTooOldToLoadIt(t *testing.T) {
 	src, _ := tinyLlamaEmbedFile(t, e.dir, func(m *ollamatest.TinyLlamaEmbed) { m.Seed = 7 })
 	o, logs := e.options("tiny-llama-embed", src, 64)
 	_, err := modelinstall.Install(ctx, o)
-	require.ErrorIs(t, err, embed.ErrModelUnfit)
+	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	require.ErrorContains(t, err, "could not load model \"tiny-llama-embed\"")
 	require.ErrorContains(t, err, "the llama-embed architecture needs Ollama v0.30.0 or later")
 	require.NotEmpty(t, logs.FilterMessage("uploaded the model file").All())
 	require.NotEmpty(t, logs.FilterMessage("model created").All())
 
 	show := e.show(t, "tiny-llama-embed")
-	served, err := embed.CheckServed(show, "tiny-llama-embed", e.ol.URL, 64)
+	served, err := ollama.CheckServed(show, "tiny-llama-embed", e.ol.URL, 64)
 	require.NoError(t, err, "the created model passes the metadata checks")
 	require.Equal(t, "llama-embed", served.Architecture)
 	require.Contains(t, served.Capabilities, "embedding")
@@ -118,16 +118,16 @@ func TestWarmUpVerdicts(t *testing.T) {
 		func(api.ProgressResponse) error { return nil }))
 	show := e.show(t, "unprepared-llama-embed")
 	require.NotContains(t, show.Capabilities, "embedding")
-	_, err := embed.CheckServed(show, "unprepared-llama-embed", e.ol.URL, 64)
-	require.ErrorIs(t, err, embed.ErrModelUnfit)
+	_, err := ollama.CheckServed(show, "unprepared-llama-embed", e.ol.URL, 64)
+	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	for _, want := range []string{
 		"llama-embed.pooling_type is not set", "llama-embed.attention.causal is not set",
 		"no embedding capability", `would answer 501 "this server does not support embeddings"`, "run `api model install`",
 	} {
 		require.ErrorContains(t, err, want)
 	}
-	err = embed.Prepare(ctx, e.client, e.model("unprepared-llama-embed", 64), false, zap.NewNop())
-	require.ErrorIs(t, err, embed.ErrModelUnfit, "the worker refuses it before any job")
+	err = e.model("unprepared-llama-embed", 64).Prepare(ctx, false)
+	require.ErrorIs(t, err, ollama.ErrModelUnfit, "the worker refuses it before any job")
 	require.ErrorContains(t, err, "llama-embed.pooling_type is not set")
 
 	// Prepared.
@@ -141,20 +141,20 @@ func TestWarmUpVerdicts(t *testing.T) {
 	require.NoError(t, e.client.CreateBlob(ctx, p.Digest, prepared))
 	require.NoError(t, e.client.Create(ctx, &api.CreateRequest{Model: "prepared-llama-embed", Files: map[string]string{"model.gguf": p.Digest}},
 		func(api.ProgressResponse) error { return nil }))
-	_, err = embed.CheckServed(e.show(t, "prepared-llama-embed"), "prepared-llama-embed", e.ol.URL, 64)
+	_, err = ollama.CheckServed(e.show(t, "prepared-llama-embed"), "prepared-llama-embed", e.ol.URL, 64)
 	require.NoError(t, err)
-	_, err = embed.CheckServed(e.show(t, "prepared-llama-embed"), "prepared-llama-embed", e.ol.URL, 4096)
+	_, err = ollama.CheckServed(e.show(t, "prepared-llama-embed"), "prepared-llama-embed", e.ol.URL, 4096)
 	require.ErrorContains(t, err, "llama-embed.embedding_length is 64, EMBED_DIMENSIONS is 4096")
-	err = embed.Prepare(ctx, e.client, e.model("prepared-llama-embed", 64), false, zap.NewNop())
-	require.ErrorIs(t, err, embed.ErrModelUnfit)
+	err = e.model("prepared-llama-embed", 64).Prepare(ctx, false)
+	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	require.ErrorContains(t, err, "the llama-embed architecture needs Ollama v0.30.0 or later")
 
 	// The tiny BERT every other test embeds with.
-	served, err := embed.CheckServed(e.show(t, e.ol.Model), e.ol.Model, e.ol.URL, e.ol.Dims)
+	served, err := ollama.CheckServed(e.show(t, e.ol.Model), e.ol.Model, e.ol.URL, e.ol.Dims)
 	require.NoError(t, err)
 	require.Equal(t, "bert", served.Architecture)
 	m := e.model(e.ol.Model, e.ol.Dims)
-	require.NoError(t, embed.Prepare(ctx, e.client, m, false, zap.NewNop()))
+	require.NoError(t, m.Prepare(ctx, false))
 	require.NotEmpty(t, m.Fingerprint().Digest)
 }
 
@@ -198,7 +198,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 	require.NotEmpty(t, logs3.FilterMessage("setting the model's parameters").All())
 	require.Empty(t, logs3.FilterMessage("uploaded the model file").All())
 	require.NotEqual(t, res.Fingerprint.Digest, res3.Fingerprint.Digest, "new parameters, new digest")
-	served, err := embed.CheckServed(e.show(t, "installed-bert"), "installed-bert", e.ol.URL, tb.Dims)
+	served, err := ollama.CheckServed(e.show(t, "installed-bert"), "installed-bert", e.ol.URL, tb.Dims)
 	require.NoError(t, err)
 	require.Equal(t, 256, served.NumCtx)
 	require.Equal(t, 256, served.NumBatch)
@@ -229,16 +229,16 @@ func TestProbeNoticesAReplacedModel(t *testing.T) {
 	}
 	copyOf(e.ol.Model)
 	m := e.model("swapped", e.ol.Dims)
-	require.NoError(t, embed.Prepare(ctx, e.client, m, false, zap.NewNop()))
+	require.NoError(t, m.Prepare(ctx, false))
 	first := m.Fingerprint()
-	before, err := embed.Probe(ctx, e.client, m, false)
+	before, err := m.Probe(ctx, false)
 	require.NoError(t, err)
 	require.Equal(t, first, before)
 
 	// Re-created with another parameter: another digest, still fit.
 	require.NoError(t, e.client.Create(ctx, &api.CreateRequest{Model: "swapped", From: e.ol.Model, Parameters: map[string]any{"num_ctx": 256}},
 		func(api.ProgressResponse) error { return nil }))
-	_, err = embed.Probe(ctx, e.client, m, false)
+	_, err = m.Probe(ctx, false)
 	require.NoError(t, err)
 	require.NotEqual(t, first.Digest, m.Fingerprint().Digest)
 
@@ -249,7 +249,7 @@ func TestProbeNoticesAReplacedModel(t *testing.T) {
 	require.NoError(t, e.client.CreateBlob(ctx, digest, bytes.NewReader(raw)))
 	require.NoError(t, e.client.Create(ctx, &api.CreateRequest{Model: "swapped", Files: map[string]string{"model.gguf": digest}},
 		func(api.ProgressResponse) error { return nil }))
-	_, err = embed.Probe(ctx, e.client, m, false)
-	require.ErrorIs(t, err, embed.ErrModelUnfit)
+	_, err = m.Probe(ctx, false)
+	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	require.ErrorContains(t, err, "no embedding capability")
 }

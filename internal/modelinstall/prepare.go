@@ -16,8 +16,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/gguf"
+	"github.com/waywo/embed/internal/ollama"
 )
 
 // ErrBadModel is wrapped by every error about a GGUF file that cannot serve
@@ -26,7 +26,7 @@ var ErrBadModel = errors.New("unusable model file")
 
 // Plan checks a parsed GGUF against what serving it needs — an embedding
 // length of dims, an architecture Ollama serves as an embedding model — and
-// returns the metadata to set (embed.Rules) with a line per change.
+// returns the metadata to set (ollama.Rules) with a line per change.
 func Plan(f *gguf.File, dims int) ([]gguf.Set, []string, error) {
 	arch := f.Architecture()
 	n, ok := f.Uint(arch + ".embedding_length")
@@ -36,11 +36,11 @@ func Plan(f *gguf.File, dims int) ([]gguf.Set, []string, error) {
 	case n != uint64(dims):
 		return nil, nil, fmt.Errorf("%w: %s.embedding_length is %d, EMBED_DIMENSIONS is %d", ErrBadModel, arch, n, dims)
 	}
-	rules := embed.Rules(arch)
+	rules := ollama.Rules(arch)
 	if len(rules) == 0 {
 		if _, ok := f.Lookup(arch + ".pooling_type"); !ok {
 			return nil, nil, fmt.Errorf("%w: architecture %q has no %s.pooling_type: Ollama would serve it as a completion model, not an embedding model (nemotron's GGUF architecture is %q)",
-				ErrBadModel, arch, arch, embed.LlamaEmbed)
+				ErrBadModel, arch, arch, ollama.LlamaEmbed)
 		}
 		return nil, nil, nil
 	}

@@ -7,10 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
-	"github.com/waywo/embed/internal/worker"
+	"github.com/waywo/embed/internal/ollama"
 )
 
 // EndpointOptions shape a worker endpoint; zero values take the defaults.
@@ -22,9 +20,9 @@ type EndpointOptions struct {
 }
 
 // Endpoint is a worker endpoint on the server with its tiny model, checked
-// and warmed up first as a configured worker's is (embed.Prepare), and
+// and warmed up first as a configured worker's is (Prepare), and
 // probed as one is.
-func (s *Server) Endpoint(tb testing.TB, o EndpointOptions) worker.Endpoint {
+func (s *Server) Endpoint(tb testing.TB, o EndpointOptions) *ollama.Endpoint {
 	tb.Helper()
 	if o.URL == "" {
 		o.URL = s.URL
@@ -34,16 +32,12 @@ func (s *Server) Endpoint(tb testing.TB, o EndpointOptions) worker.Endpoint {
 	}
 	u, err := url.Parse(o.URL)
 	require.NoError(tb, err)
-	client := embed.NewOllamaClient(u)
-	model := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), o.URL, embed.ModelOptions{
-		Name: s.Model, Dims: s.Dims, MaxBatch: o.MaxBatch, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: !o.NoTrunc,
+	model := ollama.NewEndpoint(u, ollama.Options{
+		Model: s.Model, Dims: s.Dims, MaxBatch: o.MaxBatch, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: !o.NoTrunc,
 		OnCall: o.OnCall,
 	})
 	if o.URL == s.URL {
-		require.NoError(tb, embed.Prepare(context.Background(), client, model, false, zap.NewNop()))
+		require.NoError(tb, model.Prepare(context.Background(), false))
 	}
-	return worker.Endpoint{Model: model, Probe: func(ctx context.Context, full bool) error {
-		_, err := embed.Probe(ctx, client, model, full)
-		return err
-	}}
+	return model
 }

@@ -15,11 +15,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -35,7 +37,7 @@ type env struct {
 	store  *db.Store
 	syncer *projectsync.Syncer
 	ollama *ollamatest.Server
-	direct *embed.Model
+	direct *ollama.Endpoint
 	calls  atomic.Int64 // Ollama calls made by the worker
 }
 
@@ -90,13 +92,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 	// As a configured worker does before its first job, the endpoint
 	// checks the model and reads its fingerprint.
 	ep := ol.Endpoint(t, ollamatest.EndpointOptions{NoTrunc: o.noTruncate, OnCall: func(int, time.Duration, error) { e.calls.Add(1) }})
-	sys.StartWorker(systemtest.WorkerOptions{Endpoints: []worker.Endpoint{ep}})
+	sys.StartWorker(systemtest.WorkerOptions{Models: []worker.Model{ep}})
 	sys.WaitReady(1)
 
 	u, err := url.Parse(ol.URL)
 	require.NoError(t, err)
-	e.direct = embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, embed.ModelOptions{
-		Name: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
+	e.direct = ollama.NewEndpoint(u, ollama.Options{
+		Model: ol.Model, Dims: ol.Dims, MaxBatch: 32, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true,
 	})
 	e.syncer = &projectsync.Syncer{Store: e.store, Queue: sys.Client, Model: ol.Model, Dims: ol.Dims,
 		MaxTextBytes: 128 << 10, Now: time.Now, Log: sys.Log,
@@ -146,7 +148,7 @@ func (e *env) blob(id int64) []float32 {
 	if b == nil {
 		return nil
 	}
-	v, err := embed.DecodeVector(b, e.ollama.Dims)
+	v, err := vector.Decode(b, e.ollama.Dims)
 	require.NoError(e.t, err)
 	return v
 }
@@ -189,7 +191,7 @@ func (e *env) deadLetters() []queue.StoredDeadLetter {
 }
 
 func projectText(title, description string, tags ...string) string {
-	return embed.ProjectText(title, description, tags)
+	return prompt.ProjectText(title, description, tags)
 }
 
 // everything is one page holding every listed project.

@@ -23,8 +23,10 @@ import (
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // Queue is the queue client's Embed; *queue.Client is one.
@@ -43,7 +45,7 @@ type Syncer struct {
 	// Fingerprint, when set, tells the model fingerprint the workers serve
 	// now (ok false while none is known). A row whose vector was computed
 	// under another digest is stale.
-	Fingerprint func() (fp embed.Fingerprint, ok bool)
+	Fingerprint func() (fp vector.Fingerprint, ok bool)
 	Now         func() time.Time
 	Log         *zap.Logger
 }
@@ -91,13 +93,13 @@ func Text(p db.Project, maxBytes int) (string, error) {
 			return "", err
 		}
 	}
-	text := embed.ProjectText(p.Title.String, p.Description.String, tags)
+	text := prompt.ProjectText(p.Title.String, p.Description.String, tags)
 	switch {
 	case !utf8.ValidString(text):
 		return "", errors.New("text is not valid UTF-8")
 	case strings.IndexByte(text, 0) >= 0:
 		return "", errors.New("text contains a NUL byte")
-	case embed.Blank(text):
+	case prompt.Blank(text):
 		return "", errors.New("text is empty (title, description and hashtags are blank)")
 	case maxBytes > 0 && len(text) > maxBytes:
 		return "", fmt.Errorf("text is %d bytes, over the limit of %d (EMBED_MAX_DOCUMENT_BYTES)", len(text), maxBytes)
@@ -171,14 +173,14 @@ type classified struct {
 }
 
 // current is the served fingerprint, when known.
-func (s *Syncer) current() (embed.Fingerprint, bool) {
+func (s *Syncer) current() (vector.Fingerprint, bool) {
 	if s.Fingerprint == nil {
-		return embed.Fingerprint{}, false
+		return vector.Fingerprint{}, false
 	}
 	return s.Fingerprint()
 }
 
-func (s *Syncer) classify(p db.Project, cur embed.Fingerprint, known bool) classified {
+func (s *Syncer) classify(p db.Project, cur vector.Fingerprint, known bool) classified {
 	text, err := Text(p, s.MaxTextBytes)
 	c := classified{key: contentKey(p, text, err), text: text, err: err}
 	switch {
@@ -278,7 +280,7 @@ func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []st
 	for len(ids) > 0 {
 		res, err = s.Queue.Embed(ctx, queue.Request{ID: newRequestID(), Lane: queue.LaneBulk, Documents: texts})
 		var de *queue.DocumentError
-		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, embed.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
+		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, ollama.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
 			break
 		}
 		i := de.Index
@@ -298,7 +300,7 @@ func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []st
 	}
 	es := make([]db.Embedding, len(ids))
 	for i, id := range ids {
-		es[i] = db.Embedding{ID: id, Blob: embed.AppendVector(nil, res.Vectors[i]), Hash: keys[i]}
+		es[i] = db.Embedding{ID: id, Blob: vector.Append(nil, res.Vectors[i]), Hash: keys[i]}
 		if i < len(res.Fingerprints) {
 			es[i].Digest, es[i].OllamaVersion = res.Fingerprints[i].Digest, res.Fingerprints[i].OllamaVersion
 		}
@@ -332,7 +334,7 @@ func (s *Syncer) Targets(ctx context.Context, all bool) ([]int64, error) {
 // another model digest than the one served now.
 type ModelChange struct {
 	From     string // the digest the vectors were computed under; "unrecorded" for rows older than fingerprints
-	To       embed.Fingerprint
+	To       vector.Fingerprint
 	Projects int
 }
 
@@ -358,7 +360,7 @@ func (s *Syncer) targets(ctx context.Context, all bool) ([]int64, []ModelChange,
 	return ids, changes, err
 }
 
-func shortDigest(d string) string { return embed.Fingerprint{Digest: d}.ShortDigest() }
+func shortDigest(d string) string { return vector.Fingerprint{Digest: d}.ShortDigest() }
 
 // FailedProject is one project with the reason it is not embedded.
 type FailedProject = embedclient.FailedProject

@@ -14,10 +14,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // An event makes the sync write the model's vector of the text built as
@@ -397,9 +397,9 @@ func TestAModelChangeMakesRowsStale(t *testing.T) {
 	require.Equal(t, served.Digest, st.ModelDigest)
 
 	// The same rows, seen from a system whose workers serve a new model.
-	next := embed.Fingerprint{Digest: "sha256:" + strings.Repeat("ab", 32), OllamaVersion: "0.32.15"}
+	next := vector.Fingerprint{Digest: "sha256:" + strings.Repeat("ab", 32), OllamaVersion: "0.32.15"}
 	changed := *e.syncer
-	changed.Fingerprint = func() (embed.Fingerprint, bool) { return next, true }
+	changed.Fingerprint = func() (vector.Fingerprint, bool) { return next, true }
 	st, err = changed.Status(context.Background(), everything)
 	require.NoError(t, err)
 	require.Equal(t, 3, st.Stale)

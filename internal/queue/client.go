@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/vector"
 )
 
 var (
@@ -96,7 +96,7 @@ type Result struct {
 	Vectors [][]float32
 	// Fingerprints[i] is that of the model that computed Vectors[i] (empty
 	// from a worker that did not say).
-	Fingerprints []embed.Fingerprint
+	Fingerprints []vector.Fingerprint
 	Tokens       int
 	Jobs         int
 }
@@ -198,7 +198,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 		published++
 	}
 
-	res := Result{Vectors: make([][]float32, len(req.Documents)), Fingerprints: make([]embed.Fingerprint, len(req.Documents)), Jobs: len(spans)}
+	res := Result{Vectors: make([][]float32, len(req.Documents)), Fingerprints: make([]vector.Fingerprint, len(req.Documents)), Jobs: len(spans)}
 	done := make(map[int]bool, len(spans))
 	for len(done) < len(spans) {
 		select {

@@ -11,7 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // Headers of job and reply messages. JetStream does not carry a message's
@@ -214,11 +215,11 @@ func (e *ReplyError) Error() string {
 func (e *ReplyError) Unwrap() error {
 	switch e.Code {
 	case StatusRejected:
-		return embed.ErrRejected
+		return ollama.ErrRejected
 	case StatusBadJob:
 		return ErrBadJob
 	default:
-		return embed.ErrUnavailable
+		return ollama.ErrUnavailable
 	}
 }
 
@@ -229,7 +230,7 @@ type Reply struct {
 	Worker  string
 	Model   string
 	// Fingerprint is the model's in the Ollama that computed the vectors.
-	Fingerprint embed.Fingerprint
+	Fingerprint vector.Fingerprint
 	Err         *ReplyError
 }
 
@@ -264,7 +265,7 @@ func (r Reply) Msg(subject string) *nats.Msg {
 	m.Header.Set(HeaderTokens, strconv.Itoa(r.Tokens))
 	buf := make([]byte, 0, len(r.Vectors)*dims*4)
 	for _, v := range r.Vectors {
-		buf = embed.AppendVector(buf, v)
+		buf = vector.Append(buf, v)
 	}
 	m.Data = buf
 	return m
@@ -272,7 +273,7 @@ func (r Reply) Msg(subject string) *nats.Msg {
 
 // DecodeReply reads a reply that must hold want vectors of dims floats.
 func DecodeReply(h nats.Header, data []byte, want, dims int) (Reply, error) {
-	r := Reply{Worker: h.Get(HeaderWorker), Model: h.Get(HeaderModel), Fingerprint: embed.Fingerprint{Digest: h.Get(HeaderDigest), OllamaVersion: h.Get(HeaderOllama)}}
+	r := Reply{Worker: h.Get(HeaderWorker), Model: h.Get(HeaderModel), Fingerprint: vector.Fingerprint{Digest: h.Get(HeaderDigest), OllamaVersion: h.Get(HeaderOllama)}}
 	status := h.Get(HeaderStatus)
 	switch status {
 	case StatusOK:
@@ -307,7 +308,7 @@ func DecodeReply(h nats.Header, data []byte, want, dims int) (Reply, error) {
 			return r, fmt.Errorf("%w: tokens %q", ErrBadReply, t)
 		}
 	}
-	r.Vectors, err = embed.DecodeVectors(data, count, dims)
+	r.Vectors, err = vector.DecodeAll(data, count, dims)
 	if err != nil {
 		return r, fmt.Errorf("%w: %w", ErrBadReply, err)
 	}

@@ -9,7 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/vector"
 )
 
 func TestJobRoundTrip(t *testing.T) {
@@ -93,7 +94,7 @@ func FuzzDecodeJob(f *testing.F) {
 func TestReplyRoundTrip(t *testing.T) {
 	t.Parallel()
 	vecs := [][]float32{{1, 0, -1}, {0.5, 0.25, 0.125}}
-	fp := embed.Fingerprint{Digest: "sha256:0123", OllamaVersion: "0.32.15"}
+	fp := vector.Fingerprint{Digest: "sha256:0123", OllamaVersion: "0.32.15"}
 	m := Reply{Vectors: vecs, Tokens: 17, Worker: "w1", Model: "m", Fingerprint: fp}.Msg("x.y")
 	r, err := DecodeReply(m.Header, m.Data, 2, 3)
 	require.NoError(t, err)
@@ -114,13 +115,13 @@ func TestReplyRoundTrip(t *testing.T) {
 	r, err = DecodeReply(em.Header, em.Data, 2, 3)
 	require.NoError(t, err)
 	require.Equal(t, 1, r.Err.Index)
-	require.ErrorIs(t, r.Err, embed.ErrRejected)
+	require.ErrorIs(t, r.Err, ollama.ErrRejected)
 	require.Equal(t, "document 1: too long", r.Err.Error())
 
 	um := Reply{Err: &ReplyError{Code: StatusUnavailable, Message: "down", Index: -1}}.Msg("x.y")
 	r, err = DecodeReply(um.Header, um.Data, 2, 3)
 	require.NoError(t, err)
-	require.True(t, errors.Is(r.Err, embed.ErrUnavailable))
+	require.True(t, errors.Is(r.Err, ollama.ErrUnavailable))
 
 	bad := nats.NewMsg("x")
 	bad.Header.Set(HeaderStatus, "weird")

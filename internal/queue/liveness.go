@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // Heartbeat is what a worker announces on HeartbeatSubject every interval,
@@ -28,7 +28,7 @@ type Heartbeat struct {
 	Stopping  bool          `json:"stopping,omitempty"`
 	// Fingerprint is the model's in the first ready endpoint: the vector
 	// space this worker's answers are in.
-	Fingerprint embed.Fingerprint `json:"fingerprint"`
+	Fingerprint vector.Fingerprint `json:"fingerprint"`
 }
 
 // WorkerStatus is a worker as the api last heard of it.
@@ -155,8 +155,8 @@ func (r *Liveness) Close() error { return r.sub.Unsubscribe() }
 // the vector space the system serves now (during a change of model two may
 // be live at once; see warnMixed). ok is false while no ready worker has
 // reported one.
-func (r *Liveness) Fingerprint() (fp embed.Fingerprint, ok bool) {
-	counts := map[embed.Fingerprint]int{}
+func (r *Liveness) Fingerprint() (fp vector.Fingerprint, ok bool) {
+	counts := map[vector.Fingerprint]int{}
 	for _, w := range r.Live() {
 		if w.Ready && w.Fingerprint.Digest != "" {
 			counts[w.Fingerprint]++

@@ -9,9 +9,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/waywo/embed/internal/embed"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/vector"
 )
 
 // The served fingerprint is the one most ready workers report; a worker
@@ -25,8 +25,8 @@ func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 	defer live.Close()
 	_, ok := live.Fingerprint()
 	require.False(t, ok, "unknown before any worker reports")
-	a := embed.Fingerprint{Digest: "sha256:aaaa", OllamaVersion: "0.32.15"}
-	c := embed.Fingerprint{Digest: "sha256:cccc", OllamaVersion: "0.32.15"}
+	a := vector.Fingerprint{Digest: "sha256:aaaa", OllamaVersion: "0.32.15"}
+	c := vector.Fingerprint{Digest: "sha256:cccc", OllamaVersion: "0.32.15"}
 	for _, hb := range []queue.Heartbeat{
 		{ID: "w1", Ready: true, TTL: time.Minute, Fingerprint: a},
 		{ID: "w2", Ready: true, TTL: time.Minute, Fingerprint: c},

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
 )
@@ -120,7 +120,7 @@ wait:
 		}
 	}
 	require.Equal(t, 2, taken)
-	require.ErrorIs(t, r.err, embed.ErrUnavailable)
+	require.ErrorIs(t, r.err, ollama.ErrUnavailable)
 	require.ErrorContains(t, r.err, "delivered 2 times without being settled")
 	require.Less(t, r.took, 30*time.Second, "answered long before the request's timeout")
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)

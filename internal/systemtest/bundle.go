@@ -76,7 +76,7 @@ func Setup(tb testing.TB, o Options) *Bundle {
 // WorkerOptions shape a worker; zero values take the defaults.
 type WorkerOptions struct {
 	ID                string // default "w-" + the test's name
-	Endpoints         []worker.Endpoint
+	Models            []worker.Model
 	BatchSize         int           // default 32
 	CallsPerHost      int           // default 1
 	AckWait           time.Duration // default 30 s
@@ -120,7 +120,7 @@ func (b *Bundle) StartWorker(o WorkerOptions) *Running {
 	require.NoError(tb, err)
 	wjs, err := queue.NewJetStream(wnc)
 	require.NoError(tb, err)
-	w := worker.New(wnc, wjs, o.Endpoints, worker.Options{
+	w := worker.New(wnc, wjs, o.Models, worker.Options{
 		ID: o.ID, Dims: b.Dims, QueryTask: "Given a question, retrieve passages that answer the question",
 		BatchSize: o.BatchSize, CallsPerHost: o.CallsPerHost,
 		Consumer:          queue.ConsumerOptions{AckWait: o.AckWait, MaxDeliver: o.MaxDeliver},

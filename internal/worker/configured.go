@@ -7,11 +7,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/ollama/ollama/api"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -27,39 +26,31 @@ func NewConfigured(ctx context.Context, nc *nats.Conn, cfg config.Config, obs Ob
 	if err != nil {
 		return nil, err
 	}
-	endpoints := make([]Endpoint, len(cfg.OllamaHosts))
+	models := make([]Model, len(cfg.OllamaHosts))
 	errs := make([]error, len(cfg.OllamaHosts))
 	var wg sync.WaitGroup
 	for i, u := range cfg.OllamaHosts {
 		wg.Go(func() {
 			host := u.String()
-			hc := embed.NewHTTPClient()
-			client := api.NewClient(u, hc)
-			model := embed.NewModel(embed.NewOllamaEmbedder(u, hc), host, embed.ModelOptions{
-				Name:      cfg.Model,
+			model := ollama.NewEndpoint(u, ollama.Options{
+				Model:     cfg.Model,
 				Dims:      cfg.Dimensions,
 				MaxBatch:  cfg.BatchSize,
 				Timeout:   cfg.ModelTimeout,
 				KeepAlive: cfg.KeepAlive,
 				Truncate:  cfg.Truncate,
 				OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
+				Log:       log,
 			})
-			errs[i] = embed.Prepare(ctx, client, model, cfg.Pull, log)
-			endpoints[i] = Endpoint{Model: model, Probe: func(ctx context.Context, full bool) error {
-				before, err := embed.Probe(ctx, client, model, full)
-				if after := model.Fingerprint(); err == nil && before.Digest != "" && after.Digest != before.Digest {
-					log.Warn("model changed in Ollama: vectors from now on are of the new model", zap.String("model", cfg.Model),
-						zap.String("ollama", host), zap.String("from", before.ShortDigest()), zap.String("to", after.ShortDigest()))
-				}
-				return err
-			}}
+			errs[i] = model.Prepare(ctx, cfg.Pull)
+			models[i] = model
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return New(nc, js, endpoints, Options{
+	return New(nc, js, models, Options{
 		ID:                cfg.WorkerID,
 		Dims:              cfg.Dimensions,
 		QueryTask:         cfg.QueryTask,

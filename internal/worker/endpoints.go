@@ -104,7 +104,7 @@ func (w *Worker) Ready() (bool, string) {
 			return true, ""
 		}
 		if reason == "" {
-			reason = r.ep.Model.Host() + ": " + r.reason
+			reason = r.model.Host() + ": " + r.reason
 		}
 	}
 	return false, reason
@@ -139,9 +139,9 @@ func (w *Worker) setReady(r *runner, ready bool, reason string) {
 	w.changed = make(chan struct{})
 	w.mu.Unlock()
 	if ready {
-		w.log.Info("endpoint ready again", zap.String("ollama", r.ep.Model.Host()))
+		w.log.Info("endpoint ready again", zap.String("ollama", r.model.Host()))
 	} else {
-		w.log.Warn("endpoint not ready", zap.String("ollama", r.ep.Model.Host()), zap.String("reason", reason))
+		w.log.Warn("endpoint not ready", zap.String("ollama", r.model.Host()), zap.String("reason", reason))
 	}
 	w.announce(false)
 }

@@ -37,11 +37,16 @@ func (w *Worker) probeAll(ctx context.Context) {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, w.opts.ProbeTimeout)
 			defer cancel()
-			if err := r.ep.Probe(pctx, !ready); err != nil {
+			before, err := r.model.Probe(pctx, !ready)
+			if err != nil {
 				if ctx.Err() == nil {
 					w.setReady(r, false, err.Error())
 				}
 				return
+			}
+			if after := r.model.Fingerprint(); before.Digest != "" && after.Digest != before.Digest {
+				w.log.Warn("model changed in its server: vectors from now on are of the new model", zap.String("model", r.model.Name()),
+					zap.String("ollama", r.model.Host()), zap.String("from", before.ShortDigest()), zap.String("to", after.ShortDigest()))
 			}
 			w.setReady(r, true, "")
 		})
@@ -58,15 +63,15 @@ func (w *Worker) announce(stopping bool) {
 	}
 	w.mu.Lock()
 	for _, r := range w.runners {
-		hb.Model = r.ep.Model.Name()
-		hb.Endpoints = append(hb.Endpoints, r.ep.Model.Host())
+		hb.Model = r.model.Name()
+		hb.Endpoints = append(hb.Endpoints, r.model.Host())
 		if r.ready {
 			if !hb.Ready {
-				hb.Fingerprint = r.ep.Model.Fingerprint()
+				hb.Fingerprint = r.model.Fingerprint()
 			}
 			hb.Ready = true
 		} else if hb.Reason == "" {
-			hb.Reason = r.ep.Model.Host() + ": " + r.reason
+			hb.Reason = r.model.Host() + ": " + r.reason
 		}
 		hb.Busy += r.busy
 	}

@@ -6,19 +6,27 @@ import (
 	"context"
 	"time"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/vector"
 )
 
-// Endpoint is one Ollama a worker drives. Ollama computes an embedding
-// model's inputs one after another, so throughput grows with endpoints, not
-// with concurrent calls to one; a second call in flight
-// (Options.CallsPerHost) only lets the next batch wait in
-// Ollama's queue while the worker reads, checks and answers the one before.
-type Endpoint struct {
-	Model *embed.Model
-	// Probe checks the endpoint answers; full also checks it has the model.
-	Probe func(ctx context.Context, full bool) error
+// Model is one model server a worker drives; *ollama.Endpoint is one.
+// Ollama computes an embedding model's inputs one after another, so
+// throughput grows with servers, not with concurrent calls to one; a
+// second call in flight (Options.CallsPerHost) only lets the next batch
+// wait in the server's queue while the worker reads, checks and answers
+// the one before.
+type Model interface {
+	Host() string // for logs and metrics
+	Name() string // the model's name, reported in replies
+	// EmbedAll embeds inputs; a refused input fails alone (Output.Rejected).
+	EmbedAll(ctx context.Context, inputs []string) (ollama.Output, error)
+	// Fingerprint is the model's as last read.
+	Fingerprint() vector.Fingerprint
+	// Probe checks the server answers and, with full, that it still serves
+	// the model fit; it returns the fingerprint from before the probe.
+	Probe(ctx context.Context, full bool) (before vector.Fingerprint, err error)
 }
 
 // Options configure a worker.

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/queue"
 )
 
@@ -48,7 +48,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		}
 		for _, d := range p.job.Documents {
 			if p.job.InputType == queue.InputQuery {
-				d = embed.QueryInput(w.opts.QueryTask, d)
+				d = prompt.Query(w.opts.QueryTask, d)
 			}
 			inputs = append(inputs, d)
 		}
@@ -57,8 +57,8 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	// Read before the call: should the probe see a new model during it, the
 	// vectors are recorded under the old digest and so re-embedded later,
 	// never the other way round.
-	fp := r.ep.Model.Fingerprint()
-	out, err := r.ep.Model.EmbedAll(workCtx, inputs)
+	fp := r.model.Fingerprint()
+	out, err := r.model.EmbedAll(workCtx, inputs)
 	stop()
 	took := w.opts.Now().Sub(start)
 	rejected := 0
@@ -67,12 +67,12 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 			rejected++
 		}
 	}
-	w.opts.Observer.Batch(BatchInfo{Endpoint: r.ep.Model.Host(), Jobs: len(batch), Requests: len(requests),
+	w.opts.Observer.Batch(BatchInfo{Endpoint: r.model.Host(), Jobs: len(batch), Requests: len(requests),
 		Documents: len(inputs), BulkDocuments: bulk, Waits: waits, Reason: b.reason, Calls: out.Calls, Rejected: rejected,
 		Tokens: out.Tokens, Took: took, Err: err})
 
 	if err != nil {
-		w.log.Warn("model call failed", zap.String("ollama", r.ep.Model.Host()), zap.Int("jobs", len(batch)),
+		w.log.Warn("model call failed", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(batch)),
 			zap.Int("documents", len(inputs)), zap.Duration("took", took), zap.Error(err))
 		w.setReady(r, false, err.Error())
 		stopping := ctx.Err() != nil
@@ -81,17 +81,17 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		}
 		return
 	}
-	w.log.Debug("batch embedded", zap.String("ollama", r.ep.Model.Host()), zap.Int("jobs", len(batch)),
+	w.log.Debug("batch embedded", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(batch)),
 		zap.Int("requests", len(requests)), zap.Int("documents", len(inputs)), zap.Int("bulk_documents", bulk), zap.String("reason", string(b.reason)),
 		zap.Int("calls", out.Calls), zap.Duration("took", took))
 
 	at := 0
 	for _, p := range batch {
 		n := len(p.job.Documents)
-		rep := queue.Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Fingerprint: fp, Vectors: out.Vectors[at : at+n]}
+		rep := queue.Reply{Worker: w.opts.ID, Model: r.model.Name(), Fingerprint: fp, Vectors: out.Vectors[at : at+n]}
 		for i, rej := range out.Rejected[at : at+n] {
 			if rej != nil {
-				rep = queue.Reply{Worker: w.opts.ID, Model: r.ep.Model.Name(), Err: &queue.ReplyError{Code: queue.StatusRejected, Message: rej.Error(), Index: i}}
+				rep = queue.Reply{Worker: w.opts.ID, Model: r.model.Name(), Err: &queue.ReplyError{Code: queue.StatusRejected, Message: rej.Error(), Index: i}}
 				w.log.Info("document rejected by the model", zap.String("request_id", p.job.RequestID),
 					zap.Int("document", p.job.Offset+i), zap.Error(rej))
 				w.opts.Observer.JobError("rejected")

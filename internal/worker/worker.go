@@ -37,10 +37,10 @@ type Worker struct {
 	changed chan struct{} // closed and replaced when any runner's readiness changes
 }
 
-// runner is one endpoint and its state.
+// runner is one model server and its state.
 type runner struct {
-	ep   Endpoint
-	work chan batch // one batch after the runner was taken from idle or extra
+	model Model
+	work  chan batch // one batch after the runner was taken from idle or extra
 
 	// guarded by Worker.mu
 	ready  bool
@@ -61,9 +61,9 @@ type batch struct {
 	reason FlushReason
 }
 
-// New returns a worker over endpoints, which must already be prepared
+// New returns a worker over models, which must already be prepared
 // (model present and loaded): they start ready.
-func New(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts Options, log *zap.Logger) *Worker {
+func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, log *zap.Logger) *Worker {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -82,8 +82,8 @@ func New(nc *nats.Conn, js jetstream.JetStream, endpoints []Endpoint, opts Optio
 		changed: make(chan struct{}),
 	}
 	w.cancelled = newCancels(opts.Now)
-	for _, ep := range endpoints {
-		w.runners = append(w.runners, &runner{ep: ep, work: make(chan batch, 1), ready: true})
+	for _, m := range models {
+		w.runners = append(w.runners, &runner{model: m, work: make(chan batch, 1), ready: true})
 	}
 	return w
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -60,8 +62,21 @@ func vectorsFor(req *api.EmbedRequest) *api.EmbedResponse {
 
 const dims = 4
 
+// fakeURL names a stand-in endpoint.
+func fakeURL(host string) *url.URL { return &url.URL{Scheme: "http", Host: host} }
+
 // small is the system these tests run on: 4-d vectors, a small queue.
 var small = systemtest.Options{Dims: dims, Limits: queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}}
+
+// probed is a model whose readiness probe the test decides.
+type probed struct {
+	*ollama.Endpoint
+	probe func(ctx context.Context, full bool) error
+}
+
+func (p probed) Probe(ctx context.Context, full bool) (vector.Fingerprint, error) {
+	return p.Fingerprint(), p.probe(ctx, full)
+}
 
 type wopts struct {
 	fake       *fakeOllama
@@ -76,9 +91,9 @@ func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan erro
 	if o.probe == nil {
 		o.probe = func(context.Context, bool) error { return nil }
 	}
-	model := embed.NewModel(o.fake, "fake:1", embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true})
+	model := ollama.NewEndpoint(fakeURL("fake:1"), ollama.Options{Model: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true, Embedder: o.fake})
 	r := b.StartWorker(systemtest.WorkerOptions{
-		ID: "w1", Endpoints: []worker.Endpoint{{Model: model, Probe: o.probe}},
+		ID: "w1", Models: []worker.Model{probed{model, o.probe}},
 		BatchSize: 16, CallsPerHost: o.calls, AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver,
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
 		Observer: worker.ObserverFuncs{OnBatch: o.onBatch},
@@ -111,7 +126,7 @@ func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 	}}
 	startWorker(b, wopts{fake: fake, maxDeliver: 2})
 	_, err := b.Embed(20*time.Second, "doc")
-	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorIs(t, err, ollama.ErrUnavailable)
 	require.ErrorContains(t, err, "after 2 attempts")
 	require.EqualValues(t, 2, fake.calls.Load())
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond,
@@ -137,7 +152,7 @@ func TestWrongDimensionsAreNotPassedOn(t *testing.T) {
 	}}
 	startWorker(b, wopts{fake: fake, maxDeliver: 1})
 	_, err := b.Embed(20*time.Second, "doc")
-	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorIs(t, err, ollama.ErrUnavailable)
 	require.ErrorContains(t, err, "3-dimensional")
 }
 
@@ -267,17 +282,17 @@ func TestWorkerDrivesEveryEndpoint(t *testing.T) {
 	b := systemtest.Setup(t, small)
 	inFlight := make(chan string, 4)
 	release := make(chan struct{})
-	endpoint := func(name string) worker.Endpoint {
+	endpoint := func(name string) worker.Model {
 		fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 			inFlight <- name
 			<-release
 			return vectorsFor(req), nil
 		}}
-		m := embed.NewModel(fake, name, embed.ModelOptions{Name: "fake", Dims: dims, MaxBatch: 1, Timeout: 10 * time.Second})
-		return worker.Endpoint{Model: m, Probe: func(context.Context, bool) error { return nil }}
+		m := ollama.NewEndpoint(fakeURL(name), ollama.Options{Model: "fake", Dims: dims, MaxBatch: 1, Timeout: 10 * time.Second, Embedder: fake})
+		return probed{m, func(context.Context, bool) error { return nil }}
 	}
 	stop := b.StartWorker(systemtest.WorkerOptions{
-		ID: "w2", Endpoints: []worker.Endpoint{endpoint("gpu0"), endpoint("gpu1")}, BatchSize: 1, CallsPerHost: 2,
+		ID: "w2", Models: []worker.Model{endpoint("gpu0"), endpoint("gpu1")}, BatchSize: 1, CallsPerHost: 2,
 		AckWait: 3 * time.Second, HeartbeatInterval: 20 * time.Millisecond,
 	}).Stop
 

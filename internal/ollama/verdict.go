@@ -1,12 +1,10 @@
-package embed
+package ollama
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/types/model"
@@ -151,76 +149,6 @@ func parameter(params, name string) int {
 		}
 	}
 	return 0
-}
-
-// Fingerprint names the vector space a model serves: the digest of the
-// model as Ollama stores it (its manifest: weights, metadata and
-// parameters) and Ollama's version. Vectors from two fingerprints may not
-// be comparable.
-type Fingerprint struct {
-	Digest        string `json:"digest"`
-	OllamaVersion string `json:"ollama_version,omitempty"`
-}
-
-// ShortDigest is the first 12 hex digits of the digest, for logs.
-func (f Fingerprint) ShortDigest() string {
-	d := strings.TrimPrefix(f.Digest, "sha256:")
-	return d[:min(12, len(d))]
-}
-
-// ReadFingerprint asks Ollama for the model's digest (from /api/tags) and
-// its own version.
-func ReadFingerprint(ctx context.Context, client *api.Client, name string) (Fingerprint, error) {
-	list, err := client.List(ctx)
-	if err != nil {
-		return Fingerprint{}, err
-	}
-	fp := Fingerprint{Digest: listedDigest(list, name)}
-	if fp.Digest == "" {
-		return Fingerprint{}, fmt.Errorf("%w: %q is not among the models Ollama lists", ErrModelNotFound, name)
-	}
-	fp.OllamaVersion, err = client.Version(ctx)
-	return fp, err
-}
-
-// listedDigest is the digest Ollama lists for the model name; "" when it
-// lists none.
-func listedDigest(list *api.ListResponse, name string) string {
-	for _, m := range list.Models {
-		if sameModel(m.Name, name) || sameModel(m.Model, name) {
-			return m.Digest
-		}
-	}
-	return ""
-}
-
-// sameModel says whether Ollama's listed name is the configured one; a name
-// without a tag means ":latest", as Ollama reads it.
-func sameModel(listed, name string) bool {
-	if !strings.Contains(name[strings.LastIndexByte(name, '/')+1:], ":") {
-		name += ":latest"
-	}
-	return listed == name
-}
-
-// fingerprintBox holds a model's current fingerprint; the worker's probes
-// update it while batches read it.
-type fingerprintBox struct {
-	mu sync.Mutex
-	fp Fingerprint
-}
-
-func (b *fingerprintBox) get() Fingerprint {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.fp
-}
-
-func (b *fingerprintBox) set(fp Fingerprint) (old Fingerprint) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	old, b.fp = b.fp, fp
-	return old
 }
 
 // explainLoadFailure turns Ollama's failure to load a llama-embed model

@@ -1,4 +1,4 @@
-package embed
+package vector
 
 import (
 	"encoding/json"
@@ -7,12 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/ollama/ollama/api"
 )
 
 // parseVectorRows decodes b, a JSON array of arrays of numbers or null, as
-// DecodeVectorObject decodes its vectors member.
+// DecodeObject decodes its vectors member.
 func parseVectorRows(b []byte) ([][]float32, error) {
 	p := floatParser{b: b}
 	p.space()
@@ -140,36 +138,6 @@ func TestParseVectorRows(t *testing.T) {
 		if json.Valid([]byte(s)) && json.Unmarshal([]byte(s), &v) == nil {
 			t.Errorf("%q: encoding/json accepts it; the case is wrong", s)
 		}
-	}
-}
-
-// The whole reply, as Ollama writes it, decodes to what encoding/json and
-// api.EmbedResponse give.
-func TestEmbedReplyDecode(t *testing.T) {
-	body := []byte(`{"model":"m","embeddings":[[0.1,-0.2],[3e-5,4]],"total_duration":12,"load_duration":3,"prompt_eval_count":7}`)
-	var r api.EmbedResponse
-	if err := decodeEmbedReply(body, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Model != "m" || r.PromptEvalCount != 7 || r.TotalDuration != 12 || r.LoadDuration != 3 ||
-		len(r.Embeddings) != 2 || r.Embeddings[1][0] != float32(3e-5) || r.Embeddings[0][1] != float32(-0.2) {
-		t.Fatalf("decoded %+v", r)
-	}
-	for _, bad := range []string{
-		`{"model":"m","embeddings":[[0.1,"x"]]}`, `{"model":1,"embeddings":[]}`, `{"model":"m","embeddings":[]`,
-		`{"model":"m","embeddings":[]}x`, `{"model":"m" "embeddings":[]}`, `{"model\x":"m"}`, `{"extra":[1,}`,
-		`[]`, ``, `{"prompt_eval_count":"7"}`,
-	} {
-		var r api.EmbedResponse
-		if err := decodeEmbedReply([]byte(bad), &r); err == nil {
-			t.Errorf("%s: decoded %+v", bad, r)
-		}
-	}
-	// Names match as encoding/json matches them; unknown members are skipped.
-	var r2 api.EmbedResponse
-	if err := decodeEmbedReply([]byte(` { "Model" : "m", "extra": {"a":[1,"]"]}, "embe\u0064dings": [[1]] } `), &r2); err != nil ||
-		r2.Model != "m" || len(r2.Embeddings) != 1 {
-		t.Fatalf("got %+v, %v", r2, err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package embed
+package ollama
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ollama/ollama/api"
+
+	"github.com/waywo/embed/internal/vector"
 )
 
 // maxReplyBytes bounds what the worker reads from Ollama: far above any
@@ -44,27 +46,28 @@ func NewHTTPClient() *http.Client {
 	}}
 }
 
-// NewOllamaClient returns Ollama's own client, for show, pull and heartbeat.
-func NewOllamaClient(base *url.URL) *api.Client { return api.NewClient(base, NewHTTPClient()) }
+// NewClient returns Ollama's own client of the Ollama at base, for what an
+// Endpoint does not do itself (create, copy, delete).
+func NewClient(base *url.URL) *api.Client { return api.NewClient(base, NewHTTPClient()) }
 
-// OllamaEmbedder calls Ollama's POST /api/embed with the ollama/api request,
+// EmbedClient calls Ollama's POST /api/embed with the ollama/api request,
 // response and error types, but decodes the reply's vectors with its own
-// parser (DecodeVectorObject): the worker's profile showed encoding/json's
+// parser (vector.DecodeObject): the worker's profile showed encoding/json's
 // per-value reflection and number parsing over thousands of floats as its
 // largest cost.
-type OllamaEmbedder struct {
+type EmbedClient struct {
 	endpoint string
 	http     *http.Client
 }
 
-// NewOllamaEmbedder returns an embedder for the Ollama at base.
-func NewOllamaEmbedder(base *url.URL, hc *http.Client) *OllamaEmbedder {
-	return &OllamaEmbedder{endpoint: strings.TrimRight(base.String(), "/") + "/api/embed", http: hc}
+// NewEmbedClient returns the /api/embed client for the Ollama at base.
+func NewEmbedClient(base *url.URL, hc *http.Client) *EmbedClient {
+	return &EmbedClient{endpoint: strings.TrimRight(base.String(), "/") + "/api/embed", http: hc}
 }
 
 // Embed posts one /api/embed call. Errors are api.StatusError for HTTP
 // statuses, as ollama/api returns them.
-func (o *OllamaEmbedder) Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+func (o *EmbedClient) Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -104,9 +107,9 @@ func (o *OllamaEmbedder) Embed(ctx context.Context, req *api.EmbedRequest) (*api
 }
 
 // decodeEmbedReply decodes Ollama's reply into out, the vectors with
-// DecodeVectorObject's parser.
+// vector.DecodeObject's parser.
 func decodeEmbedReply(raw []byte, out *api.EmbedResponse) error {
-	return DecodeVectorObject(raw, "embeddings", &out.Embeddings, map[string]any{
+	return vector.DecodeObject(raw, "embeddings", &out.Embeddings, map[string]any{
 		"model": &out.Model, "total_duration": &out.TotalDuration, "load_duration": &out.LoadDuration,
 		"prompt_eval_count": &out.PromptEvalCount,
 	})

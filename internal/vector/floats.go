@@ -1,4 +1,4 @@
-package embed
+package vector
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 )
 
-// DecodeVectorObject decodes the JSON object b: the member named key (an
+// DecodeObject decodes the JSON object b: the member named key (an
 // array of arrays of numbers, or null) into *vectors with the parser below,
 // every member named in fields into its pointer with encoding/json (matching
 // names case-insensitively, as encoding/json does), and any other member is
@@ -23,7 +23,7 @@ import (
 // The worker's profile showed decoding Ollama's reply (4096 decimal floats
 // per vector) as its largest cost: generic number parsing and reflection
 // per float, which this avoids.
-func DecodeVectorObject(b []byte, key string, vectors *[][]float32, fields map[string]any) error {
+func DecodeObject(b []byte, key string, vectors *[][]float32, fields map[string]any) error {
 	p := floatParser{b: b}
 	p.space()
 	if err := p.expect('{'); err != nil {

@@ -1,4 +1,8 @@
-package embed
+// Package prompt builds the texts the model is given: a WAYWO project's
+// text exactly as the backend builds it, a search query with nemotron's
+// instruction, and whether a text has anything to embed at all. The api's
+// request checks, the sync, the worker and the public client share it.
+package prompt
 
 import (
 	"strings"
@@ -31,4 +35,10 @@ func Blank(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool {
 		return !unicode.IsSpace(r) && !unicode.IsControl(r) && !unicode.Is(unicode.Cf, r)
 	}) < 0
+}
+
+// Query is how nemotron wants a query: an instruction naming the task,
+// then the query. Documents go to the model unchanged.
+func Query(task, text string) string {
+	return "Instruct: " + task + "\nQuery: " + text
 }

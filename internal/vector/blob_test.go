@@ -1,4 +1,4 @@
-package embed
+package vector
 
 import (
 	"bytes"
@@ -14,26 +14,26 @@ func TestVectorBlobRoundTrip(t *testing.T) {
 	vs := [][]float32{{1, -0.5, 0.25, 3.4028235e38}, {0, -0, 1e-45, -1}}
 	var b []byte
 	for _, v := range vs {
-		b = AppendVector(b, v)
+		b = Append(b, v)
 	}
 	require.Len(t, b, 2*4*4)
 	// Little-endian float32, as numpy's "<f4" writes it.
 	require.Equal(t, []byte{0, 0, 0x80, 0x3f}, b[:4])
 	require.Equal(t, uint32(0xbf000000), binary.LittleEndian.Uint32(b[4:]))
 
-	got, err := DecodeVectors(b, 2, 4)
+	got, err := DecodeAll(b, 2, 4)
 	require.NoError(t, err)
 	require.Equal(t, vs, got)
 
-	one, err := DecodeVector(b[:16], 4)
+	one, err := Decode(b[:16], 4)
 	require.NoError(t, err)
 	require.Equal(t, vs[0], one)
 }
 
 func TestDecodeVectorsRejects(t *testing.T) {
 	t.Parallel()
-	nan := AppendVector(nil, []float32{1, float32(math.NaN())})
-	inf := AppendVector(nil, []float32{float32(math.Inf(-1)), 1})
+	nan := Append(nil, []float32{1, float32(math.NaN())})
+	inf := Append(nil, []float32{float32(math.Inf(-1)), 1})
 	for name, tc := range map[string]struct {
 		b       []byte
 		n, dims int
@@ -48,17 +48,17 @@ func TestDecodeVectorsRejects(t *testing.T) {
 		"overflow":  {nil, 1 << 40, 1 << 40},
 		"overflow2": {make([]byte, 4), 1 << 62, 4},
 	} {
-		_, err := DecodeVectors(tc.b, tc.n, tc.dims)
+		_, err := DecodeAll(tc.b, tc.n, tc.dims)
 		require.ErrorIs(t, err, ErrBadBlob, name)
 	}
 }
 
 func FuzzDecodeVectors(f *testing.F) {
-	f.Add(AppendVector(nil, []float32{1, 2, 3, 4}), 1, 4)
+	f.Add(Append(nil, []float32{1, 2, 3, 4}), 1, 4)
 	f.Add([]byte{0, 0, 0xc0, 0x7f}, 1, 1) // NaN
 	f.Add([]byte{}, 0, 4)
 	f.Fuzz(func(t *testing.T, b []byte, n, dims int) {
-		vs, err := DecodeVectors(b, n, dims)
+		vs, err := DecodeAll(b, n, dims)
 		if err != nil {
 			return
 		}
@@ -66,7 +66,7 @@ func FuzzDecodeVectors(f *testing.F) {
 		var again []byte
 		for _, v := range vs {
 			require.Len(t, v, dims)
-			again = AppendVector(again, v)
+			again = Append(again, v)
 		}
 		require.True(t, bytes.Equal(b, again))
 	})

@@ -1,4 +1,4 @@
-package embed_test
+package ollama_test
 
 import (
 	"context"
@@ -11,66 +11,63 @@ import (
 
 	"github.com/ollama/ollama/api"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/embed"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
 
-func realModel(t *testing.T, mutate func(*embed.ModelOptions)) (*embed.Model, *api.Client, *ollamatest.Server) {
+func realModel(t *testing.T, mutate func(*ollama.Options)) (*ollama.Endpoint, *api.Client, *ollamatest.Server) {
 	t.Helper()
 	ol := ollamatest.Shared(t)
 	u, err := url.Parse(ol.URL)
 	require.NoError(t, err)
-	client := embed.NewOllamaClient(u)
-	opts := embed.ModelOptions{Name: ol.Model, Dims: ol.Dims, MaxBatch: 8, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true}
+	opts := ollama.Options{Model: ol.Model, Dims: ol.Dims, MaxBatch: 8, Timeout: 30 * time.Second, KeepAlive: -1, Truncate: true}
 	if mutate != nil {
 		mutate(&opts)
 	}
-	return embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), ol.URL, opts), client, ol
+	return ollama.NewEndpoint(u, opts), ollama.NewClient(u), ol
 }
 
 func TestPrepareChecksModelAndDimensions(t *testing.T) {
 	t.Parallel()
-	m, client, _ := realModel(t, nil)
-	require.NoError(t, embed.Prepare(context.Background(), client, m, false, zap.NewNop()))
+	m, _, _ := realModel(t, nil)
+	require.NoError(t, m.Prepare(context.Background(), false))
 	require.NotEmpty(t, m.Fingerprint().Digest, "Prepare records the model's digest")
 	require.NotEmpty(t, m.Fingerprint().OllamaVersion)
-	_, err := embed.Probe(context.Background(), client, m, true)
+	_, err := m.Probe(context.Background(), true)
 	require.NoError(t, err)
-	_, err = embed.Probe(context.Background(), client, m, false)
+	_, err = m.Probe(context.Background(), false)
 	require.NoError(t, err)
 
 	// A length other than EMBED_DIMENSIONS is refused from the model's
 	// metadata, before any embedding.
-	wrong, client, _ := realModel(t, func(o *embed.ModelOptions) { o.Dims = 4096 })
-	err = embed.Prepare(context.Background(), client, wrong, false, zap.NewNop())
-	require.ErrorIs(t, err, embed.ErrModelUnfit)
+	wrong, _, _ := realModel(t, func(o *ollama.Options) { o.Dims = 4096 })
+	err = wrong.Prepare(context.Background(), false)
+	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	require.ErrorContains(t, err, "bert.embedding_length is 384")
 	require.ErrorContains(t, err, "EMBED_DIMENSIONS is 4096")
 }
 
 func TestPrepareNamesAMissingModelAndTheHost(t *testing.T) {
 	t.Parallel()
-	m, client, ol := realModel(t, func(o *embed.ModelOptions) { o.Name = "no-such-model" })
-	err := embed.Prepare(context.Background(), client, m, false, zap.NewNop())
-	require.ErrorIs(t, err, embed.ErrModelNotFound)
+	m, _, ol := realModel(t, func(o *ollama.Options) { o.Model = "no-such-model" })
+	err := m.Prepare(context.Background(), false)
+	require.ErrorIs(t, err, ollama.ErrModelNotFound)
 	require.ErrorContains(t, err, `"no-such-model"`)
 	require.ErrorContains(t, err, ol.URL)
 	require.ErrorContains(t, err, "EMBED_PULL")
-	_, err = embed.Probe(context.Background(), client, m, true)
-	require.ErrorIs(t, err, embed.ErrModelNotFound)
+	_, err = m.Probe(context.Background(), true)
+	require.ErrorIs(t, err, ollama.ErrModelNotFound)
 }
 
 func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
 	t.Parallel()
 	u, _ := url.Parse("http://127.0.0.1:1")
-	client := embed.NewOllamaClient(u)
-	m := embed.NewModel(embed.NewOllamaEmbedder(u, embed.NewHTTPClient()), u.String(), embed.ModelOptions{Name: "x", Dims: 4, Timeout: time.Second})
-	err := embed.Prepare(context.Background(), client, m, false, zap.NewNop())
-	require.ErrorIs(t, err, embed.ErrUnavailable)
+	m := ollama.NewEndpoint(u, ollama.Options{Model: "x", Dims: 4, Timeout: time.Second})
+	err := m.Prepare(context.Background(), false)
+	require.ErrorIs(t, err, ollama.ErrUnavailable)
 	require.ErrorContains(t, err, "cannot reach Ollama at http://127.0.0.1:1")
 }
 
@@ -79,11 +76,11 @@ func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
 // returns its neighbours' vectors.
 func TestEmbedAllIsolatesARejectedInputInRealOllama(t *testing.T) {
 	t.Parallel()
-	m, client, ol := realModel(t, func(o *embed.ModelOptions) { o.Truncate = false })
+	m, client, ol := realModel(t, func(o *ollama.Options) { o.Truncate = false })
 	inputs := []string{"rust web", "garden", "kitchen recipe", strings.Repeat("word ", 600), "music synth", "a b c"}
 	out, err := m.EmbedAll(context.Background(), inputs)
 	require.NoError(t, err)
-	require.ErrorIs(t, out.Rejected[3], embed.ErrRejected)
+	require.ErrorIs(t, out.Rejected[3], ollama.ErrRejected)
 	require.ErrorContains(t, out.Rejected[3], "context length")
 	require.Nil(t, out.Vectors[3])
 	require.Greater(t, out.Calls, 1)
@@ -97,6 +94,9 @@ func TestEmbedAllIsolatesARejectedInputInRealOllama(t *testing.T) {
 	}
 	require.Positive(t, out.Tokens)
 }
+
+// fakeURL names a stand-in endpoint.
+func fakeURL(host string) *url.URL { return &url.URL{Scheme: "http", Host: host} }
 
 type fakeClient func(req *api.EmbedRequest) (*api.EmbedResponse, error)
 
@@ -119,7 +119,7 @@ func TestEmbedAllChunksAndBisects(t *testing.T) {
 		}
 		return out, nil
 	})
-	m := embed.NewModel(client, "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	m := ollama.NewEndpoint(fakeURL("fake"), ollama.Options{Model: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second, Embedder: client})
 	out, err := m.EmbedAll(context.Background(), []string{"a", "bb", "ccc", "bad", "eeeee", "ffffff"})
 	require.NoError(t, err)
 	// Chunk 1 (4 inputs) fails, halves [a bb] ok, [ccc bad] fails, [ccc] ok,
@@ -136,41 +136,36 @@ func TestEmbedAllChunksAndBisects(t *testing.T) {
 
 	// A server error is not the input's fault: nothing is bisected.
 	sizes = nil
-	down := embed.NewModel(fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
+	down := ollama.NewEndpoint(fakeURL("fake"), ollama.Options{Model: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second, Embedder: fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		sizes = append(sizes, 1)
 		return nil, api.StatusError{StatusCode: http.StatusInternalServerError, ErrorMessage: "oom"}
-	}), "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	})})
 	_, err = down.EmbedAll(context.Background(), []string{"a", "b"})
-	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorIs(t, err, ollama.ErrUnavailable)
 	require.Len(t, sizes, 1)
 
-	nan := embed.NewModel(fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
+	nan := ollama.NewEndpoint(fakeURL("fake"), ollama.Options{Model: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second, Embedder: fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		return &api.EmbedResponse{Embeddings: [][]float32{{float32(0) / float32(zero()), 1}}}, nil
-	}), "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	})})
 	_, err = nan.EmbedAll(context.Background(), []string{"a"})
-	require.ErrorIs(t, err, embed.ErrUnavailable)
+	require.ErrorIs(t, err, ollama.ErrUnavailable)
 	require.ErrorContains(t, err, "non-finite")
 
-	missing := embed.NewModel(fakeClient(func(*api.EmbedRequest) (*api.EmbedResponse, error) {
+	missing := ollama.NewEndpoint(fakeURL("fake"), ollama.Options{Model: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second, Embedder: fakeClient(func(*api.EmbedRequest) (*api.EmbedResponse, error) {
 		return nil, api.StatusError{StatusCode: http.StatusNotFound, ErrorMessage: `model "m" not found`}
-	}), "fake", embed.ModelOptions{Name: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second})
+	})})
 	_, err = missing.EmbedAll(context.Background(), []string{"a"})
-	require.True(t, errors.Is(err, embed.ErrModelNotFound))
+	require.True(t, errors.Is(err, ollama.ErrModelNotFound))
 }
 
 func zero() float32 { return 0 }
-
-func TestQueryInput(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, "Instruct: find things\nQuery: rust", embed.QueryInput("find things", "rust"))
-}
 
 // The fast embedder and Ollama's own client agree on replies and errors.
 func TestOllamaEmbedderMatchesOllamasClient(t *testing.T) {
 	t.Parallel()
 	_, client, ol := realModel(t, nil)
 	u, _ := url.Parse(ol.URL)
-	fast := embed.NewOllamaEmbedder(u, embed.NewHTTPClient())
+	fast := ollama.NewEmbedClient(u, ollama.NewHTTPClient())
 	req := &api.EmbedRequest{Model: ol.Model, Input: []string{"rust web", "garden"}}
 	want, err := client.Embed(context.Background(), req)
 	require.NoError(t, err)

@@ -1,4 +1,4 @@
-package embed
+package prompt
 
 import (
 	"testing"
@@ -25,4 +25,9 @@ func TestProjectText(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, ProjectText(tc.title, tc.desc, tc.tags), "%q %q %v", tc.title, tc.desc, tc.tags)
 	}
+}
+
+func TestQuery(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "Instruct: find things\nQuery: rust", Query("find things", "rust"))
 }

@@ -1,4 +1,4 @@
-package embed
+package vector
 
 import (
 	"encoding/binary"
@@ -17,7 +17,7 @@ const maxFloats = 1 << 30
 
 // AppendVector appends v as little-endian float32 (numpy "<f4", the layout
 // sqlite-vector and the WAYWO backend read).
-func AppendVector(dst []byte, v []float32) []byte {
+func Append(dst []byte, v []float32) []byte {
 	for _, f := range v {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
 	}
@@ -26,7 +26,7 @@ func AppendVector(dst []byte, v []float32) []byte {
 
 // DecodeVectors splits b into n vectors of dims float32 each. Every value must
 // be finite: a NaN would poison every similarity computed from it.
-func DecodeVectors(b []byte, n, dims int) ([][]float32, error) {
+func DecodeAll(b []byte, n, dims int) ([][]float32, error) {
 	if n < 0 || dims <= 0 || (n > 0 && dims > maxFloats/n) {
 		return nil, fmt.Errorf("%w: %d vectors of %d dimensions", ErrBadBlob, n, dims)
 	}
@@ -49,8 +49,8 @@ func DecodeVectors(b []byte, n, dims int) ([][]float32, error) {
 }
 
 // DecodeVector decodes one stored blob of dims float32 values.
-func DecodeVector(b []byte, dims int) ([]float32, error) {
-	vs, err := DecodeVectors(b, 1, dims)
+func Decode(b []byte, dims int) ([]float32, error) {
+	vs, err := DecodeAll(b, 1, dims)
 	if err != nil {
 		return nil, err
 	}
