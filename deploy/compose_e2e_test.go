@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // standIn is the tag deploy/e2e/provision.sh gives its local images.
@@ -103,7 +103,7 @@ func newCompose(t *testing.T) *compose {
 	require.NoError(t, os.Chmod(filepath.Join(dir, "models"), 0o755))
 	require.NoError(t, os.Chmod(dir, 0o755))
 
-	apiPort, natsPort, ollamaPort := systemtest.Port(t), systemtest.Port(t), systemtest.Port(t)
+	apiPort, natsPort, ollamaPort := proctest.Port(t), proctest.Port(t), proctest.Port(t)
 	override := fmt.Sprintf(`# Written by TestComposeEndToEnd: local stand-ins for the public images,
 # free loopback ports, Ollama published so the test can ask it directly.
 x-standins: &standins

@@ -143,7 +143,7 @@ func TestComposeRunsTheSystem(t *testing.T) {
 	store := regexp.MustCompile(`store_dir:\s*(\S+)`).FindSubmatch(natsConf)
 	require.NotNil(t, store)
 	requireVolumeAt(t, p, nats, string(store[1]))
-	require.Regexp(t, `(?m)^\s*sync_interval:\s*10s`, string(natsConf), "the sync policy chosen in queue.StoreSyncInterval")
+	require.Regexp(t, `(?m)^\s*sync_interval:\s*10s`, string(natsConf), "the sync policy chosen in broker.StoreSyncInterval")
 	requireVolumeAt(t, p, ollama, "/root/.ollama")
 
 	// Healthchecks, and the order they give: nats → api, ollama → model → worker.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // flaky serves handlers in turn, one per call, repeating the last.
@@ -130,7 +130,7 @@ func TestCallerDeadlineIsNotRetried(t *testing.T) {
 
 func TestUnreachableServiceIsRetriedThenReported(t *testing.T) {
 	t.Parallel()
-	addr := systemtest.Addr(t) // nothing listens there now
+	addr := proctest.Addr(t) // nothing listens there now
 	_, err := New("http://"+addr, fast()...).EmbedOne(context.Background(), "a")
 	require.ErrorContains(t, err, "3 attempts failed")
 	require.ErrorContains(t, err, "connection refused")

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/deadletter"
 )
 
 // looseSchema is a waywo_projects whose columns allow what the backend's
@@ -160,9 +160,9 @@ func TestBadInput(t *testing.T) {
 		// Not even a JetStream subject our stream takes: no one stores it.
 		require.NoError(t, nc.Publish("waywo.projects.changed.1.extra", nil))
 
-		var dls []queue.StoredDeadLetter
+		var dls []deadletter.Stored
 		require.Eventually(t, func() bool {
-			dls, err = queue.ListDeadLetters(context.Background(), js, "projects", 100)
+			dls, err = deadletter.List(context.Background(), js, "projects", 100)
 			return err == nil && len(dls) >= len(wantDead)
 		}, 60*time.Second, 20*time.Millisecond)
 		got := map[string]string{}

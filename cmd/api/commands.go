@@ -13,8 +13,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/projectsync"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/system"
 )
 
 // reindexCommand is `api reindex [--all]`: sync every missing or stale
@@ -33,16 +34,16 @@ func reindexCommand(ctx context.Context, cfg config.Config, log *zap.Logger, arg
 	if fs.NArg() > 0 {
 		return fmt.Errorf("reindex takes no arguments, got %q", fs.Args())
 	}
-	sys, err := start(ctx, cfg, log, true)
+	sys, err := system.Open(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = sys.close(log) }()
-	syncer, err := openSyncer(ctx, cfg, sys, log)
+	defer func() { _ = sys.Stop() }()
+	syncer, err := sys.OpenSyncer(ctx)
 	if err != nil {
 		return err
 	}
-	if err := sys.waitReady(ctx, time.Minute); err != nil {
+	if err := sys.WaitReady(ctx, time.Minute); err != nil {
 		return err
 	}
 	ids, err := syncer.Targets(ctx, *all)
@@ -86,22 +87,22 @@ func deadLettersCommand(ctx context.Context, cfg config.Config, log *zap.Logger,
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if k := queue.DeadLetterKind(*kind); k != "" && k != queue.KindJobs && k != queue.KindProjects {
+	if k := deadletter.Kind(*kind); k != "" && k != deadletter.KindJobs && k != deadletter.KindProjects {
 		return fmt.Errorf("--kind wants jobs or projects, got %q", *kind)
 	}
 	if action != "list" && action != "replay" {
 		return fmt.Errorf("deadletters wants list or replay, got %q", action)
 	}
 	cfg.Worker = "off" // reading dead letters needs no model
-	sys, err := start(ctx, cfg, log, true)
+	sys, err := system.Open(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = sys.close(log) }()
+	defer func() { _ = sys.Stop() }()
 	if action == "replay" {
-		*kind = string(queue.KindProjects)
+		*kind = string(deadletter.KindProjects)
 	}
-	dls, err := queue.ListDeadLetters(ctx, sys.js, queue.DeadLetterKind(*kind), *limit)
+	dls, err := deadletter.List(ctx, sys.JS, deadletter.Kind(*kind), *limit)
 	if err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func deadLettersCommand(ctx context.Context, cfg config.Config, log *zap.Logger,
 		fmt.Fprintf(out, "%d dead letters\n", len(dls))
 		return nil
 	}
-	replayed, err := queue.ReplayDeadLetters(ctx, sys.js, dls)
+	replayed, err := projectsync.Replay(ctx, sys.JS, dls)
 	fmt.Fprintf(out, "replayed %d project events; the running api syncs them\n", replayed)
 	return err
 }

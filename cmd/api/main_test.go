@@ -19,10 +19,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/queue"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
+	"github.com/waywo/embed/internal/system"
+	"github.com/waywo/embed/internal/wire"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
@@ -34,7 +36,7 @@ func startRun(t *testing.T, cfg config.Config) (base string, cancel func(), done
 	ctx, cancel := context.WithCancel(context.Background())
 	addrCh, errCh := make(chan string, 1), make(chan error, 1)
 	go func() {
-		errCh <- run(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
+		errCh <- system.RunAPI(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addrCh <- a })
 	}()
 	select {
 	case a := <-addrCh:
@@ -65,7 +67,7 @@ func waitHealthy(t *testing.T, base string, limit time.Duration) {
 func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 	t.Parallel()
 	ol := ollamatest.Shared(t)
-	natsAddr := systemtest.Addr(t)
+	natsAddr := proctest.Addr(t)
 	cfg, err := config.Load(func(k string) (string, bool) {
 		v, ok := map[string]string{
 			"EMBED_HTTP_ADDR":          "127.0.0.1:0",
@@ -119,7 +121,7 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 		got <- result{s, len(v)}
 	}()
 	require.Eventually(t, func() bool {
-		info, err := js.Consumer(context.Background(), queue.JobsStream, queue.WorkersConsumer)
+		info, err := js.Consumer(context.Background(), wire.JobsStream, wire.WorkersConsumer)
 		if err != nil {
 			return false
 		}
@@ -178,7 +180,7 @@ func TestSecondAPIOnOneDataDirRefusesToStart(t *testing.T) {
 		cfg, err := config.Load(func(k string) (string, bool) {
 			v, ok := map[string]string{
 				"EMBED_HTTP_ADDR":  "127.0.0.1:0",
-				"EMBED_NATS_ADDR":  systemtest.Addr(t),
+				"EMBED_NATS_ADDR":  proctest.Addr(t),
 				"EMBED_DATA_DIR":   dir,
 				"EMBED_SYNC":       "false",
 				"EMBED_WORKER":     "off",
@@ -196,15 +198,15 @@ func TestSecondAPIOnOneDataDirRefusesToStart(t *testing.T) {
 	second := load()
 	var err error
 	require.Eventually(t, func() bool {
-		err = run(context.Background(), second, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), nil)
-		return err != nil && errors.Is(err, queue.ErrDataDirInUse)
+		err = system.RunAPI(context.Background(), second, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), nil)
+		return err != nil && errors.Is(err, broker.ErrDataDirInUse)
 	}, 10*time.Second, 50*time.Millisecond, "the second api started on a held directory: %v", err)
 	require.ErrorContains(t, err, fmt.Sprintf("pid %d", os.Getpid()))
 	require.ErrorContains(t, err, first.NATSAddr)
 
 	cancel()
 	require.NoError(t, <-done)
-	sys, err := start(context.Background(), second, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), false)
+	sys, err := system.Open(context.Background(), second, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), false)
 	require.NoError(t, err, "free once the first has stopped")
-	require.NoError(t, sys.close(zap.NewNop()))
+	require.NoError(t, sys.Stop())
 }

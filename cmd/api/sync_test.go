@@ -22,7 +22,7 @@ import (
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 	"github.com/waywo/embed/internal/vector"
 )
 
@@ -32,7 +32,7 @@ func syncConfig(t *testing.T, extra map[string]string) (config.Config, string) {
 	dir := t.TempDir()
 	env := map[string]string{
 		"EMBED_HTTP_ADDR":          "127.0.0.1:0",
-		"EMBED_NATS_ADDR":          systemtest.Addr(t),
+		"EMBED_NATS_ADDR":          proctest.Addr(t),
 		"EMBED_DATA_DIR":           dir,
 		"WAYWO_DB":                 filepath.Join(dir, "waywo.db"),
 		"OLLAMA_HOST":              ol.URL,

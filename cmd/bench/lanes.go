@@ -18,8 +18,8 @@ import (
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/queue"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
+	"github.com/waywo/embed/internal/wire"
 )
 
 const (
@@ -126,7 +126,7 @@ func (b *bench) lanes() error {
 	}
 	with, without := runs[2], runs[3]
 	full := time.Duration(laneBatchSize) * lanePerInput
-	short := time.Duration(queue.BulkJobDocuments) * lanePerInput
+	short := time.Duration(wire.BulkJobDocuments) * lanePerInput
 	b.rep.Extra["lanes_full_bulk_batch_ms"], b.rep.Extra["lanes_short_bulk_batch_ms"] = ms(full), ms(short)
 	b.laneTargets = []target{
 		{Name: "lanes: query p99 during reindex - idle p99 (ms)", Value: ms(with.Queries.P99 - idle.Queries.P99),
@@ -165,11 +165,11 @@ type laneSys struct {
 // laneSystem starts an api (embedded NATS, no sync of its own) and one
 // worker on the stand-in backend.
 func (b *bench) laneSystem(dir, backend string, lanes bool) (*laneSys, error) {
-	httpAddr, err := systemtest.FreeAddr()
+	httpAddr, err := proctest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	natsAddr, err := systemtest.FreeAddr()
+	natsAddr, err := proctest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func (b *bench) laneSystem(dir, backend string, lanes bool) (*laneSys, error) {
 		api.Stop(20 * time.Second)
 		return nil, err
 	}
-	maddr, err := systemtest.FreeAddr()
+	maddr, err := proctest.FreeAddr()
 	if err != nil {
 		api.Stop(20 * time.Second)
 		return nil, err

@@ -26,16 +26,16 @@ import (
 	"time"
 
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 type row struct {
-	Group    string            `json:"group"`
-	Scenario string            `json:"scenario"`
-	Sample   sample            `json:"sample"`
-	API      *systemtest.Usage `json:"api,omitempty"`
-	Workers  *systemtest.Usage `json:"workers,omitempty"`
-	Ratio    float64           `json:"ratio,omitempty"`
+	Group    string          `json:"group"`
+	Scenario string          `json:"scenario"`
+	Sample   sample          `json:"sample"`
+	API      *proctest.Usage `json:"api,omitempty"`
+	Workers  *proctest.Usage `json:"workers,omitempty"`
+	Ratio    float64         `json:"ratio,omitempty"`
 }
 
 type report struct {
@@ -95,7 +95,7 @@ const (
 func run(ctx context.Context, d time.Duration, out string) error {
 	work := mkdir(out, "work")
 	fmt.Println("building api and worker…")
-	if err := systemtest.BuildBinaries(work); err != nil {
+	if err := proctest.BuildBinaries(work); err != nil {
 		return err
 	}
 	// One thread per Ollama: two Ollamas of llama.cpp's default threads on

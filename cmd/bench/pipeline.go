@@ -15,18 +15,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // pipelineRow starts an api (embedded NATS, no worker of its own) and one
 // worker process per backend list, drives it, and stops it.
 func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, model string, dims int, backends [][]string) (row, error) {
 	ctx, work, c := b.ctx, b.work, b.c
-	httpAddr, err := systemtest.FreeAddr()
+	httpAddr, err := proctest.FreeAddr()
 	if err != nil {
 		return row{}, err
 	}
-	natsAddr, err := systemtest.FreeAddr()
+	natsAddr, err := proctest.FreeAddr()
 	if err != nil {
 		return row{}, err
 	}
@@ -46,7 +46,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	var pprofAddrs []string // api first, then the first worker
 	if profile {
 		for range 2 {
-			a, err := systemtest.FreeAddr()
+			a, err := proctest.FreeAddr()
 			if err != nil {
 				return row{}, err
 			}
@@ -59,7 +59,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 		return row{}, err
 	}
 	defer api.Stop(20 * time.Second)
-	var workers []*systemtest.Process
+	var workers []*proctest.Process
 	defer func() {
 		for _, w := range workers {
 			w.Stop(20 * time.Second)
@@ -71,7 +71,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	}
 	var metricsAddrs []string
 	for i, hosts := range backends {
-		maddr, err := systemtest.FreeAddr()
+		maddr, err := proctest.FreeAddr()
 		if err != nil {
 			return row{}, err
 		}
@@ -99,7 +99,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 		return row{}, err
 	}
 	apiBefore := api.Usage()
-	var wBefore []systemtest.Usage
+	var wBefore []proctest.Usage
 	for _, w := range workers {
 		wBefore = append(wBefore, w.Usage())
 	}
@@ -123,13 +123,13 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 	stopSelf()
 	profiles.Wait()
 	apiAfter := api.Usage()
-	wu := systemtest.Usage{}
+	wu := proctest.Usage{}
 	for i, w := range workers {
 		u := w.Usage()
 		wu.CPUSeconds += u.CPUSeconds - wBefore[i].CPUSeconds
 		wu.PeakRSSMB = max(wu.PeakRSSMB, u.PeakRSSMB)
 	}
-	au := systemtest.Usage{CPUSeconds: apiAfter.CPUSeconds - apiBefore.CPUSeconds, PeakRSSMB: apiAfter.PeakRSSMB}
+	au := proctest.Usage{CPUSeconds: apiAfter.CPUSeconds - apiBefore.CPUSeconds, PeakRSSMB: apiAfter.PeakRSSMB}
 	for i, maddr := range metricsAddrs {
 		saveMetrics("http://"+maddr+"/metrics", filepath.Join(work, fmt.Sprintf("%s-worker-%d.metrics", name, i)))
 	}

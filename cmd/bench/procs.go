@@ -9,12 +9,12 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // startProc starts one of the built binaries in dir, its log beside it.
-func startProc(dir, bin, name string, env map[string]string) (*systemtest.Process, error) {
-	return systemtest.Start(systemtest.Spec{Name: name, Dir: dir, Bin: filepath.Join(dir, bin), Env: env})
+func startProc(dir, bin, name string, env map[string]string) (*proctest.Process, error) {
+	return proctest.Start(proctest.Spec{Name: name, Dir: dir, Bin: filepath.Join(dir, bin), Env: env})
 }
 
 // waitWorkers polls /health until it reports n ready workers.

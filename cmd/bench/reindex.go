@@ -21,8 +21,8 @@ import (
 
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
+	"github.com/waywo/embed/internal/proctest"
 	"github.com/waywo/embed/internal/prompt"
-	"github.com/waywo/embed/internal/systemtest"
 )
 
 // reindex runs `api reindex` as a process over 1,000 projects twice: cold,
@@ -42,7 +42,7 @@ func (b *bench) reindex() error {
 	counter := &callCounter{texts: texts}
 	proxy := counter.proxy(b.ollA)
 	defer proxy.Close()
-	natsAddr, err := systemtest.FreeAddr()
+	natsAddr, err := proctest.FreeAddr()
 	if err != nil {
 		return err
 	}

@@ -1,24 +1,12 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-
-	"github.com/waywo/embed/internal/config"
 )
-
-func TestRunNeedsNATSURL(t *testing.T) {
-	t.Parallel()
-	cfg, err := config.Load(func(string) (string, bool) { return "", false })
-	require.NoError(t, err)
-	err = run(context.Background(), cfg, zap.NewNop())
-	require.ErrorContains(t, err, "NATS_URL is required")
-}
 
 // The worker's image is static (CGO_ENABLED=0, distroless/static): nothing
 // it imports may need cgo. go-sqlite3 once came in through httpapi's

@@ -15,6 +15,8 @@ import (
 	"unicode"
 
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/broker"
 )
 
 // Config is everything the api and the worker can be told.
@@ -22,7 +24,7 @@ type Config struct {
 	HTTPAddr string // EMBED_HTTP_ADDR
 	NATSURL  string // NATS_URL; empty starts an embedded nats-server
 	NATSAddr string // EMBED_NATS_ADDR: where the embedded nats-server listens
-	NATSAuth NATSAuth
+	NATSAuth broker.Auth
 	APIKey   string // EMBED_API_KEY; never logged
 
 	OllamaHost   *url.URL   // OLLAMA_HOST
@@ -213,9 +215,9 @@ var settings = []setting{
 	{"WAYWO_DB", "./data/waywo.db", "the WAYWO SQLite file; created with the backend's waywo_projects schema when missing", str(func(c *Config) *string { return &c.DBPath }, nonEmpty)},
 	{"EMBED_RECONCILE_INTERVAL", "5m", "how often the api looks for projects whose embedding is missing or stale and queues them; 0 only at start", durationIn(func(c *Config) *time.Duration { return &c.ReconcileInterval }, 0, 7*24*time.Hour)},
 	{"EMBED_SYNC_BATCHES", "4", "project batches the sync keeps in flight (each up to EMBED_BATCH_SIZE projects)", intIn(func(c *Config) *int { return &c.SyncBatches }, 1, 256)},
-	{"EMBED_LOG_FORMAT", "json", "json or console", func(c *Config, v string) error {
-		if v != "json" && v != "console" {
-			return fmt.Errorf("want json or console, got %q", v)
+	{"EMBED_LOG_FORMAT", "auto", "auto (console on a terminal, JSON otherwise), json or console", func(c *Config, v string) error {
+		if v != "auto" && v != "json" && v != "console" {
+			return fmt.Errorf("want auto, json or console, got %q", v)
 		}
 		c.LogFormat = v
 		return nil
@@ -323,10 +325,4 @@ func Settings() []Setting {
 		out[i] = Setting{s.env, s.def, s.help}
 	}
 	return out
-}
-
-// NATSAuth is how to authenticate to NATS; secrets are never logged.
-type NATSAuth struct {
-	User, Password, Token, Creds string
-	TLSCA, TLSCert, TLSKey       string
 }

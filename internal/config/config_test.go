@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/waywo/embed/internal/broker"
 )
 
 func env(kv map[string]string) func(string) (string, bool) {
@@ -36,7 +38,7 @@ func TestLoadDefaults(t *testing.T) {
 	require.True(t, c.Truncate)
 	require.False(t, c.Pull)
 	require.NotEmpty(t, c.WorkerID)
-	require.Equal(t, "json", c.LogFormat)
+	require.Equal(t, "auto", c.LogFormat)
 }
 
 func TestLoadOverrides(t *testing.T) {
@@ -106,7 +108,7 @@ func TestLoadRejects(t *testing.T) {
 		{map[string]string{"EMBED_KEEP_ALIVE": "forever"}, "EMBED_KEEP_ALIVE"},
 		{map[string]string{"EMBED_PULL": "yes please"}, "want true or false"},
 		{map[string]string{"EMBED_WORKER": "maybe"}, "want auto, on or off"},
-		{map[string]string{"EMBED_LOG_FORMAT": "xml"}, "json or console"},
+		{map[string]string{"EMBED_LOG_FORMAT": "xml"}, "auto, json or console"},
 		{map[string]string{"EMBED_MODEL": " "}, "EMBED_MODEL"},
 		{map[string]string{"OLLAMA_HOST": "ftp://x"}, "unsupported scheme"},
 		{map[string]string{"OLLAMA_HOST": "x:99999"}, "invalid port"},
@@ -164,7 +166,7 @@ func TestSecuritySettings(t *testing.T) {
 	c, err := Load(env(map[string]string{"EMBED_API_KEY": "k3y-value", "NATS_USER": "u", "NATS_PASSWORD": "p4ss-value", "NATS_URL": "nats://n:4222"}))
 	require.NoError(t, err)
 	require.Equal(t, "k3y-value", c.APIKey)
-	require.Equal(t, NATSAuth{User: "u", Password: "p4ss-value"}, c.NATSAuth)
+	require.Equal(t, broker.Auth{User: "u", Password: "p4ss-value"}, c.NATSAuth)
 	for _, f := range c.LogFields() {
 		require.NotContains(t, f.String, "k3y-value")
 		require.NotContains(t, f.String, "p4ss-value")

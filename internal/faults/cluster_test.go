@@ -32,7 +32,7 @@ import (
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // binaries are built once per run: api, worker and nats-server.
@@ -49,7 +49,7 @@ func buildBinaries(t *testing.T) string {
 		if binaries.err != nil {
 			return
 		}
-		binaries.err = systemtest.BuildBinaries(binaries.dir, "api", "worker", "nats-server")
+		binaries.err = proctest.BuildBinaries(binaries.dir, "api", "worker", "nats-server")
 	})
 	require.NoError(t, binaries.err)
 	return binaries.dir
@@ -57,19 +57,19 @@ func buildBinaries(t *testing.T) string {
 
 // startProc starts bin (one of the built binaries, or an absolute path)
 // with a pipe for standard input; it is killed when the test ends.
-func startProc(t *testing.T, dir, bin, name string, env map[string]string, args ...string) *systemtest.Process {
+func startProc(t *testing.T, dir, bin, name string, env map[string]string, args ...string) *proctest.Process {
 	t.Helper()
 	if !filepath.IsAbs(bin) {
 		bin = filepath.Join(binaries.dir, bin)
 	}
-	p, err := systemtest.Start(systemtest.Spec{Name: name, Dir: dir, Bin: bin, Args: args, Env: env, Stdin: true})
+	p, err := proctest.Start(proctest.Spec{Name: name, Dir: dir, Bin: bin, Args: args, Env: env, Stdin: true})
 	require.NoError(t, err)
 	t.Cleanup(p.Kill)
 	return p
 }
 
 // exitCode waits for p to exit and returns its exit code.
-func exitCode(t *testing.T, p *systemtest.Process, limit time.Duration) int {
+func exitCode(t *testing.T, p *proctest.Process, limit time.Duration) int {
 	t.Helper()
 	code, err := p.Wait(limit)
 	require.NoError(t, err, p.Tail(3000))
@@ -85,12 +85,12 @@ type cluster struct {
 	opts     clusterOptions
 	natsPort int
 	natsConf string
-	nats     *systemtest.Process // the first of nodes
+	nats     *proctest.Process // the first of nodes
 	nodes    []natsNode
 	apiEnv   map[string]string
-	api      *systemtest.Process
+	api      *proctest.Process
 	apiURL   string
-	workers  []*systemtest.Process
+	workers  []*proctest.Process
 	dbPath   string
 	raw      *sql.DB // the backend's connection to the file
 	nc       *nats.Conn
@@ -114,7 +114,7 @@ type clusterOptions struct {
 type natsNode struct {
 	name, conf string
 	port       int
-	proc       *systemtest.Process
+	proc       *proctest.Process
 }
 
 func newCluster(t *testing.T, o clusterOptions) *cluster {
@@ -154,11 +154,11 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	routes := make([]int, o.natsNodes)
 	for i := range o.natsNodes {
-		n := natsNode{name: "faults", port: systemtest.Port(t), conf: filepath.Join(c.dir, "nats.conf")}
+		n := natsNode{name: "faults", port: proctest.Port(t), conf: filepath.Join(c.dir, "nats.conf")}
 		conf := fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\njetstream { store_dir: %q, sync_interval: 10s }\n",
 			n.port, n.name, filepath.Join(c.dir, "jetstream"))
 		if o.natsNodes > 1 {
-			routes[i] = systemtest.Port(t)
+			routes[i] = proctest.Port(t)
 			n.name = fmt.Sprintf("n%d", i+1)
 			n.conf = filepath.Join(c.dir, n.name+".conf")
 			conf = fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\njetstream { store_dir: %q, sync_interval: 10s }\n",
@@ -184,7 +184,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if len(c.nodes) > 0 {
 		c.natsPort, c.natsConf = c.nodes[0].port, c.nodes[0].conf
 	} else {
-		c.natsPort = systemtest.Port(t) // the api's embedded server
+		c.natsPort = proctest.Port(t) // the api's embedded server
 	}
 	for i := range c.nodes {
 		c.startNode(i)
@@ -218,7 +218,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		"NATS_URL": natsURL, "EMBED_MODEL": ol.Model, "EMBED_DIMENSIONS": strconv.Itoa(ol.Dims),
 		"EMBED_HEARTBEAT_INTERVAL": "200ms", "EMBED_LOG_LEVEL": "info",
 	}
-	httpPort := systemtest.Port(t)
+	httpPort := proctest.Port(t)
 	c.apiURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	c.apiEnv = map[string]string{
 		"EMBED_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", httpPort), "EMBED_DATA_DIR": filepath.Join(c.dir, "api-data"),
@@ -251,7 +251,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	for i := 1; i <= 2; i++ {
 		env := map[string]string{
 			"OLLAMA_HOST": o.ollamaURL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i), "EMBED_BATCH_SIZE": "8",
-			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", systemtest.Port(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
+			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", proctest.Port(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
 			"EMBED_MODEL_TIMEOUT": "30s",
 		}
 		for k, v := range common {
@@ -269,7 +269,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	c.waitHealthy(60 * time.Second)
 	t.Cleanup(func() {
 		if t.Failed() {
-			procs := []*systemtest.Process{c.api}
+			procs := []*proctest.Process{c.api}
 			for _, n := range c.nodes {
 				procs = append(procs, n.proc)
 			}

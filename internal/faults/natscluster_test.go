@@ -12,7 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/dispatch"
+	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // streamInfo reads a stream's info within a second.
@@ -51,15 +55,15 @@ func logLines(path string) int {
 // sync-status still answers; everything resumes when they return.
 func natsClusterFaults(t *testing.T) {
 	c := newCluster(t, clusterOptions{natsNodes: 3})
-	for _, name := range []string{queue.JobsStream, queue.ProjectsStream, queue.DeadLetterStream} {
+	for _, name := range []string{wire.JobsStream, projectsync.ProjectsStream, deadletter.Stream} {
 		info, err := c.streamInfo(name)
 		require.NoError(t, err)
 		require.Equal(t, 3, info.Config.Replicas, "%s replicas", name)
 	}
 	// An api told 1 replica does not lower an existing stream's 3.
-	_, err := queue.EnsureJobsStream(context.Background(), c.js, queue.LaneInteractive, queue.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30}, queue.Placement{Replicas: 1})
+	_, err := dispatch.EnsureJobsStream(context.Background(), c.js, wire.LaneInteractive, wire.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30}, broker.Placement{Replicas: 1})
 	require.NoError(t, err)
-	info, err := c.streamInfo(queue.JobsStream)
+	info, err := c.streamInfo(wire.JobsStream)
 	require.NoError(t, err)
 	require.Equal(t, 3, info.Config.Replicas)
 
@@ -74,13 +78,13 @@ func natsClusterFaults(t *testing.T) {
 	killed := time.Now()
 	var elected time.Duration
 	require.Eventually(t, func() bool {
-		info, err := c.streamInfo(queue.JobsStream)
+		info, err := c.streamInfo(wire.JobsStream)
 		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != leader {
 			elected = time.Since(killed)
 			return true
 		}
 		return false
-	}, 30*time.Second, 20*time.Millisecond, "a new leader of %s", queue.JobsStream)
+	}, 30*time.Second, 20*time.Millisecond, "a new leader of %s", wire.JobsStream)
 	okAt := ty.ok.Load()
 	require.Eventually(t, func() bool { return ty.ok.Load() > okAt }, 30*time.Second, 5*time.Millisecond, "/embed serves again")
 	served := time.Since(killed)

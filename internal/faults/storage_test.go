@@ -21,7 +21,7 @@ import (
 
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // 8. The disk under the api's embedded JetStream store fills up under
@@ -31,15 +31,15 @@ import (
 // refuses to start, naming it.
 func fullDisk(t *testing.T) {
 	buildBinaries(t)
-	small := systemtest.SmallDisk(t, "16m")
+	small := proctest.SmallDisk(t, "16m")
 	p := startProc(t, t.TempDir(), "api", "api-too-small", map[string]string{
-		"EMBED_HTTP_ADDR": systemtest.Addr(t), "EMBED_NATS_ADDR": systemtest.Addr(t), "EMBED_DATA_DIR": small,
+		"EMBED_HTTP_ADDR": proctest.Addr(t), "EMBED_NATS_ADDR": proctest.Addr(t), "EMBED_DATA_DIR": small,
 		"EMBED_SYNC": "false", "EMBED_WORKER": "off", "EMBED_STREAM_MAX_BYTES": "1073741824",
 	})
 	require.Equal(t, 1, exitCode(t, p, 60*time.Second))
 	require.Contains(t, p.Tail(3000), "EMBED_STREAM_MAX_BYTES=1073741824")
 
-	store := systemtest.SmallDisk(t, "64m")
+	store := proctest.SmallDisk(t, "64m")
 	c := newCluster(t, clusterOptions{embeddedStore: store, apiEnv: map[string]string{"EMBED_STREAM_MAX_BYTES": "16777216"}})
 	ctx, stop := context.WithCancel(context.Background())
 	ty, waitTraffic := c.traffic(ctx, 3)
@@ -47,7 +47,7 @@ func fullDisk(t *testing.T) {
 	require.Eventually(t, func() bool { return ty.ok.Load() > 5 && ev.sent.Load() > 5 }, 30*time.Second, 10*time.Millisecond)
 
 	filled := time.Now()
-	filler := systemtest.Fill(t, store)
+	filler := proctest.Fill(t, store)
 	var reason string
 	require.Eventually(t, func() bool {
 		var s int

@@ -75,7 +75,7 @@ func appendFloats(buf []byte, v []float32) []byte {
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	h := embedclient.Health{Status: "healthy", Model: s.opts.Model, Dimensions: s.opts.Dims}
+	h := embedclient.Health{Model: s.opts.Model, Dimensions: s.opts.Dims}
 	if err := s.opts.Broker(); err != nil {
 		h.Reason = "NATS: " + err.Error()
 	} else if h.Workers, h.Reason = s.ready.Ready(); h.Workers > 0 {
@@ -84,12 +84,40 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if fp, ok := s.fingerprint(); ok {
 		h.ModelDigest, h.OllamaVersion = fp.Digest, fp.OllamaVersion
 	}
-	status := http.StatusOK
 	if !h.ModelLoaded {
-		h.Status, status = "unhealthy", http.StatusServiceUnavailable
 		s.log.Debug("unhealthy", zap.String("reason", h.Reason))
 	}
+	writeHealth(w, h)
+}
+
+// writeHealth writes the one health document, the api's and a worker's:
+// 200 "healthy" when it can embed now (ModelLoaded), 503 "unhealthy" with
+// the reason otherwise.
+func writeHealth(w http.ResponseWriter, h embedclient.Health) {
+	status := http.StatusOK
+	h.Status = "healthy"
+	if !h.ModelLoaded {
+		h.Status, status = "unhealthy", http.StatusServiceUnavailable
+	}
 	writeJSON(w, status, h)
+}
+
+// WorkerHandler serves a standalone worker's GET /metrics and GET /health:
+// the health document of the model and dimensions it serves, 200 while
+// ready says the worker can embed (for container healthchecks).
+func WorkerHandler(metrics http.Handler, model string, dims int, ready func() (bool, string)) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		h := embedclient.Health{Model: model, Dimensions: dims}
+		if ok, reason := ready(); ok {
+			h.ModelLoaded, h.Workers = true, 1
+		} else {
+			h.Reason = reason
+		}
+		writeHealth(w, h)
+	})
+	return mux
 }
 
 func (s *Server) fingerprint() (vector.Fingerprint, bool) {

@@ -13,15 +13,15 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/dispatch"
 )
 
 func TestAPIKey(t *testing.T) {
 	t.Parallel()
 	const key = "s3cret-key"
 	core, logs := observer.New(zap.DebugLevel)
-	emb := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
-		return queue.Result{Vectors: [][]float32{{1, 0}}}, nil
+	emb := fakeQueue(func(_ context.Context, req dispatch.Request) (dispatch.Result, error) {
+		return dispatch.Result{Vectors: [][]float32{{1, 0}}}, nil
 	})
 	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
 		Broker: func() error { return nil }, APIKey: key,
@@ -67,8 +67,8 @@ func TestAPIKey(t *testing.T) {
 
 func TestNoAPIKeyMeansOpen(t *testing.T) {
 	t.Parallel()
-	emb := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
-		return queue.Result{Vectors: [][]float32{{1, 0}}}, nil
+	emb := fakeQueue(func(_ context.Context, req dispatch.Request) (dispatch.Result, error) {
+		return dispatch.Result{Vectors: [][]float32{{1, 0}}}, nil
 	})
 	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
 		Broker: func() error { return nil }}, zap.NewNop())

@@ -5,16 +5,17 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/waywo/embed/internal/ollama"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/dispatch"
+	"github.com/waywo/embed/internal/wire"
 )
-
-// errNoWorker means no live worker can embed now.
-var errNoWorker = errors.New("no worker can serve")
 
 // ErrUnavailable is a part of the api that cannot serve now (503), such as
 // a project sync whose database cannot be opened.
 var ErrUnavailable = errors.New("unavailable")
+
+// errNoWorker means no live worker can embed now.
+var errNoWorker = errors.New("no worker can serve")
 
 // statusOf maps every error the handlers meet to an HTTP status and a short
 // code. It is the only place that does.
@@ -36,15 +37,15 @@ func statusOf(err error) (int, string) {
 			return re.status, "unauthorized"
 		}
 		return re.status, "bad_request"
-	case errors.Is(err, queue.ErrTooLarge):
+	case errors.Is(err, dispatch.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
-	case errors.Is(err, ollama.ErrRejected):
+	case errors.Is(err, wire.ErrRejected):
 		return http.StatusBadRequest, "rejected_by_model"
-	case errors.Is(err, queue.ErrQueueFull):
+	case errors.Is(err, broker.ErrStreamFull):
 		return http.StatusTooManyRequests, "queue_full"
-	case errors.Is(err, errNoWorker), errors.Is(err, ollama.ErrUnavailable), errors.Is(err, ollama.ErrModelNotFound), errors.Is(err, queue.ErrQueue), errors.Is(err, ErrUnavailable):
+	case errors.Is(err, errNoWorker), errors.Is(err, wire.ErrUnavailable), errors.Is(err, broker.ErrUnavailable), errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, queue.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, dispatch.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "timeout"
 	case errors.Is(err, context.Canceled):
 		return 499, "client_closed_request" // nginx's code; the client is gone anyway

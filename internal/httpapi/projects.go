@@ -8,7 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/embedclient"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/wire"
 )
 
 var errSyncOff = &requestError{http.StatusNotFound, "project sync is off in this api (EMBED_SYNC=false)"}
@@ -21,7 +21,7 @@ func (s *Server) handleProjectChanged(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errSyncOff)
 		return
 	}
-	id, err := queue.ParseProjectID(r.PathValue("id"))
+	id, err := wire.ParseProjectID(r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, badRequest("%v", err))
 		return

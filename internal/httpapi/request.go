@@ -11,7 +11,7 @@ import (
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/prompt"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Limits bound what one request may ask for.
@@ -57,7 +57,7 @@ func decodeEmbedRequest(body []byte, l Limits) (embedclient.EmbedRequest, error)
 		if err := json.Unmarshal(p, &req.Priority); err != nil {
 			return embedclient.EmbedRequest{}, badRequest("priority must be \"interactive\" or \"bulk\", got %s", truncateBytes(p, 40))
 		}
-		if _, err := queue.ParseLane(req.Priority); err != nil {
+		if _, err := wire.ParseLane(req.Priority); err != nil {
 			return embedclient.EmbedRequest{}, badRequest("%v", err)
 		}
 	}
@@ -132,12 +132,12 @@ const HeaderPriority = "X-Priority"
 
 // lane is the request's lane: the body's priority when given, else the
 // X-Priority header's, else interactive.
-func lane(r *http.Request, body string) (queue.Lane, error) {
+func lane(r *http.Request, body string) (wire.Lane, error) {
 	p := body
 	if p == "" {
 		p = strings.TrimSpace(strings.ToLower(r.Header.Get(HeaderPriority)))
 	}
-	l, err := queue.ParseLane(p)
+	l, err := wire.ParseLane(p)
 	if err != nil {
 		return "", badRequest("%v (the %s header or the \"priority\" field)", err, HeaderPriority)
 	}
@@ -148,10 +148,10 @@ func lane(r *http.Request, body string) (queue.Lane, error) {
 func decodeInputType(raw json.RawMessage) (string, error) {
 	it := bytes.TrimSpace(raw)
 	if len(it) == 0 || string(it) == "null" {
-		return queue.InputDocument, nil
+		return wire.InputDocument, nil
 	}
 	var s string
-	if err := json.Unmarshal(it, &s); err != nil || (s != queue.InputDocument && s != queue.InputQuery) {
+	if err := json.Unmarshal(it, &s); err != nil || (s != wire.InputDocument && s != wire.InputQuery) {
 		return "", badRequest("input_type must be \"document\" or \"query\", got %s", truncateBytes(it, 40))
 	}
 	return s, nil

@@ -21,9 +21,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/ollama"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
 var testLimits = Limits{MaxDocuments: 4, MaxDocumentBytes: 32, MaxBodyBytes: 1024}
@@ -89,7 +90,7 @@ func TestDecodeEmbedRequestKeysAreExact(t *testing.T) {
 	req, err := decodeEmbedRequest([]byte(`{"documents":["a"],"DOCUMENTS":["b","c"],"Input_Type":"passage"}`), testLimits)
 	require.NoError(t, err)
 	require.Equal(t, []string{"a"}, req.Documents)
-	require.Equal(t, queue.InputDocument, req.InputType)
+	require.Equal(t, wire.InputDocument, req.InputType)
 	_, err = decodeOpenAIRequest([]byte(`{"Input":"a"}`), "m", 2, testLimits)
 	require.ErrorContains(t, err, "input")
 }
@@ -127,9 +128,9 @@ func TestAppendEmbeddingsIsValidJSONThatRoundTrips(t *testing.T) {
 }
 
 // fakeQueue answers from a function, for refusals that need no queue.
-type fakeQueue func(ctx context.Context, req queue.Request) (queue.Result, error)
+type fakeQueue func(ctx context.Context, req dispatch.Request) (dispatch.Result, error)
 
-func (f fakeQueue) Embed(ctx context.Context, req queue.Request) (queue.Result, error) {
+func (f fakeQueue) Embed(ctx context.Context, req dispatch.Request) (dispatch.Result, error) {
 	return f(ctx, req)
 }
 
@@ -149,15 +150,15 @@ func TestHTTPStatuses(t *testing.T) {
 		t.Cleanup(srv.Close)
 		return srv
 	}
-	ok := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
+	ok := fakeQueue(func(_ context.Context, req dispatch.Request) (dispatch.Result, error) {
 		out := make([][]float32, len(req.Documents))
 		for i := range out {
 			out[i] = []float32{float32(i), 1}
 		}
-		return queue.Result{Vectors: out}, nil
+		return dispatch.Result{Vectors: out}, nil
 	})
 	failWith := func(err error) fakeQueue {
-		return func(context.Context, queue.Request) (queue.Result, error) { return queue.Result{}, err }
+		return func(context.Context, dispatch.Request) (dispatch.Result, error) { return dispatch.Result{}, err }
 	}
 	ready := fixedReadiness{n: 1}
 
@@ -177,10 +178,10 @@ func TestHTTPStatuses(t *testing.T) {
 		{"FormContentType", ok, ready, "application/x-www-form-urlencoded", `{"documents":["a"]}`, 415, "unsupported_media_type"},
 		{"BodyTooLarge", ok, ready, "application/json", `{"documents":["` + strings.Repeat("a", 2000) + `"]}`, 413, "too_large"},
 		{"NoWorker", ok, fixedReadiness{reason: "no live worker"}, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
-		{"QueueFull", failWith(queue.ErrQueueFull), ready, "application/json", `{"documents":["a"]}`, 429, "queue_full"},
-		{"Timeout", failWith(queue.ErrTimeout), ready, "application/json", `{"documents":["a"]}`, 504, "timeout"},
-		{"ModelDown", failWith(ollama.ErrUnavailable), ready, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
-		{"Rejected", failWith(&queue.DocumentError{Index: 3, Err: &queue.ReplyError{Code: queue.StatusRejected, Message: "too long", Index: -1}}), ready, "application/json", `{"documents":["a"]}`, 400, "rejected_by_model"},
+		{"QueueFull", failWith(broker.ErrStreamFull), ready, "application/json", `{"documents":["a"]}`, 429, "queue_full"},
+		{"Timeout", failWith(dispatch.ErrTimeout), ready, "application/json", `{"documents":["a"]}`, 504, "timeout"},
+		{"ModelDown", failWith(wire.ErrUnavailable), ready, "application/json", `{"documents":["a"]}`, 503, "unavailable"},
+		{"Rejected", failWith(&dispatch.DocumentError{Index: 3, Err: &wire.ReplyError{Code: wire.StatusRejected, Message: "too long", Index: -1}}), ready, "application/json", `{"documents":["a"]}`, 400, "rejected_by_model"},
 		{"Unexpected", failWith(errors.New("boom")), ready, "application/json", `{"documents":["a"]}`, 500, "internal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,8 +246,8 @@ func TestHTTPStatuses(t *testing.T) {
 
 func TestEmbedAnswersBinaryWhenAsked(t *testing.T) {
 	t.Parallel()
-	emb := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
-		return queue.Result{Vectors: [][]float32{{1, -0.5}, {0.25, 2}}}, nil
+	emb := fakeQueue(func(_ context.Context, req dispatch.Request) (dispatch.Result, error) {
+		return dispatch.Result{Vectors: [][]float32{{1, -0.5}, {0.25, 2}}}, nil
 	})
 	s := New(emb, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
 		Broker: func() error { return nil }}, zap.NewNop())
@@ -304,8 +305,8 @@ func (c *chunkRecorder) Write(p []byte) (int, error) {
 // before the body is sent, when the client waits for 100 Continue.
 func TestBodyEncodingAndSize(t *testing.T) {
 	t.Parallel()
-	s := New(fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
-		return queue.Result{Vectors: [][]float32{{1, 0}}}, nil
+	s := New(fakeQueue(func(_ context.Context, req dispatch.Request) (dispatch.Result, error) {
+		return dispatch.Result{Vectors: [][]float32{{1, 0}}}, nil
 	}), fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second,
 		Broker: func() error { return nil }}, zap.NewNop())
 	srv := httptest.NewServer(s)
@@ -361,33 +362,33 @@ func TestBodyEncodingAndSize(t *testing.T) {
 func TestPriorityChoosesTheLane(t *testing.T) {
 	t.Parallel()
 	var got atomic.Value
-	q := fakeQueue(func(_ context.Context, req queue.Request) (queue.Result, error) {
+	q := fakeQueue(func(_ context.Context, req dispatch.Request) (dispatch.Result, error) {
 		got.Store(req.Lane)
 		out := make([][]float32, len(req.Documents))
 		for i := range out {
 			out[i] = []float32{1, 0}
 		}
-		return queue.Result{Vectors: out}, nil
+		return dispatch.Result{Vectors: out}, nil
 	})
 	srv := httptest.NewServer(New(q, fixedReadiness{n: 1}, Options{Model: "m", Dims: 2, Limits: testLimits, RequestTimeout: time.Second}, zap.NewNop()))
 	t.Cleanup(srv.Close)
 	for _, tc := range []struct {
 		name, path, header, body string
 		status                   int
-		lane                     queue.Lane
+		lane                     wire.Lane
 	}{
-		{"EmbedDefault", "/embed", "", `{"documents":["a"]}`, 200, queue.LaneInteractive},
-		{"EmbedField", "/embed", "", `{"documents":["a"],"priority":"bulk"}`, 200, queue.LaneBulk},
-		{"EmbedHeader", "/embed", "bulk", `{"documents":["a"]}`, 200, queue.LaneBulk},
-		{"EmbedFieldWins", "/embed", "bulk", `{"documents":["a"],"priority":"interactive"}`, 200, queue.LaneInteractive},
+		{"EmbedDefault", "/embed", "", `{"documents":["a"]}`, 200, wire.LaneInteractive},
+		{"EmbedField", "/embed", "", `{"documents":["a"],"priority":"bulk"}`, 200, wire.LaneBulk},
+		{"EmbedHeader", "/embed", "bulk", `{"documents":["a"]}`, 200, wire.LaneBulk},
+		{"EmbedFieldWins", "/embed", "bulk", `{"documents":["a"],"priority":"interactive"}`, 200, wire.LaneInteractive},
 		{"EmbedUnknown", "/embed", "", `{"documents":["a"],"priority":"urgent"}`, 400, ""},
 		{"EmbedNotString", "/embed", "", `{"documents":["a"],"priority":1}`, 400, ""},
-		{"OpenAIDefault", "/v1/embeddings", "", `{"input":"a"}`, 200, queue.LaneInteractive},
-		{"OpenAIHeader", "/v1/embeddings", "Bulk", `{"input":"a"}`, 200, queue.LaneBulk},
+		{"OpenAIDefault", "/v1/embeddings", "", `{"input":"a"}`, 200, wire.LaneInteractive},
+		{"OpenAIHeader", "/v1/embeddings", "Bulk", `{"input":"a"}`, 200, wire.LaneBulk},
 		{"OpenAIUnknown", "/v1/embeddings", "high", `{"input":"a"}`, 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got.Store(queue.Lane(""))
+			got.Store(wire.Lane(""))
 			req, err := http.NewRequest(http.MethodPost, srv.URL+tc.path, strings.NewReader(tc.body))
 			require.NoError(t, err)
 			if tc.header != "" {

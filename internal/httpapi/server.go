@@ -21,18 +21,19 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/embedclient"
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/metrics"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
-// Queue turns documents into vectors through the job queue; *queue.Client is one.
+// Queue turns documents into vectors through the job queue; *dispatch.Client is one.
 type Queue interface {
-	Embed(ctx context.Context, req queue.Request) (queue.Result, error)
+	Embed(ctx context.Context, req dispatch.Request) (dispatch.Result, error)
 }
 
 // Readiness says how many workers can embed now and, if none, why;
-// *queue.Liveness is one.
+// *dispatch.Liveness is one.
 type Readiness interface {
 	Ready() (int, string)
 }
@@ -269,16 +270,16 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 }
 
 type embedResult struct {
-	queue.Result
+	dispatch.Result
 	cached int
 }
 
 // embedDocs answers each distinct text once: from the cache when it can,
 // the rest through the queue in one request. Repeats within the request
 // share one model input.
-func (s *Server) embedDocs(r *http.Request, inputType string, lane queue.Lane, docs []string) (embedResult, error) {
+func (s *Server) embedDocs(r *http.Request, inputType string, lane wire.Lane, docs []string) (embedResult, error) {
 	s.opts.Metrics.Documents(inputType, len(docs))
-	out := embedResult{Result: queue.Result{Vectors: make([][]float32, len(docs))}}
+	out := embedResult{Result: dispatch.Result{Vectors: make([][]float32, len(docs))}}
 	slot := make(map[string]int, len(docs)) // text -> index into missing
 	var missing []string
 	var first []int // first document index of each missing text
@@ -305,11 +306,11 @@ func (s *Server) embedDocs(r *http.Request, inputType string, lane queue.Lane, d
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
-	res, err := s.queue.Embed(ctx, queue.Request{ID: requestID(r), InputType: inputType, Lane: lane, Documents: missing})
+	res, err := s.queue.Embed(ctx, dispatch.Request{ID: requestID(r), InputType: inputType, Lane: lane, Documents: missing})
 	if err != nil {
-		var de *queue.DocumentError
+		var de *dispatch.DocumentError
 		if errors.As(err, &de) && de.Index >= 0 && de.Index < len(first) {
-			err = &queue.DocumentError{Index: first[de.Index], Err: de.Err}
+			err = &dispatch.DocumentError{Index: first[de.Index], Err: de.Err}
 		}
 		return out, err
 	}

@@ -18,12 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -71,7 +72,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	apiMetrics := metrics.NewAPI(promReg, func() (int, int) {
 		n, _ := sys.Workers.Ready()
 		return len(sys.Workers.Live()), n
-	}, func(l queue.Lane) (queue.Stats, error) { return queue.ReadStats(context.Background(), sys.JS, l) })
+	}, func(l wire.Lane) (dispatch.Stats, error) { return dispatch.ReadStats(context.Background(), sys.JS, l) })
 	srv := httptest.NewServer(httpapi.New(sys.Client, ready, httpapi.Options{
 		Model: ol.Model, Dims: ol.Dims, Limits: o.limits, RequestTimeout: o.requestTimeout,
 		Broker:      func() error { return nil },
@@ -198,7 +199,7 @@ func (alwaysReady) Ready() (int, string) { return 1, "" }
 func (b *bundle) waitQueued(n uint64) {
 	b.t.Helper()
 	require.Eventually(b.t, func() bool {
-		s, err := b.JS.Stream(context.Background(), queue.JobsStream)
+		s, err := b.JS.Stream(context.Background(), wire.JobsStream)
 		if err != nil {
 			return false
 		}

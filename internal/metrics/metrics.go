@@ -12,8 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/ollama"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -39,7 +40,7 @@ type API struct {
 type Workers func() (live, ready int)
 
 // NewAPI registers the api's series on reg.
-func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func(queue.Lane) (queue.Stats, error)) *API {
+func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func(wire.Lane) (dispatch.Stats, error)) *API {
 	m := &API{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "http", Name: "requests_total",
@@ -109,7 +110,7 @@ func (m *API) Error(kind string) {
 }
 
 type queueCollector struct {
-	stats func(queue.Lane) (queue.Stats, error)
+	stats func(wire.Lane) (dispatch.Stats, error)
 }
 
 var (
@@ -128,7 +129,7 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, l := range queue.Lanes {
+	for _, l := range wire.Lanes {
 		s, err := c.stats(l)
 		if err != nil {
 			ch <- prometheus.MustNewConstMetric(queueUp, prometheus.GaugeValue, 0, string(l))
@@ -220,8 +221,8 @@ func (m *Worker) Batch(b worker.BatchInfo) {
 	m.batchJobs.Observe(float64(b.Jobs))
 	m.flushes.WithLabelValues(string(b.Reason)).Inc()
 	m.batchTime.Observe(b.Took.Seconds())
-	m.laneDocs.WithLabelValues(string(queue.LaneInteractive)).Add(float64(b.Documents - b.BulkDocuments))
-	m.laneDocs.WithLabelValues(string(queue.LaneBulk)).Add(float64(b.BulkDocuments))
+	m.laneDocs.WithLabelValues(string(wire.LaneInteractive)).Add(float64(b.Documents - b.BulkDocuments))
+	m.laneDocs.WithLabelValues(string(wire.LaneBulk)).Add(float64(b.BulkDocuments))
 	for _, w := range b.Waits {
 		m.laneWait.WithLabelValues(string(w.Lane)).Observe(w.Wait.Seconds())
 	}

@@ -9,8 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/ollama"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -46,7 +47,7 @@ func TestWorkerCounts(t *testing.T) {
 func TestQueueCollectorReportsDown(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	NewAPI(reg, func() (int, int) { return 2, 1 }, func(queue.Lane) (queue.Stats, error) { return queue.Stats{}, errors.New("no stream") })
+	NewAPI(reg, func() (int, int) { return 2, 1 }, func(wire.Lane) (dispatch.Stats, error) { return dispatch.Stats{}, errors.New("no stream") })
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
 	got := map[string]float64{}

@@ -25,7 +25,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/waywo/embed/internal/systemtest"
+	"github.com/waywo/embed/internal/proctest"
 )
 
 // Version is the Ollama release the tests build and run. Later releases
@@ -92,7 +92,7 @@ type Server struct {
 	dir  string
 	port int
 	mu   sync.Mutex
-	proc *systemtest.Process // nil while stopped
+	proc *proctest.Process // nil while stopped
 }
 
 // Unavailable ends a test that needs Ollama when none can be had: a failure
@@ -222,7 +222,7 @@ func (s *Server) Restart() error {
 
 // launch starts `ollama serve` on a free port and waits until it answers.
 func (s *Server) launch() error {
-	port, err := systemtest.FreePort()
+	port, err := proctest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (s *Server) launchOn(port int) error {
 	s.URL = "http://127.0.0.1:" + strconv.Itoa(port)
 	// Its own process group, so Stop also ends the runner it spawns; and
 	// killed with the test binary if that dies first.
-	p, err := systemtest.Start(systemtest.Spec{Name: "serve", Dir: s.dir, Bin: s.bin, Args: []string{"serve"}, Env: s.env(), Group: true})
+	p, err := proctest.Start(proctest.Spec{Name: "serve", Dir: s.dir, Bin: s.bin, Args: []string{"serve"}, Env: s.env(), Group: true})
 	if err != nil {
 		return fmt.Errorf("start ollama serve: %w", err)
 	}

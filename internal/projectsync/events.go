@@ -12,15 +12,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Consumer turns project-changed events into syncs.
 type Consumer struct {
 	Syncer   *Syncer
 	Consumer jetstream.Consumer
-	JS       jetstream.JetStream
+	// DeadLetters records events that fail for good or run out of attempts.
+	DeadLetters *deadletter.Writer
 	// Ready says a worker can take jobs now. While none can, events stay
 	// in the stream rather than burn their attempts.
 	Ready      func() bool
@@ -54,7 +57,7 @@ func (c *Consumer) Run(ctx context.Context) {
 }
 
 func (c *Consumer) loop(ctx context.Context) {
-	outage := &queue.Outage{What: "fetching project events", Log: c.Log}
+	outage := &broker.Outage{What: "fetching project events", Log: c.Log}
 	if c.Observer != nil {
 		outage.Counted = c.Observer.FetchFailed
 	}
@@ -111,7 +114,7 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 	byID := make(map[int64][]jetstream.Msg, len(msgs))
 	var ids []int64
 	for _, m := range msgs {
-		id, err := queue.ProjectIDFromSubject(m.Subject())
+		id, err := wire.ProjectIDFromSubject(m.Subject())
 		if err != nil {
 			c.Log.Warn("bad project event; dead-lettered", zap.String("subject", m.Subject()), zap.Int("bytes", len(m.Data())), zap.Error(err))
 			c.deadLetter(ctx, m, 0, "bad event: "+err.Error())
@@ -217,7 +220,7 @@ func (s *summary) flushLocked() {
 }
 
 func (c *Consumer) settle(ctx context.Context, m jetstream.Msg, id int64, r Result) {
-	log := c.Log.With(zap.Int64("project_id", id), zap.String("origin", m.Headers().Get(queue.HeaderOrigin)))
+	log := c.Log.With(zap.Int64("project_id", id), zap.String("origin", m.Headers().Get(HeaderOrigin)))
 	switch r.Outcome {
 	case Embedded, Unchanged:
 		_ = m.Ack()
@@ -246,47 +249,26 @@ func (c *Consumer) settle(ctx context.Context, m jetstream.Msg, id int64, r Resu
 			_ = m.Term()
 			return
 		}
-		delay := retryDelay(delivered)
+		delay := retryDelay.Delay(int(delivered))
 		log.Warn("project sync failed; retrying", zap.String("reason", r.Reason), zap.Uint64("attempt", delivered), zap.Duration("delay", delay))
 		_ = m.NakWithDelay(delay)
 	}
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, id int64, reason string) {
-	var delivered uint64
-	if md, err := m.Metadata(); err == nil {
-		delivered = md.NumDelivered
-	}
-	h := nats.Header{}
-	for k, v := range m.Headers() {
-		h[k] = v
-	}
+	var extra nats.Header
 	if id > 0 {
-		h.Set(queue.HeaderProjectID, strconv.FormatInt(id, 10))
+		extra = nats.Header{HeaderProjectID: []string{strconv.FormatInt(id, 10)}}
 	}
 	if c.Observer != nil {
 		c.Observer.DeadLettered()
 	}
-	err := queue.PublishDeadLetter(ctx, c.JS, queue.DeadLetter{
-		Kind: queue.KindProjects, Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: h, Payload: m.Data(),
-	}, c.Syncer.Now())
-	if err != nil {
-		c.Log.Error("could not store dead letter", zap.String("subject", m.Subject()), zap.String("reason", reason), zap.Error(err))
-	}
+	_ = c.DeadLetters.Msg(ctx, deadletter.KindProjects, m, reason, extra)
 }
 
-// retryDelay backs off 1 s, 5 s, 15 s, then 30 s.
-func retryDelay(delivered uint64) time.Duration {
-	switch delivered {
-	case 0, 1:
-		return time.Second
-	case 2:
-		return 5 * time.Second
-	case 3:
-		return 15 * time.Second
-	}
-	return 30 * time.Second
-}
+// retryDelay paces the attempts of an event whose sync failed for a
+// passing reason: 1 s, doubling, at most 30 s.
+var retryDelay = broker.Backoff{First: time.Second, Max: 30 * time.Second}
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -309,7 +291,7 @@ func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool)
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := queue.PublishProjectsChanged(ctx, js, ids, "reconcile"); err != nil {
+	if err := PublishProjectsChanged(ctx, js, ids, "reconcile"); err != nil {
 		return 0, nil, err
 	}
 	return len(ids), changes, nil

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/broker"
 )
 
 // ReindexOptions shape a reindex.
@@ -88,11 +90,13 @@ feed:
 	return sum
 }
 
+// reindexDelay paces a reindex batch's attempts: 1 s, 2 s, 4 s…
+var reindexDelay = broker.Backoff{First: time.Second, Max: 30 * time.Second}
+
 // syncWithRetries syncs batch, then again the projects that failed for a
-// passing reason, up to o.Attempts times, waiting 1 s, 2 s, 4 s… between.
+// passing reason, up to o.Attempts times, waiting reindexDelay between.
 func syncWithRetries(ctx context.Context, s *Syncer, batch []int64, o ReindexOptions) map[int64]Result {
 	out := s.Sync(ctx, batch, o.Force)
-	wait := time.Second
 	for attempt := 1; attempt < o.Attempts; attempt++ {
 		var again []int64
 		for _, id := range batch {
@@ -104,8 +108,7 @@ func syncWithRetries(ctx context.Context, s *Syncer, batch []int64, o ReindexOpt
 			break
 		}
 		s.Log.Warn("reindex batch failed; retrying", zap.Int("projects", len(again)), zap.String("reason", out[again[0]].Reason))
-		sleep(ctx, wait)
-		wait *= 2
+		sleep(ctx, reindexDelay.Delay(attempt))
 		for id, r := range s.Sync(ctx, again, o.Force) {
 			out[id] = r
 		}

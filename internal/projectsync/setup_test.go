@@ -14,12 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/prompt"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/worker"
@@ -114,10 +115,10 @@ func (e *env) startConsumer() { e.t.Cleanup(e.runConsumer(e.Log)) }
 // runConsumer starts a consumer logging to log; stop ends it and waits.
 func (e *env) runConsumer(log *zap.Logger) (stop func()) {
 	t := e.t
-	cons, err := queue.EnsureProjects(context.Background(), e.JS, queue.Placement{}, time.Minute, 3)
+	cons, err := projectsync.EnsureProjects(context.Background(), e.JS, broker.Placement{}, time.Minute, 3)
 	require.NoError(t, err)
 	c := &projectsync.Consumer{
-		Syncer: e.syncer, Consumer: cons, JS: e.JS,
+		Syncer: e.syncer, Consumer: cons, DeadLetters: &deadletter.Writer{JS: e.JS, Log: log},
 		Ready: func() bool { n, _ := e.Workers.Ready(); return n > 0 },
 		Batch: 32, Parallel: 2, MaxDeliver: 3, Timeout: 30 * time.Second, Log: log,
 	}
@@ -170,11 +171,11 @@ func (e *env) reference(text string) []float32 {
 func (e *env) settled() {
 	e.t.Helper()
 	require.Eventually(e.t, func() bool {
-		n, err := queue.ProjectsBacklog(context.Background(), e.JS)
+		n, err := projectsync.ProjectsBacklog(context.Background(), e.JS)
 		if err != nil || n > 0 {
 			return false
 		}
-		c, err := e.JS.Consumer(context.Background(), queue.ProjectsStream, queue.ProjectsConsumer)
+		c, err := e.JS.Consumer(context.Background(), projectsync.ProjectsStream, projectsync.ProjectsConsumer)
 		if err != nil {
 			return false
 		}
@@ -183,9 +184,9 @@ func (e *env) settled() {
 	}, 60*time.Second, 20*time.Millisecond)
 }
 
-func (e *env) deadLetters() []queue.StoredDeadLetter {
+func (e *env) deadLetters() []deadletter.Stored {
 	e.t.Helper()
-	dls, err := queue.ListDeadLetters(context.Background(), e.JS, "projects", 1000)
+	dls, err := deadletter.List(context.Background(), e.JS, "projects", 1000)
 	require.NoError(e.t, err)
 	return dls
 }

@@ -23,15 +23,15 @@ import (
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/prompt"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
-// Queue is the queue client's Embed; *queue.Client is one.
+// Queue is the queue client's Embed; *dispatch.Client is one.
 type Queue interface {
-	Embed(ctx context.Context, req queue.Request) (queue.Result, error)
+	Embed(ctx context.Context, req dispatch.Request) (dispatch.Result, error)
 }
 
 // Syncer embeds projects and stores their vectors.
@@ -274,13 +274,13 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 // is returned, to be recorded) and the others are sent again.
 func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []string, out map[int64]Result) (failures []db.Failure) {
 	var (
-		res queue.Result
+		res dispatch.Result
 		err error
 	)
 	for len(ids) > 0 {
-		res, err = s.Queue.Embed(ctx, queue.Request{ID: newRequestID(), Lane: queue.LaneBulk, Documents: texts})
-		var de *queue.DocumentError
-		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, ollama.ErrRejected) || errors.Is(err, queue.ErrTooLarge)) {
+		res, err = s.Queue.Embed(ctx, dispatch.Request{ID: newRequestID(), Lane: wire.LaneBulk, Documents: texts})
+		var de *dispatch.DocumentError
+		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, wire.ErrRejected) || errors.Is(err, dispatch.ErrTooLarge)) {
 			break
 		}
 		i := de.Index

@@ -13,10 +13,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/projectsync"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/vector"
 )
 
@@ -432,7 +432,7 @@ func TestEventStormIsLoggedAsSummaries(t *testing.T) {
 	for id := int64(1); id <= projects; id++ {
 		e.insert(id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 6), `["a"]`)
 	}
-	_, err := queue.EnsureProjects(context.Background(), e.JS, queue.Placement{}, time.Minute, 3)
+	_, err := projectsync.EnsureProjects(context.Background(), e.JS, broker.Placement{}, time.Minute, 3)
 	require.NoError(t, err)
 	for range 3 {
 		for id := int64(1); id <= projects; id++ {

@@ -1,7 +1,15 @@
+// Package systemtest is the system as the tests of every package see it,
+// built by the api's assembly (internal/system) from a configuration, on
+// real parts: an embedded nats-server (file store under the test's
+// directory) with the streams, the dead-letter watch, the workers'
+// liveness and the dispatch client (Bundle); workers over any model
+// servers, with the options a configured worker gets (StartWorker).
 package systemtest
 
 import (
+	"cmp"
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -14,66 +22,70 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/dispatch"
+	"github.com/waywo/embed/internal/system"
+	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
+	"github.com/waywo/embed/internal/workerproc"
 )
 
-// Bundle is the system as the api sees it, on real parts: an embedded
-// nats-server (file store under the test's directory), the api's
-// connection, the jobs and dead-letter streams, the queue client and the
-// workers' liveness. Workers join with StartWorker.
+// Bundle is the system as the api sees it: the core the api's assembly
+// starts (system.Open) without an in-process worker or the sync. Workers
+// join with StartWorker.
 type Bundle struct {
 	T       testing.TB
 	Log     *zap.Logger
+	Config  config.Config
+	System  *system.System
 	Server  *server.Server
 	NC      *nats.Conn
 	JS      jetstream.JetStream
-	Client  *queue.Client
-	Workers *queue.Liveness
+	Client  *dispatch.Client
+	Workers *dispatch.Liveness
 	Dims    int
-	Limits  queue.StreamLimits
+	Limits  wire.StreamLimits
 }
 
 // Options shape a Bundle; zero values take the defaults.
 type Options struct {
-	Dims     int                // vector length the client checks; required
-	Limits   queue.StreamLimits // default 10,000 jobs, 1 GiB
-	LogLevel zapcore.Level      // default warn
+	Dims     int               // vector length the client checks; required
+	Limits   wire.StreamLimits // default 10,000 jobs, 1 GiB
+	LogLevel zapcore.Level     // default warn
 }
 
 // Setup starts a Bundle; everything stops when the test ends.
 func Setup(tb testing.TB, o Options) *Bundle {
 	tb.Helper()
 	if o.Limits.MaxMsgs == 0 {
-		o.Limits = queue.StreamLimits{MaxMsgs: 10_000, MaxBytes: 1 << 30}
+		o.Limits = wire.StreamLimits{MaxMsgs: 10_000, MaxBytes: 1 << 30}
 	}
 	if o.LogLevel == 0 {
 		o.LogLevel = zap.WarnLevel
 	}
 	log := zaptest.NewLogger(tb, zaptest.Level(o.LogLevel))
-	ns, err := queue.StartServer(queue.ServerOptions{Addr: "127.0.0.1:0", StoreDir: tb.TempDir()})
+	env := map[string]string{
+		"EMBED_NATS_ADDR":        "127.0.0.1:0",
+		"EMBED_DATA_DIR":         tb.TempDir(),
+		"EMBED_WORKER":           "off",
+		"EMBED_SYNC":             "false",
+		"EMBED_DIMENSIONS":       strconv.Itoa(o.Dims),
+		"EMBED_STREAM_MAX_MSGS":  strconv.FormatInt(o.Limits.MaxMsgs, 10),
+		"EMBED_STREAM_MAX_BYTES": strconv.FormatInt(o.Limits.MaxBytes, 10),
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.NoError(tb, err)
-	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := queue.Connect("", "test-api", ns, config.NATSAuth{}, log)
+	sys, err := system.Open(context.Background(), cfg, log, false)
 	require.NoError(tb, err)
-	tb.Cleanup(nc.Close)
-	js, err := queue.NewJetStream(nc)
-	require.NoError(tb, err)
-	ctx := context.Background()
-	err = queue.EnsureJobsStreams(ctx, js, o.Limits, queue.Placement{})
-	require.NoError(tb, err)
-	require.NoError(tb, queue.EnsureDeadLetters(ctx, js, queue.Placement{}))
-	reg, err := queue.WatchWorkers(nc, time.Now, log)
-	require.NoError(tb, err)
-	tb.Cleanup(func() { _ = reg.Close() })
-	client, err := queue.NewClient(nc, js, o.Dims, time.Now, log)
-	require.NoError(tb, err)
-	tb.Cleanup(func() { _ = client.Close() })
-	return &Bundle{T: tb, Log: log, Server: ns, NC: nc, JS: js, Client: client, Workers: reg, Dims: o.Dims, Limits: o.Limits}
+	tb.Cleanup(func() { require.NoError(tb, sys.Stop()) })
+	return &Bundle{T: tb, Log: log, Config: cfg, System: sys, Server: sys.Server, NC: sys.NC, JS: sys.JS,
+		Client: sys.Client, Workers: sys.Workers, Dims: o.Dims, Limits: o.Limits}
 }
 
-// WorkerOptions shape a worker; zero values take the defaults.
+// WorkerOptions shape a worker; zero values take the defaults. The rest of
+// its options are those a configured worker gets (workerproc.Options).
 type WorkerOptions struct {
 	ID                string // default "w-" + the test's name
 	Models            []worker.Model
@@ -98,36 +110,25 @@ type Running struct {
 func (b *Bundle) StartWorker(o WorkerOptions) *Running {
 	tb := b.T
 	tb.Helper()
-	if o.ID == "" {
-		o.ID = "w-" + sanitize(tb.Name())
+	cfg := b.Config
+	cfg.WorkerID = o.ID
+	if cfg.WorkerID == "" {
+		cfg.WorkerID = "w-" + sanitize(tb.Name())
 	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 32
-	}
-	if o.AckWait == 0 {
-		o.AckWait = 30 * time.Second
-	}
-	if o.MaxDeliver == 0 {
-		o.MaxDeliver = 5
-	}
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = 50 * time.Millisecond
-	}
-	if o.ProbeTimeout == 0 {
-		o.ProbeTimeout = 500 * time.Millisecond
-	}
-	wnc, err := queue.Connect("", "test-worker", b.Server, config.NATSAuth{}, b.Log)
+	cfg.BatchSize = cmp.Or(o.BatchSize, 32)
+	cfg.CallsPerHost = cmp.Or(o.CallsPerHost, 1)
+	cfg.AckWait = cmp.Or(o.AckWait, 30*time.Second)
+	cfg.MaxDeliver = cmp.Or(o.MaxDeliver, 5)
+	cfg.HeartbeatInterval = cmp.Or(o.HeartbeatInterval, 50*time.Millisecond)
+	cfg.ShutdownTimeout = 10 * time.Second
+	wnc, err := broker.Connect("", "test-worker", b.Server, broker.Auth{}, b.Log)
 	require.NoError(tb, err)
-	wjs, err := queue.NewJetStream(wnc)
+	wjs, err := broker.NewJetStream(wnc)
 	require.NoError(tb, err)
-	w := worker.New(wnc, wjs, o.Models, worker.Options{
-		ID: o.ID, Dims: b.Dims, QueryTask: "Given a question, retrieve passages that answer the question",
-		BatchSize: o.BatchSize, CallsPerHost: o.CallsPerHost,
-		Consumer:          queue.ConsumerOptions{AckWait: o.AckWait, MaxDeliver: o.MaxDeliver},
-		Limits:            b.Limits,
-		HeartbeatInterval: o.HeartbeatInterval, ProbeTimeout: o.ProbeTimeout,
-		ShutdownTimeout: 10 * time.Second, Observer: o.Observer,
-	}, b.Log)
+	opts := workerproc.Options(cfg, wnc)
+	opts.ProbeTimeout = cmp.Or(o.ProbeTimeout, 500*time.Millisecond)
+	opts.Observer = o.Observer
+	w := worker.New(wnc, wjs, o.Models, opts, b.Log)
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)
 	go func() {
@@ -157,8 +158,8 @@ func (b *Bundle) WaitReady(n int) {
 func (b *Bundle) Queued() uint64 {
 	b.T.Helper()
 	var n uint64
-	for _, lane := range queue.Lanes {
-		st, err := queue.ReadStats(context.Background(), b.JS, lane)
+	for _, lane := range wire.Lanes {
+		st, err := dispatch.ReadStats(context.Background(), b.JS, lane)
 		require.NoError(b.T, err)
 		n += st.Messages
 	}
@@ -167,12 +168,12 @@ func (b *Bundle) Queued() uint64 {
 
 // DeadLetters waits for n dead letters of kind ("" for any) and returns
 // them; more than n fails.
-func (b *Bundle) DeadLetters(kind queue.DeadLetterKind, n int) []queue.StoredDeadLetter {
+func (b *Bundle) DeadLetters(kind deadletter.Kind, n int) []deadletter.Stored {
 	b.T.Helper()
-	var dls []queue.StoredDeadLetter
+	var dls []deadletter.Stored
 	require.Eventually(b.T, func() bool {
 		var err error
-		dls, err = queue.ListDeadLetters(context.Background(), b.JS, kind, 1000)
+		dls, err = deadletter.List(context.Background(), b.JS, kind, 1000)
 		return err == nil && len(dls) >= n
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Len(b.T, dls, n)
@@ -191,8 +192,8 @@ func sanitize(name string) string {
 
 // Embed sends one request of docs through the queue and waits up to
 // timeout for its vectors.
-func (b *Bundle) Embed(timeout time.Duration, docs ...string) (queue.Result, error) {
+func (b *Bundle) Embed(timeout time.Duration, docs ...string) (dispatch.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return b.Client.Embed(ctx, queue.Request{Documents: docs})
+	return b.Client.Embed(ctx, dispatch.Request{Documents: docs})
 }

@@ -14,7 +14,7 @@ import (
 // than any job of it can wait in the queue (requests time out sooner).
 const cancelMemory = 10 * time.Minute
 
-// cancels are the request ids announced on queue.CancelSubject.
+// cancels are the request ids announced on wire.CancelSubject.
 type cancels struct {
 	now func() time.Time
 

@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/wire"
 )
 
 func (w *Worker) heartbeatLoop(ctx context.Context) {
@@ -55,7 +55,7 @@ func (w *Worker) probeAll(ctx context.Context) {
 }
 
 func (w *Worker) announce(stopping bool) {
-	hb := queue.Heartbeat{
+	hb := wire.Heartbeat{
 		ID:       w.opts.ID,
 		Dims:     w.opts.Dims,
 		TTL:      3*w.opts.HeartbeatInterval + w.opts.ProbeTimeout,
@@ -80,7 +80,7 @@ func (w *Worker) announce(stopping bool) {
 		hb.Reason = ""
 	}
 	b, _ := json.Marshal(hb)
-	if err := w.nc.Publish(queue.HeartbeatSubject, b); err != nil {
+	if err := w.nc.Publish(wire.HeartbeatSubject, b); err != nil {
 		w.log.Debug("heartbeat not sent", zap.Error(err))
 	}
 }

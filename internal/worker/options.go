@@ -6,9 +6,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/ollama"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Model is one model server a worker drives; *ollama.Endpoint is one.
@@ -41,9 +42,9 @@ type Options struct {
 	// there is one; it queues behind another call only when it is full, so
 	// under light load batches keep growing while the model computes.
 	CallsPerHost      int
-	Consumer          queue.ConsumerOptions
-	Limits            queue.StreamLimits
-	Placement         queue.Placement // of the jobs stream, should the worker create it
+	Consumer          wire.ConsumerOptions
+	Limits            wire.StreamLimits
+	Placement         broker.Placement // of the jobs stream, should the worker create it
 	HeartbeatInterval time.Duration
 	ProbeTimeout      time.Duration // default 2s
 	ShutdownTimeout   time.Duration
@@ -109,6 +110,6 @@ type BatchInfo struct {
 // JobWait is how long one job of a lane waited between its publish and
 // the batch that took it to the model.
 type JobWait struct {
-	Lane queue.Lane
+	Lane wire.Lane
 	Wait time.Duration
 }

@@ -11,106 +11,149 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/prompt"
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
-// process embeds one batch on r and answers every job in it.
+// process embeds one batch on r and answers every job in it: requests
+// cancelled meanwhile are dropped, the rest go to the model in one call,
+// the batch is counted, and each job is answered and acked (or, when the
+// model failed, retried).
 func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	w.setBusy(r, +1)
 	defer w.setBusy(r, -1)
+	jobs := w.dropCancelled(b.items)
+	if len(jobs) == 0 {
+		return
+	}
+	in := w.modelInputs(jobs)
+	start := w.opts.Now()
+	// Read before the call: should the probe see a new model during it, the
+	// vectors are recorded under the old digest and so re-embedded later,
+	// never the other way round.
+	fp := r.model.Fingerprint()
+	stop := w.keepInProgress(jobs)
+	out, err := r.model.EmbedAll(workCtx, in.texts)
+	stop()
+	took := w.opts.Now().Sub(start)
+	w.observe(r, jobs, in, b.reason, out, took, err)
+	if err != nil {
+		w.log.Warn("model call failed", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(jobs)),
+			zap.Int("documents", len(in.texts)), zap.Duration("took", took), zap.Error(err))
+		w.setReady(r, false, err.Error())
+		stopping := ctx.Err() != nil
+		for _, p := range jobs {
+			w.retry(p, err, stopping)
+		}
+		return
+	}
+	w.log.Debug("batch embedded", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(jobs)),
+		zap.Int("requests", in.requests), zap.Int("documents", len(in.texts)), zap.Int("bulk_documents", in.bulk),
+		zap.String("reason", string(b.reason)), zap.Int("calls", out.Calls), zap.Duration("took", took))
+	at := 0
+	for _, p := range jobs {
+		n := len(p.job.Documents)
+		w.answer(p, r.model.Name(), fp, ollama.Output{Vectors: out.Vectors[at : at+n], Rejected: out.Rejected[at : at+n]},
+			tokenShare(out.Tokens, n, len(in.texts), len(jobs)))
+		at += n
+	}
+}
 
-	// Requests cancelled while their jobs waited here cost no model time.
-	batch := b.items[:0:0]
-	for _, p := range b.items {
+// dropCancelled acks, unanswered, the jobs of requests cancelled while
+// they waited here: they cost no model time.
+func (w *Worker) dropCancelled(items []*pending) []*pending {
+	live := items[:0:0]
+	for _, p := range items {
 		if w.cancelled.has(p.job.RequestID) {
 			_ = p.msg.Ack()
 			w.opts.Observer.JobError("cancelled")
 			continue
 		}
-		batch = append(batch, p)
+		live = append(live, p)
 	}
-	if len(batch) == 0 {
-		return
-	}
-	var inputs []string
-	requests := map[string]bool{}
+	return live
+}
+
+// inputs are a batch's texts as the model gets them, and what the batch
+// is made of.
+type inputs struct {
+	texts    []string
+	requests int       // distinct requests
+	waits    []JobWait // each job's wait since its publish
+	bulk     int       // documents from the bulk lane
+}
+
+// modelInputs turns the jobs' documents into the model's inputs, queries
+// with their instruction.
+func (w *Worker) modelInputs(jobs []*pending) inputs {
+	in := inputs{waits: make([]JobWait, 0, len(jobs))}
 	start := w.opts.Now()
-	waits := make([]JobWait, 0, len(batch))
-	bulk := 0
-	for _, p := range batch {
+	requests := map[string]bool{}
+	for _, p := range jobs {
 		requests[p.job.RequestID] = true
 		if !p.published.IsZero() {
-			waits = append(waits, JobWait{Lane: p.lane, Wait: start.Sub(p.published)})
+			in.waits = append(in.waits, JobWait{Lane: p.lane, Wait: start.Sub(p.published)})
 		}
-		if p.lane == queue.LaneBulk {
-			bulk += len(p.job.Documents)
+		if p.lane == wire.LaneBulk {
+			in.bulk += len(p.job.Documents)
 		}
 		for _, d := range p.job.Documents {
-			if p.job.InputType == queue.InputQuery {
+			if p.job.InputType == wire.InputQuery {
 				d = prompt.Query(w.opts.QueryTask, d)
 			}
-			inputs = append(inputs, d)
+			in.texts = append(in.texts, d)
 		}
 	}
-	stop := w.keepInProgress(batch)
-	// Read before the call: should the probe see a new model during it, the
-	// vectors are recorded under the old digest and so re-embedded later,
-	// never the other way round.
-	fp := r.model.Fingerprint()
-	out, err := r.model.EmbedAll(workCtx, inputs)
-	stop()
-	took := w.opts.Now().Sub(start)
+	in.requests = len(requests)
+	return in
+}
+
+// observe tells the observer about the batch.
+func (w *Worker) observe(r *runner, jobs []*pending, in inputs, reason FlushReason, out ollama.Output, took time.Duration, err error) {
 	rejected := 0
 	for _, e := range out.Rejected {
 		if e != nil {
 			rejected++
 		}
 	}
-	w.opts.Observer.Batch(BatchInfo{Endpoint: r.model.Host(), Jobs: len(batch), Requests: len(requests),
-		Documents: len(inputs), BulkDocuments: bulk, Waits: waits, Reason: b.reason, Calls: out.Calls, Rejected: rejected,
+	w.opts.Observer.Batch(BatchInfo{Endpoint: r.model.Host(), Jobs: len(jobs), Requests: in.requests,
+		Documents: len(in.texts), BulkDocuments: in.bulk, Waits: in.waits, Reason: reason, Calls: out.Calls, Rejected: rejected,
 		Tokens: out.Tokens, Took: took, Err: err})
+}
 
-	if err != nil {
-		w.log.Warn("model call failed", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(batch)),
-			zap.Int("documents", len(inputs)), zap.Duration("took", took), zap.Error(err))
-		w.setReady(r, false, err.Error())
-		stopping := ctx.Err() != nil
-		for _, p := range batch {
-			w.retry(p, err, stopping)
+// tokenShare is a job's share of a call's prompt tokens: Ollama counts per
+// call, not per input.
+func tokenShare(tokens, docs, inputs, jobs int) int {
+	if jobs == 1 || inputs == 0 {
+		return tokens
+	}
+	return tokens * docs / inputs
+}
+
+// answer replies to one job with its vectors, or with the first of its
+// documents the model refused, then acks it. A reply that cannot be sent
+// leaves the job unacked: JetStream redelivers it after the ack wait.
+func (w *Worker) answer(p *pending, model string, fp vector.Fingerprint, out ollama.Output, tokens int) {
+	rep := wire.Reply{Worker: w.opts.ID, Model: model, Fingerprint: fp, Vectors: out.Vectors, Tokens: tokens}
+	for i, rej := range out.Rejected {
+		if rej != nil {
+			rep = wire.Reply{Worker: w.opts.ID, Model: model, Err: &wire.ReplyError{Code: wire.StatusRejected, Message: rej.Error(), Index: i}}
+			w.log.Info("document rejected by the model", zap.String("request_id", p.job.RequestID),
+				zap.Int("document", p.job.Offset+i), zap.Error(rej))
+			w.opts.Observer.JobError("rejected")
+			break
 		}
+	}
+	if err := w.reply(p.job.ReplyTo, rep); err != nil {
+		w.opts.Observer.JobError("reply_failed")
 		return
 	}
-	w.log.Debug("batch embedded", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(batch)),
-		zap.Int("requests", len(requests)), zap.Int("documents", len(inputs)), zap.Int("bulk_documents", bulk), zap.String("reason", string(b.reason)),
-		zap.Int("calls", out.Calls), zap.Duration("took", took))
-
-	at := 0
-	for _, p := range batch {
-		n := len(p.job.Documents)
-		rep := queue.Reply{Worker: w.opts.ID, Model: r.model.Name(), Fingerprint: fp, Vectors: out.Vectors[at : at+n]}
-		for i, rej := range out.Rejected[at : at+n] {
-			if rej != nil {
-				rep = queue.Reply{Worker: w.opts.ID, Model: r.model.Name(), Err: &queue.ReplyError{Code: queue.StatusRejected, Message: rej.Error(), Index: i}}
-				w.log.Info("document rejected by the model", zap.String("request_id", p.job.RequestID),
-					zap.Int("document", p.job.Offset+i), zap.Error(rej))
-				w.opts.Observer.JobError("rejected")
-				break
-			}
-		}
-		if rep.Err == nil && len(batch) == 1 {
-			rep.Tokens = out.Tokens
-		} else if rep.Err == nil && len(inputs) > 0 {
-			rep.Tokens = out.Tokens * n / len(inputs) // Ollama counts per call, not per input
-		}
-		at += n
-		if err := w.reply(p.job.ReplyTo, rep); err != nil {
-			w.opts.Observer.JobError("reply_failed")
-			continue // not acked: JetStream redelivers after the ack wait
-		}
-		if err := p.msg.Ack(); err != nil {
-			w.log.Warn("ack failed; the job may run again", zap.String("request_id", p.job.RequestID), zap.Error(err))
-		}
+	if err := p.msg.Ack(); err != nil {
+		w.log.Warn("ack failed; the job may run again", zap.String("request_id", p.job.RequestID), zap.Error(err))
 	}
 }
 
@@ -123,7 +166,7 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 	if err == nil {
 		delivered = md.NumDelivered
 	}
-	delay := backoff(delivered)
+	delay := retryDelay.Delay(int(delivered))
 	last := delivered >= uint64(w.opts.Consumer.MaxDeliver)
 	late := !p.job.Deadline.IsZero() && w.opts.Now().Add(delay).After(p.job.Deadline)
 	log := w.log.With(zap.String("request_id", p.job.RequestID), zap.Uint64("delivered", delivered))
@@ -135,7 +178,7 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 		if !last {
 			msg = fmt.Sprintf("embedding failed and the request's deadline leaves no time to retry: %v", cause)
 		}
-		_ = w.reply(p.job.ReplyTo, queue.Reply{Worker: w.opts.ID, Err: &queue.ReplyError{Code: queue.StatusUnavailable, Message: msg, Index: -1}})
+		_ = w.reply(p.job.ReplyTo, wire.Reply{Worker: w.opts.ID, Err: &wire.ReplyError{Code: wire.StatusUnavailable, Message: msg, Index: -1}})
 		w.deadLetter(p.msg, msg)
 		_ = p.msg.TermWithReason(truncate(msg, 200))
 		log.Error("job failed", zap.Error(cause), zap.Bool("last_attempt", last))
@@ -148,27 +191,14 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 }
 
 // deadLetter records a job that leaves the queue unanswered by a model,
-// with its reason and payload. It waits at most 2 s: the job's fate does
-// not depend on it, and a failure is logged.
+// with its reason and payload.
 func (w *Worker) deadLetter(m jetstream.Msg, reason string) {
-	var delivered uint64
-	if md, err := m.Metadata(); err == nil {
-		delivered = md.NumDelivered
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := queue.PublishDeadLetter(ctx, w.js, queue.DeadLetter{
-		Kind: queue.KindJobs, Subject: m.Subject(), Reason: reason, Deliveries: delivered, Header: m.Headers(), Payload: m.Data(),
-	}, w.opts.Now())
-	if err != nil {
-		w.log.Error("could not store dead letter", zap.String("reason", reason), zap.Error(err))
-	}
+	_ = w.dead.Msg(context.Background(), deadletter.KindJobs, m, reason, nil)
 }
 
-func backoff(delivered uint64) time.Duration {
-	d := 500 * time.Millisecond << min(delivered-1, 5)
-	return min(d, 10*time.Second)
-}
+// retryDelay paces the attempts of a job the model failed: 0.5 s,
+// doubling, at most 10 s.
+var retryDelay = broker.Backoff{First: 500 * time.Millisecond, Max: 10 * time.Second}
 
 // keepInProgress tells JetStream the batch's jobs are still being worked on
 // while a model call runs longer than a third of the ack wait.
@@ -192,7 +222,7 @@ func (w *Worker) keepInProgress(batch []*pending) (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
-func (w *Worker) reply(subject string, r queue.Reply) error {
+func (w *Worker) reply(subject string, r wire.Reply) error {
 	if err := w.nc.PublishMsg(r.Msg(subject)); err != nil {
 		w.log.Warn("reply not sent", zap.String("subject", subject), zap.Error(err))
 		return err

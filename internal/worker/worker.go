@@ -15,7 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/queue"
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Worker pulls jobs, merges them into batches, calls the model, replies and
@@ -29,6 +31,7 @@ type Worker struct {
 	log  *zap.Logger
 
 	runners   []*runner
+	dead      *deadletter.Writer
 	cancelled *cancels
 	idle      chan *runner // an endpoint with no call in flight
 	extra     chan *runner // an endpoint that can take one more call
@@ -51,8 +54,8 @@ type runner struct {
 // pending is a fetched, decoded job not yet answered.
 type pending struct {
 	msg       jetstream.Msg
-	job       queue.Job
-	lane      queue.Lane
+	job       wire.Job
+	lane      wire.Lane
 	published time.Time // when the api stored it (zero: unknown)
 }
 
@@ -82,6 +85,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, lo
 		changed: make(chan struct{}),
 	}
 	w.cancelled = newCancels(opts.Now)
+	w.dead = &deadletter.Writer{JS: js, Now: opts.Now, Log: w.log}
 	for _, m := range models {
 		w.runners = append(w.runners, &runner{model: m, work: make(chan batch, 1), ready: true})
 	}
@@ -96,27 +100,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	if len(w.runners) == 0 {
 		return errors.New("worker has no endpoints")
 	}
-	cons := map[queue.Lane]jetstream.Consumer{}
-	err := queue.Retry(ctx, "creating the workers' consumers", w.log, func(ctx context.Context) error {
-		for _, lane := range queue.Lanes {
-			c, err := queue.EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Limits, w.opts.Placement, w.opts.Consumer)
+	cons := map[wire.Lane]jetstream.Consumer{}
+	err := broker.Retry(ctx, "creating the workers' consumers", w.log, func(ctx context.Context) error {
+		for _, lane := range wire.Lanes {
+			c, err := EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Limits, w.opts.Placement, w.opts.Consumer)
 			if err != nil {
 				return err
 			}
 			cons[lane] = c
 		}
-		return queue.EnsureDeadLetters(ctx, w.js, w.opts.Placement)
+		return deadletter.Ensure(ctx, w.js, w.opts.Placement)
 	})
 	if err != nil {
 		return err
 	}
-	ping, err := w.nc.Subscribe(queue.PingSubject, func(*nats.Msg) { w.announce(false) })
+	ping, err := w.nc.Subscribe(wire.PingSubject, func(*nats.Msg) { w.announce(false) })
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", queue.PingSubject, err)
+		return fmt.Errorf("subscribe %s: %w", wire.PingSubject, err)
 	}
-	cancel, err := w.nc.Subscribe(queue.CancelSubject, w.cancelled.onCancel)
+	cancel, err := w.nc.Subscribe(wire.CancelSubject, w.cancelled.onCancel)
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", queue.CancelSubject, err)
+		return fmt.Errorf("subscribe %s: %w", wire.CancelSubject, err)
 	}
 	defer func() { _ = cancel.Unsubscribe() }()
 

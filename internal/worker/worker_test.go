@@ -18,10 +18,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/ollama"
-	"github.com/waywo/embed/internal/queue"
 	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -66,7 +68,7 @@ const dims = 4
 func fakeURL(host string) *url.URL { return &url.URL{Scheme: "http", Host: host} }
 
 // small is the system these tests run on: 4-d vectors, a small queue.
-var small = systemtest.Options{Dims: dims, Limits: queue.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}}
+var small = systemtest.Options{Dims: dims, Limits: wire.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}}
 
 // probed is a model whose readiness probe the test decides.
 type probed struct {
@@ -126,18 +128,18 @@ func TestPersistentModelErrorAnswersAfterMaxDeliver(t *testing.T) {
 	}}
 	startWorker(b, wopts{fake: fake, maxDeliver: 2})
 	_, err := b.Embed(20*time.Second, "doc")
-	require.ErrorIs(t, err, ollama.ErrUnavailable)
+	require.ErrorIs(t, err, wire.ErrUnavailable)
 	require.ErrorContains(t, err, "after 2 attempts")
 	require.EqualValues(t, 2, fake.calls.Load())
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"a terminated job leaves the work queue")
 	dls := b.DeadLetters("", 1)
-	require.Equal(t, queue.KindJobs, dls[0].Kind)
-	require.Equal(t, queue.JobsSubject, dls[0].Subject)
+	require.Equal(t, deadletter.KindJobs, dls[0].Kind)
+	require.Equal(t, wire.JobsSubject, dls[0].Subject)
 	require.Contains(t, dls[0].Reason, "after 2 attempts: ")
 	require.Contains(t, dls[0].Reason, "connection refused")
 	require.Equal(t, "2", dls[0].Deliveries)
-	job, err := queue.DecodeJob(dls[0].Header, dls[0].Payload)
+	job, err := wire.DecodeJob(dls[0].Header, dls[0].Payload)
 	require.NoError(t, err, "the dead letter keeps the job as it was")
 	require.Equal(t, []string{"doc"}, job.Documents)
 }
@@ -152,7 +154,7 @@ func TestWrongDimensionsAreNotPassedOn(t *testing.T) {
 	}}
 	startWorker(b, wopts{fake: fake, maxDeliver: 1})
 	_, err := b.Embed(20*time.Second, "doc")
-	require.ErrorIs(t, err, ollama.ErrUnavailable)
+	require.ErrorIs(t, err, wire.ErrUnavailable)
 	require.ErrorContains(t, err, "3-dimensional")
 }
 
@@ -163,10 +165,10 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	replies, err := b.NC.SubscribeSync("test.reply")
 	require.NoError(t, err)
 
-	m := nats.NewMsg(queue.JobsSubject)
-	m.Header.Set(queue.HeaderRequestID, "r1")
-	m.Header.Set(queue.HeaderReply, "test.reply")
-	m.Header.Set(queue.HeaderOffset, "0")
+	m := nats.NewMsg(wire.JobsSubject)
+	m.Header.Set(wire.HeaderRequestID, "r1")
+	m.Header.Set(wire.HeaderReply, "test.reply")
+	m.Header.Set(wire.HeaderOffset, "0")
 	m.Data = []byte("not a job body")
 	_, err = b.JS.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
@@ -174,10 +176,10 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 
 	rm, err := replies.NextMsg(10 * time.Second)
 	require.NoError(t, err)
-	r, err := queue.DecodeReply(rm.Header, rm.Data, 1, dims)
+	r, err := wire.DecodeReply(rm.Header, rm.Data, 1, dims)
 	require.NoError(t, err)
-	require.Equal(t, queue.StatusBadJob, r.Err.Code)
-	require.ErrorIs(t, r.Err, queue.ErrBadJob)
+	require.Equal(t, wire.StatusBadJob, r.Err.Code)
+	require.ErrorIs(t, r.Err, wire.ErrBadJob)
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
 	dls := b.DeadLetters("", 1)
@@ -194,13 +196,13 @@ func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
-	job := queue.Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
-	_, err := b.JS.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
+	job := wire.Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
+	_, err := b.JS.PublishMsg(context.Background(), job.Msg(wire.JobsSubject))
 	require.NoError(t, err)
 	startWorker(b, wopts{fake: fake})
 	require.Eventually(t, func() bool { return b.Queued() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, fake.calls.Load())
-	dls, err := queue.ListDeadLetters(context.Background(), b.JS, "", 10)
+	dls, err := deadletter.List(context.Background(), b.JS, "", 10)
 	require.NoError(t, err)
 	require.Empty(t, dls, "a job nobody waits for is no failure")
 }
@@ -221,7 +223,7 @@ func TestStopFinishesTheBatchInFlight(t *testing.T) {
 	cancel, done := startWorker(b, wopts{fake: fake})
 
 	type out struct {
-		res queue.Result
+		res dispatch.Result
 		err error
 	}
 	got := make(chan out, 1)
@@ -263,8 +265,8 @@ func TestUnreadyEndpointTakesNoWork(t *testing.T) {
 		return n == 0 && len(b.Workers.Live()) == 1 && reason != "" && strings.Contains(reason, "connection refused")
 	}, 5*time.Second, 5*time.Millisecond)
 
-	job := queue.Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
-	_, err := b.JS.PublishMsg(context.Background(), job.Msg(queue.JobsSubject))
+	job := wire.Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
+	_, err := b.JS.PublishMsg(context.Background(), job.Msg(wire.JobsSubject))
 	require.NoError(t, err)
 	down.Store(false)
 	require.Eventually(t, func() bool { n, _ := b.Workers.Ready(); return n == 1 }, 5*time.Second, 5*time.Millisecond)
@@ -362,7 +364,7 @@ func TestPartialBatchWaitsForTheEndpoint(t *testing.T) {
 	require.Equal(t, call{inputs: 1}, <-calls)
 	send("second")
 	send("third")
-	cons, err := b.JS.Consumer(context.Background(), queue.JobsStream, queue.WorkersConsumer)
+	cons, err := b.JS.Consumer(context.Background(), wire.JobsStream, wire.WorkersConsumer)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		info, err := cons.Info(context.Background())
@@ -402,7 +404,7 @@ func TestAbandonedRequestsCostNoModelTime(t *testing.T) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			_, err := b.Client.Embed(ctx, queue.Request{Documents: []string{strings.Repeat("x", 10+i)}})
+			_, err := b.Client.Embed(ctx, dispatch.Request{Documents: []string{strings.Repeat("x", 10+i)}})
 			require.Error(t, err)
 		})
 	}
@@ -447,7 +449,7 @@ func TestInteractiveJobsGoFirst(t *testing.T) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err := b.Client.Embed(ctx, queue.Request{Lane: queue.LaneBulk, Documents: docs})
+			_, err := b.Client.Embed(ctx, dispatch.Request{Lane: wire.LaneBulk, Documents: docs})
 			require.NoError(t, err)
 		})
 	}
@@ -455,7 +457,7 @@ func TestInteractiveJobsGoFirst(t *testing.T) {
 	query := make(chan error, 1)
 	go func() { _, err := b.Embed(20*time.Second, "the query"); query <- err }()
 	require.Eventually(t, func() bool {
-		st, err := queue.ReadStats(context.Background(), b.JS, queue.LaneInteractive)
+		st, err := dispatch.ReadStats(context.Background(), b.JS, wire.LaneInteractive)
 		return err == nil && st.Messages+uint64(st.AckPending) > 0
 	}, 10*time.Second, 5*time.Millisecond)
 	close(release)
@@ -467,7 +469,7 @@ func TestInteractiveJobsGoFirst(t *testing.T) {
 	require.Greater(t, len(calls), 2)
 	second := calls[1] // the first call was the one already running
 	require.Contains(t, second, "the query", "the query goes into the next batch: %v", second)
-	require.LessOrEqual(t, len(second)-1, queue.BulkJobDocuments, "with a query present, one short bulk job at most")
+	require.LessOrEqual(t, len(second)-1, wire.BulkJobDocuments, "with a query present, one short bulk job at most")
 	bulk := 0
 	for _, c := range calls {
 		bulk += len(c)
@@ -515,7 +517,7 @@ func bulkUnderFlood(t *testing.T, clients, docsPer int) {
 		flood.Go(func() {
 			for ctx.Err() == nil {
 				rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				_, err := b.Client.Embed(rctx, queue.Request{Documents: docs})
+				_, err := b.Client.Embed(rctx, dispatch.Request{Documents: docs})
 				cancel()
 				if err == nil {
 					answered.Add(1)
@@ -530,7 +532,7 @@ func bulkUnderFlood(t *testing.T, clients, docsPer int) {
 	}
 	bctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := b.Client.Embed(bctx, queue.Request{Lane: queue.LaneBulk, Documents: docs})
+	_, err := b.Client.Embed(bctx, dispatch.Request{Lane: wire.LaneBulk, Documents: docs})
 	require.NoError(t, err, "the bulk request completes while the flood goes on")
 	before := answered.Load()
 	require.Eventually(t, func() bool { return answered.Load() > before }, 10*time.Second, 5*time.Millisecond, "the flood was still on")

@@ -1,0 +1,247 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
+)
+
+// Client publishes requests as jobs and waits for the workers' replies on
+// one inbox subscription per process.
+type Client struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	dims  int
+	inbox string
+	sub   *nats.Subscription
+	log   *zap.Logger
+	now   func() time.Time
+
+	// Health, when set, is told each publish's outcome, and a store that
+	// cannot write fails requests at once.
+	Health *broker.StreamHealth
+	// OneLane sends every request to the interactive lane, whatever it
+	// asks (EMBED_LANES=false): one first-in-first-out queue.
+	OneLane bool
+
+	mu    sync.Mutex
+	calls map[string]*call
+}
+
+type call struct {
+	replies chan *nats.Msg // buffered for one reply per job
+}
+
+// NewClient subscribes the process's reply inbox. dims is the vector length
+// every reply must have.
+func NewClient(nc *nats.Conn, js jetstream.JetStream, dims int, now func() time.Time, log *zap.Logger) (*Client, error) {
+	if dims*4+replyOverhead > int(nc.MaxPayload()) {
+		return nil, fmt.Errorf("a %d-dimensional vector does not fit the server's max payload of %d bytes", dims, nc.MaxPayload())
+	}
+	c := &Client{
+		nc: nc, js: js, dims: dims, now: now,
+		inbox: wire.ReplyPrefix + "." + nuid.Next(),
+		log:   log.Named("queue"),
+		calls: map[string]*call{},
+	}
+	sub, err := nc.Subscribe(c.inbox+".>", c.onReply)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe reply inbox: %w", err)
+	}
+	// Replies are small in count and handled quickly; lift the slow-consumer
+	// limits so a burst of 4096-d vectors is not dropped.
+	_ = sub.SetPendingLimits(-1, 512<<20)
+	c.sub = sub
+	return c, nil
+}
+
+// Close unsubscribes the inbox.
+func (c *Client) Close() error { return c.sub.Unsubscribe() }
+
+// Request is one embedding request.
+type Request struct {
+	ID        string
+	InputType string
+	Lane      wire.Lane // empty: interactive
+	Documents []string
+}
+
+// Result holds one vector per document, in input order.
+type Result struct {
+	Vectors [][]float32
+	// Fingerprints[i] is that of the model that computed Vectors[i] (empty
+	// from a worker that did not say).
+	Fingerprints []vector.Fingerprint
+	Tokens       int
+	Jobs         int
+}
+
+// Embed publishes req as jobs and waits until every job is answered or ctx
+// ends. The vectors come back in input order.
+func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
+	if req.ID == "" {
+		req.ID = nuid.Next()
+	}
+	if !validToken(req.ID) {
+		return Result{}, fmt.Errorf("request id %q: only letters, digits, '-' and '_' can travel in a reply subject", req.ID)
+	}
+	lane := req.Lane
+	if lane == "" || c.OneLane {
+		lane = wire.LaneInteractive
+	}
+	maxDocs := 0
+	if lane == wire.LaneBulk {
+		maxDocs = wire.BulkJobDocuments
+	}
+	spans, err := Split(req.Documents, c.dims, c.nc.MaxPayload(), maxDocs)
+	if err != nil {
+		return Result{}, err
+	}
+	cl := &call{replies: make(chan *nats.Msg, len(spans))}
+	c.mu.Lock()
+	c.calls[req.ID] = cl
+	c.mu.Unlock()
+	published, answered := 0, 0
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, req.ID)
+		c.mu.Unlock()
+		if answered < published {
+			// Nobody will read the rest: spare the model.
+			if err := c.nc.Publish(wire.CancelSubject, []byte(req.ID)); err != nil {
+				c.log.Debug("cancel not sent", zap.String("request_id", req.ID), zap.Error(err))
+			}
+		}
+	}()
+
+	if c.Health != nil {
+		if err := c.Health.StoreFault(); err != nil {
+			return Result{}, fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
+		}
+	}
+	deadline, _ := ctx.Deadline()
+	for _, sp := range spans {
+		job := wire.Job{
+			RequestID: req.ID,
+			ReplyTo:   c.inbox + "." + req.ID + "." + strconv.Itoa(sp[0]),
+			Deadline:  deadline,
+			InputType: req.InputType,
+			Offset:    sp[0],
+			Documents: req.Documents[sp[0]:sp[1]],
+		}
+		if err := c.publish(ctx, lane, job); err != nil {
+			return Result{}, err
+		}
+		published++
+	}
+
+	res := Result{Vectors: make([][]float32, len(req.Documents)), Fingerprints: make([]vector.Fingerprint, len(req.Documents)), Jobs: len(spans)}
+	done := make(map[int]bool, len(spans))
+	for len(done) < len(spans) {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return Result{}, fmt.Errorf("%w: %d of %d jobs answered", ErrTimeout, len(done), len(spans))
+			}
+			return Result{}, ctx.Err()
+		case m := <-cl.replies:
+			off, _ := strconv.Atoi(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
+			end := spanEnd(spans, off)
+			if end < 0 || done[off] {
+				continue // a duplicate, from a redelivered job
+			}
+			r, err := wire.DecodeReply(m.Header, m.Data, end-off, c.dims)
+			if err != nil {
+				c.log.Error("bad reply", zap.String("request_id", req.ID), zap.String("worker", m.Header.Get(wire.HeaderWorker)), zap.Error(err))
+				return Result{}, fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
+			}
+			if r.Err != nil {
+				if r.Err.Index >= 0 {
+					return Result{}, &DocumentError{Index: off + r.Err.Index, Err: &wire.ReplyError{Code: r.Err.Code, Message: r.Err.Message, Index: -1}}
+				}
+				return Result{}, r.Err
+			}
+			copy(res.Vectors[off:end], r.Vectors)
+			for i := off; i < end; i++ {
+				res.Fingerprints[i] = r.Fingerprint
+			}
+			res.Tokens += r.Tokens
+			done[off] = true
+			answered++
+		}
+	}
+	return res, nil
+}
+
+// publish stores one job, waiting at most PublishTimeout for the stream.
+func (c *Client) publish(ctx context.Context, lane wire.Lane, job wire.Job) error {
+	pctx, cancel := context.WithTimeout(ctx, broker.PublishTimeout)
+	defer cancel()
+	_, err := c.js.PublishMsg(pctx, job.Msg(lane.Subject()))
+	if err != nil {
+		err = broker.PublishError(ctx, err, "the jobs stream "+lane.Stream())
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ErrTimeout, err)
+		}
+	}
+	// A full queue is a stream at work, and a requester's own end says
+	// nothing about the stream.
+	if c.Health != nil && ctx.Err() == nil && !errors.Is(err, broker.ErrStreamFull) {
+		c.Health.Published(err)
+	}
+	return err
+}
+
+func validToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func spanEnd(spans [][2]int, off int) int {
+	for _, sp := range spans {
+		if sp[0] == off {
+			return sp[1]
+		}
+	}
+	return -1
+}
+
+func (c *Client) onReply(m *nats.Msg) {
+	// Subject: <inbox>.<request id>.<offset>
+	rest := strings.TrimPrefix(m.Subject, c.inbox+".")
+	id, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	cl := c.calls[id]
+	c.mu.Unlock()
+	if cl == nil {
+		c.log.Debug("late or unknown reply dropped", zap.String("request_id", id))
+		return
+	}
+	select {
+	case cl.replies <- m:
+	default: // more replies than jobs: duplicates, safe to drop
+	}
+}

@@ -1,0 +1,160 @@
+// The api: the sync and the HTTP server over the core stages.
+
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/dispatch"
+	"github.com/waywo/embed/internal/httpapi"
+	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/stage"
+	"github.com/waywo/embed/internal/wire"
+)
+
+// RunAPI serves until ctx ends, the HTTP server fails or the in-process
+// worker stops, then stops in order (see the package comment). listening,
+// when set, is told the HTTP address once it accepts connections.
+func RunAPI(ctx context.Context, cfg config.Config, log *zap.Logger, listening func(addr string)) error {
+	log.Info("starting api", cfg.LogFields()...)
+	s := newSystem(cfg, log)
+	served := make(chan error, 1)
+	s.served = served
+	if err := s.stages.Up(ctx, s.apiStages()...); err != nil {
+		return err
+	}
+	if listening != nil {
+		listening(s.HTTPAddr)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		runErr = fmt.Errorf("http server: %w", err)
+	case <-s.Worker.Done():
+		runErr = fmt.Errorf("in-process worker stopped: %v", s.Worker.Stop())
+	}
+	log.Info("api stopping: finishing requests in flight", zap.Duration("timeout", cfg.ShutdownTimeout))
+	if err := s.Stop(); err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("api stopped")
+	return runErr
+}
+
+// syncOptions are the sync's settings.
+func (s *System) syncOptions() projectsync.Options {
+	cfg := s.Config
+	return projectsync.Options{
+		DBPath: cfg.DBPath, Model: cfg.Model, Dims: cfg.Dimensions, MaxTextBytes: cfg.MaxDocumentBytes,
+		Batch: cfg.BatchSize, Parallel: cfg.SyncBatches, MaxDeliver: cfg.MaxDeliver, Timeout: cfg.RequestTimeout,
+		Reconcile: cfg.ReconcileInterval, Placement: s.Placement,
+	}
+}
+
+// startSync keeps waywo_projects in sync (EMBED_SYNC): the events stream
+// first, then WAYWO_DB, opened in the background while it cannot be.
+func (s *System) startSync(ctx context.Context) (func(), error) {
+	if !s.Config.Sync {
+		return nil, nil
+	}
+	obs := metrics.NewSync(s.Registry, func() (uint64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return projectsync.ProjectsBacklog(ctx, s.JS)
+	})
+	r, err := projectsync.NewRunner(ctx, s.syncOptions(), s.JS, s.Client, s.Workers, s.DeadLetters, obs, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	s.Sync = r
+	running := stage.Go(ctx, func(ctx context.Context) error { r.Run(ctx); return nil })
+	return func() { _ = running.Stop() }, nil
+}
+
+// startHTTP serves the API on EMBED_HTTP_ADDR.
+func (s *System) startHTTP(context.Context) (func(), error) {
+	cfg := s.Config
+	cache, err := httpapi.NewCache(cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	apiMetrics := metrics.NewAPI(s.Registry, func() (int, int) {
+		ready, _ := s.Workers.Ready()
+		return len(s.Workers.Live()), ready
+	}, func(lane wire.Lane) (dispatch.Stats, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return dispatch.ReadStats(ctx, s.JS, lane)
+	})
+	var routes httpapi.Projects
+	if s.Sync != nil {
+		routes = projects{s.Sync}
+	}
+	api := httpapi.New(s.Client, s.Workers, httpapi.Options{
+		Model:       cfg.Model,
+		Dims:        cfg.Dimensions,
+		Fingerprint: s.Workers.Fingerprint,
+		Limits: httpapi.Limits{
+			MaxDocuments:     cfg.MaxDocuments,
+			MaxDocumentBytes: cfg.MaxDocumentBytes,
+			MaxBodyBytes:     cfg.MaxBodyBytes,
+		},
+		RequestTimeout: cfg.RequestTimeout,
+		Cache:          cache,
+		APIKey:         cfg.APIKey,
+		Metrics:        apiMetrics,
+		MetricsHandler: promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}),
+		Projects:       routes,
+		Broker: func() error {
+			if st := s.NC.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("connection is %s", st)
+			}
+			return s.Health.Err()
+		},
+	}, s.Log)
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (EMBED_HTTP_ADDR): %w", cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      cfg.RequestTimeout + time.Minute,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() { s.served <- srv.Serve(ln) }()
+	s.HTTPAddr = ln.Addr().String()
+	s.Log.Info("api listening", zap.String("addr", s.HTTPAddr))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			s.Log.Warn("http shutdown incomplete", zap.Error(err))
+		}
+	}, nil
+}
+
+// projects is the sync as the HTTP routes see it: a sync that is not
+// running is unavailable (503), naming why.
+type projects struct{ *projectsync.Runner }
+
+func (p projects) Status(ctx context.Context, page projectsync.Page) (projectsync.Status, error) {
+	st, err := p.Runner.Status(ctx, page)
+	if errors.Is(err, projectsync.ErrNotRunning) {
+		err = fmt.Errorf("%w: %w", httpapi.ErrUnavailable, err)
+	}
+	return st, err
+}

@@ -1,0 +1,69 @@
+// The api's commands: the core stages alone, joining a running api.
+
+package system
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/projectsync"
+)
+
+// Open starts the core stages (see coreStages), for a command such as
+// reindex or deadletters; stop them with Stop. With joinRunning, an api
+// whose embedded nats-server already answers at EMBED_NATS_ADDR is joined
+// instead: its server and workers are used, and this process runs no
+// worker.
+func Open(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning bool) (*System, error) {
+	if cfg.OwnNATS() && joinRunning {
+		if nc, err := broker.Connect("nats://"+cfg.NATSAddr, "embed-api-"+cfg.WorkerID, nil, cfg.NATSAuth, log, nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			log.Info("using the running api's nats-server and workers", zap.String("addr", cfg.NATSAddr))
+			cfg.NATSURL = "nats://" + cfg.NATSAddr
+			cfg.Worker = "off"
+		}
+	}
+	s := newSystem(cfg, log)
+	if err := s.stages.Up(ctx, s.coreStages()...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenSyncer opens WAYWO_DB and returns the sync's syncer over it; the
+// file closes when the system stops.
+func (s *System) OpenSyncer(ctx context.Context) (*projectsync.Syncer, error) {
+	syncer, err := projectsync.NewSyncer(ctx, s.syncOptions(), s.Client, s.Workers, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	s.stages.Push("WAYWO_DB", func() { _ = syncer.Store.Close() })
+	return syncer, nil
+}
+
+// WaitReady waits until a worker can take jobs, or fails after d.
+func (s *System) WaitReady(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		n, why := s.Workers.Ready()
+		if n > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no worker ready after %s: %s", d, why)
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,201 @@
+// The stages, in the order they start; each stops in reverse.
+
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/dispatch"
+	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/stage"
+	"github.com/waywo/embed/internal/wire"
+	"github.com/waywo/embed/internal/workerproc"
+)
+
+// apiStages are the api's, in order: profiling, the core (the queue's api
+// side, with the embedded nats-server and an in-process worker when
+// NATS_URL is empty), then the sync and HTTP.
+func (s *System) apiStages() []stage.Stage {
+	return append(append([]stage.Stage{{Name: "pprof", Start: s.startPprof}}, s.coreStages()...),
+		stage.Stage{Name: "sync", Start: s.startSync},
+		stage.Stage{Name: "http", Start: s.startHTTP},
+	)
+}
+
+// coreStages are what every mode of the api needs: NATS (embedded or
+// not), the streams, the dead-letter watch, the workers' liveness, the
+// dispatch client and, when this process runs one, the in-process worker.
+func (s *System) coreStages() []stage.Stage {
+	return []stage.Stage{
+		{Name: "embedded nats-server", Start: s.startNATSServer},
+		{Name: "nats", Start: s.connect},
+		{Name: "streams", Start: s.ensureStreams},
+		{Name: "dead letters", Start: s.watchDeadLetters},
+		{Name: "workers", Start: s.watchWorkers},
+		{Name: "dispatch", Start: s.startDispatch},
+		{Name: "in-process worker", Start: s.startInProcessWorker},
+	}
+}
+
+func (s *System) startPprof(context.Context) (func(), error) {
+	return metrics.ServePprof(s.Config.PprofAddr, s.Log)
+}
+
+// startNATSServer starts the embedded nats-server, without NATS_URL: it
+// takes the data directory for this process, then serves JetStream from
+// it, with the store guard watching its free space.
+func (s *System) startNATSServer(context.Context) (func(), error) {
+	cfg := s.Config
+	if !cfg.OwnNATS() {
+		return nil, nil
+	}
+	host, _ := os.Hostname()
+	lock, err := broker.LockDataDir(cfg.DataDir, fmt.Sprintf("pid %d on %s, NATS at %s, since %s",
+		os.Getpid(), host, cfg.NATSAddr, time.Now().UTC().Format(time.RFC3339)))
+	if err != nil {
+		return nil, err
+	}
+	s.Health = broker.NewStreamHealth("jobs stream", wire.JobsStream, s.Log)
+	guard := broker.NewStoreGuard(cfg.DataDir, s.Health, s.Log)
+	s.Server, err = broker.StartServer(broker.ServerOptions{
+		StoreFault: guard.Fault,
+		Addr:       cfg.NATSAddr,
+		StoreDir:   cfg.DataDir, // nats-server adds jetstream/
+		User:       cfg.NATSAuth.User,
+		Password:   cfg.NATSAuth.Password,
+		Token:      cfg.NATSAuth.Token,
+		Log:        s.Log,
+	})
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	ns := s.Server
+	guarding := stage.Go(context.Background(), func(ctx context.Context) error { guard.Run(ctx, ns); return nil })
+	s.Log.Info("embedded nats-server listening", zap.String("url", ns.ClientURL()))
+	return func() {
+		_ = guarding.Stop()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		lock.Release()
+	}, nil
+}
+
+// connect connects the api to NATS: the embedded server in-process, or
+// NATS_URL.
+func (s *System) connect(context.Context) (func(), error) {
+	nc, err := s.dial("embed-api")
+	if err != nil {
+		return nil, err
+	}
+	if s.JS, err = broker.NewJetStream(nc); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	s.NC = nc
+	return func() { workerproc.Drain(nc, s.Log) }, nil
+}
+
+// dial opens a connection of its own to the system's NATS.
+func (s *System) dial(name string) (*nats.Conn, error) {
+	return broker.Connect(s.Config.NATSURL, name, s.Server, s.Config.NATSAuth, s.Log)
+}
+
+// ensureStreams creates or updates both lanes' jobs streams and the
+// dead-letter stream, placed by EMBED_STREAM_REPLICAS and
+// EMBED_STREAM_TAGS. A cluster still electing leaders leaves some requests
+// unanswered for a while: each try gets 5 s, all of them 30 s.
+func (s *System) ensureStreams(ctx context.Context) (func(), error) {
+	cfg := s.Config
+	s.Placement = broker.Placement{Replicas: broker.ResolveReplicas(s.NC, cfg.StreamReplicas), Tags: cfg.StreamTags}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return nil, broker.Retry(setupCtx, "creating the streams", s.Log, func(ctx context.Context) error {
+		if err := dispatch.EnsureJobsStreams(ctx, s.JS, s.limits(), s.Placement); err != nil {
+			return err
+		}
+		return deadletter.Ensure(ctx, s.JS, s.Placement)
+	})
+}
+
+func (s *System) limits() wire.StreamLimits {
+	return wire.StreamLimits{MaxMsgs: s.Config.StreamMaxMsgs, MaxBytes: s.Config.StreamMaxBytes}
+}
+
+// watchDeadLetters dead-letters what the workers' and the sync's consumers
+// give up on.
+func (s *System) watchDeadLetters(context.Context) (func(), error) {
+	s.DeadLetters = &deadletter.Writer{JS: s.JS, Now: time.Now, Log: s.Log.Named("deadletter")}
+	watched := append(deadletter.JobsConsumers(), deadletter.Watched{
+		Stream: projectsync.ProjectsStream, Consumer: projectsync.ProjectsConsumer, Kind: deadletter.KindProjects,
+	})
+	sub, err := deadletter.WatchMaxDeliveries(s.NC, s.DeadLetters, watched, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+func (s *System) watchWorkers(context.Context) (func(), error) {
+	w, err := dispatch.WatchWorkers(s.NC, time.Now, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	s.Workers = w
+	return func() { _ = w.Close() }, nil
+}
+
+// startDispatch starts the api's client of the queue and the look at the
+// jobs stream every 2 s that /health reports.
+func (s *System) startDispatch(context.Context) (func(), error) {
+	if s.Health == nil { // not made by the embedded server's store guard
+		s.Health = broker.NewStreamHealth("jobs stream", wire.JobsStream, s.Log)
+	}
+	c, err := dispatch.NewClient(s.NC, s.JS, s.Config.Dimensions, time.Now, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	c.Health = s.Health
+	c.OneLane = !s.Config.Lanes
+	s.Client = c
+	watching := stage.Go(context.Background(), func(ctx context.Context) error { s.Health.Run(ctx, s.JS, 2*time.Second); return nil })
+	return func() {
+		_ = watching.Stop()
+		_ = c.Close()
+	}, nil
+}
+
+// startInProcessWorker runs a worker next to the api (EMBED_WORKER, by
+// default only with the embedded nats-server), on a connection of its own
+// so that its drain at shutdown does not cut the api's.
+func (s *System) startInProcessWorker(ctx context.Context) (func(), error) {
+	if !s.Config.InProcessWorker() {
+		return nil, nil
+	}
+	nc, err := s.dial("embed-worker-" + s.Config.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	w, err := workerproc.New(ctx, nc, s.Config, s.Registry, s.Log)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	s.Worker = stage.Go(ctx, w.Run)
+	return func() {
+		if err := s.Worker.Stop(); err != nil && !errors.Is(err, context.Canceled) {
+			s.workerErr = err
+		}
+		workerproc.Drain(nc, s.Log)
+	}, nil
+}

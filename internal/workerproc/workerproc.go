@@ -1,0 +1,179 @@
+// Package workerproc assembles a worker from its settings: the model
+// servers it drives, each checked and warmed, the worker's options (the
+// one mapping from the configuration), and the worker process around it —
+// NATS, the worker, its /metrics and /health. The api's in-process worker
+// and the tests' workers are built by the same code. It is apart from the
+// api's assembly (internal/system) so that the worker's static binary
+// holds nothing of the sync's SQLite.
+package workerproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/httpapi"
+	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/stage"
+	"github.com/waywo/embed/internal/wire"
+	"github.com/waywo/embed/internal/worker"
+)
+
+// Options are the settings of a worker on nc.
+func Options(cfg config.Config, nc *nats.Conn) worker.Options {
+	return worker.Options{
+		ID:                cfg.WorkerID,
+		Dims:              cfg.Dimensions,
+		QueryTask:         cfg.QueryTask,
+		BatchSize:         cfg.BatchSize,
+		BatchWait:         cfg.BatchWait,
+		CallsPerHost:      cfg.CallsPerHost,
+		Consumer:          wire.ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
+		Limits:            wire.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes},
+		Placement:         broker.Placement{Replicas: broker.ResolveReplicas(nc, cfg.StreamReplicas), Tags: cfg.StreamTags},
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		ShutdownTimeout:   cfg.ShutdownTimeout,
+	}
+}
+
+// New builds the worker the configuration describes on nc: one endpoint
+// per Ollama host (EMBED_OLLAMA_HOSTS, or OLLAMA_HOST), each checked (and
+// pulled with EMBED_PULL) and warmed, concurrently, before the worker takes
+// any job. Its metrics go to reg.
+func New(ctx context.Context, nc *nats.Conn, cfg config.Config, reg prometheus.Registerer, log *zap.Logger) (*worker.Worker, error) {
+	js, err := broker.NewJetStream(nc)
+	if err != nil {
+		return nil, err
+	}
+	obs := metrics.NewWorker(reg)
+	models := make([]worker.Model, len(cfg.OllamaHosts))
+	errs := make([]error, len(cfg.OllamaHosts))
+	var wg sync.WaitGroup
+	for i, u := range cfg.OllamaHosts {
+		wg.Go(func() {
+			host := u.String()
+			e := ollama.NewEndpoint(u, ollama.Options{
+				Model:     cfg.Model,
+				Dims:      cfg.Dimensions,
+				MaxBatch:  cfg.BatchSize,
+				Timeout:   cfg.ModelTimeout,
+				KeepAlive: cfg.KeepAlive,
+				Truncate:  cfg.Truncate,
+				OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
+				Log:       log,
+			})
+			models[i], errs[i] = e, e.Prepare(ctx, cfg.Pull)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	opts := Options(cfg, nc)
+	opts.Observer = obs
+	return worker.New(nc, js, models, opts, log), nil
+}
+
+// process is a worker process as its stages build it.
+type process struct {
+	cfg    config.Config
+	log    *zap.Logger
+	reg    *prometheus.Registry
+	nc     *nats.Conn
+	worker *worker.Worker
+	run    *stage.Background
+}
+
+// Run runs a worker process until ctx ends, then stops it: the worker in
+// two phases (see worker.Worker.Run), then its connection, drained.
+func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
+	log.Info("starting worker", cfg.LogFields()...)
+	p := &process{cfg: cfg, log: log, reg: metrics.NewRegistry()}
+	stages := stage.Stack{Log: log}
+	err := stages.Up(ctx,
+		stage.Stage{Name: "pprof", Start: p.startPprof},
+		stage.Stage{Name: "nats", Start: p.connect},
+		stage.Stage{Name: "worker", Start: p.startWorker},
+		stage.Stage{Name: "metrics", Start: p.serveMetrics},
+	)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-p.run.Done(): // it gave up before being asked to
+		err = p.run.Stop()
+	}
+	stages.Stop()
+	return err
+}
+
+func (p *process) startPprof(context.Context) (func(), error) {
+	return metrics.ServePprof(p.cfg.PprofAddr, p.log)
+}
+
+func (p *process) connect(context.Context) (func(), error) {
+	if p.cfg.NATSURL == "" {
+		return nil, errors.New("NATS_URL is required: a worker joins the queue of an api or a nats-server (the api's embedded one listens on EMBED_NATS_ADDR, default nats://127.0.0.1:4222)")
+	}
+	nc, err := broker.Connect(p.cfg.NATSURL, "embed-worker-"+p.cfg.WorkerID, nil, p.cfg.NATSAuth, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.nc = nc
+	return func() { Drain(nc, p.log) }, nil
+}
+
+func (p *process) startWorker(ctx context.Context) (func(), error) {
+	w, err := New(ctx, p.nc, p.cfg, p.reg, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.worker = w
+	p.run = stage.Go(ctx, w.Run)
+	return func() { _ = p.run.Stop() }, nil
+}
+
+// serveMetrics serves the worker's /metrics and a /health that is 200
+// while it can embed (for container healthchecks) on EMBED_METRICS_ADDR,
+// when set.
+func (p *process) serveMetrics(context.Context) (func(), error) {
+	addr := p.cfg.MetricsAddr
+	if addr == "" {
+		return nil, nil
+	}
+	h := httpapi.WorkerHandler(promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}), p.cfg.Model, p.cfg.Dimensions, p.worker.Ready)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (EMBED_METRICS_ADDR): %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	p.log.Info("metrics listening", zap.String("addr", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// Drain lets a connection's subscriptions finish what they hold, then
+// closes it.
+func Drain(nc *nats.Conn, log *zap.Logger) {
+	if err := nc.Drain(); err != nil {
+		log.Warn("nats drain", zap.Error(err))
+	}
+	nc.Close()
+}
