@@ -69,7 +69,7 @@ func (c *compose) checkEmbed(t *testing.T) {
 	require.InDeltaSlice(t, want[1], oa.Data[1].Embedding, 1e-6)
 }
 
-// The README's Python snippets, run with Debian's python3-httpx.
+// The Python snippets of docs/api.md, run with Debian's python3-httpx.
 func (c *compose) checkPythonClient(t *testing.T) {
 	script := `
 import json, sys, httpx

@@ -107,7 +107,7 @@ var settings = []setting{
 	{"NATS_TLS_KEY", "", "client key file for NATS", str(func(c *Config) *string { return &c.NATSAuth.TLSKey }, optional(fileExists))},
 	{"EMBED_API_KEY", "", "when set, every route but /health and /metrics needs Authorization: Bearer <key>", str(func(c *Config) *string { return &c.APIKey }, nil)},
 	{"EMBED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded nats-server (only when NATS_URL is empty)", str(func(c *Config) *string { return &c.NATSAddr }, checkHostPort)},
-	{"OLLAMA_HOST", "http://127.0.0.1:11434", "Ollama base URL (host:port and bare hosts are accepted, as Ollama does)", func(c *Config, v string) (err error) {
+	{"OLLAMA_HOST", "http://127.0.0.1:11434", "Ollama base URL; host:port and bare hosts are accepted, as Ollama does", func(c *Config, v string) (err error) {
 		c.OllamaHost, err = ParseOllamaHost(v)
 		return err
 	}},
@@ -127,8 +127,8 @@ var settings = []setting{
 	}},
 	{"EMBED_CALLS_PER_HOST", "1", "model calls a worker keeps in flight to each Ollama; 2 queues a second, full batch in Ollama while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", intIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 16)},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
-	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; every reply is checked against it", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
-	{"EMBED_DATA_DIR", "./data", "data directory: embedded JetStream store", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
+	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; checked at start and on every reply", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
+	{"EMBED_DATA_DIR", "./data", "data directory: the embedded JetStream store lives in jetstream/ under it. One api at a time: it holds embed.lock there, and a second api on the same directory refuses to start, naming the first (two would lose acknowledged events)", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
 	{"EMBED_REQUEST_TIMEOUT", "60s", "longest an /embed request waits for its vectors before 504", durationIn(func(c *Config) *time.Duration { return &c.RequestTimeout }, time.Millisecond, 24*time.Hour)},
 	{"EMBED_MAX_DOCUMENTS", "1024", "documents per request (413 above)", intIn(func(c *Config) *int { return &c.MaxDocuments }, 1, 1_000_000)},
 	{"EMBED_MAX_DOCUMENT_BYTES", "131072", "bytes per document (413 above); must fit one NATS message", intIn(func(c *Config) *int { return &c.MaxDocumentBytes }, 1, 64<<20)},
@@ -150,9 +150,9 @@ var settings = []setting{
 	}},
 	{"EMBED_TRUNCATE", "true", "let Ollama truncate inputs longer than the context; false refuses them (400) instead", boolVar(func(c *Config) *bool { return &c.Truncate })},
 	{"EMBED_QUERY_TASK", "Given a question, retrieve passages that answer the question", "task named in the instruction prefix of query inputs (input_type \"query\")", str(func(c *Config) *string { return &c.QueryTask }, nonEmpty)},
-	{"EMBED_PULL", "false", "worker pulls a missing model at start instead of exiting", boolVar(func(c *Config) *bool { return &c.Pull })},
+	{"EMBED_PULL", "false", "a worker pulls a missing model at start (logging progress) instead of exiting", boolVar(func(c *Config) *bool { return &c.Pull })},
 	{"EMBED_CONTEXT", "8192", "tokens of one input window: `api model install` sets the model's num_ctx and its embedding batch size (num_batch) to it, since a bidirectional model needs a whole input in one micro-batch", intIn(func(c *Config) *int { return &c.Context }, 16, 1<<20)},
-	{"EMBED_MODEL_SOURCE", "", "the GGUF `api model install` installs as EMBED_MODEL: a local path or an https URL (downloaded with resume); empty: the model must already be in Ollama", str(func(c *Config) *string { return &c.ModelSource }, nil)},
+	{"EMBED_MODEL_SOURCE", "", "the GGUF `api model install` installs as EMBED_MODEL: a local path or an https URL (downloaded with resume); empty: the model must already be in Ollama (compose: /models/llama-embed-nemotron-8b.gguf, from EMBED_GGUF_DIR)", str(func(c *Config) *string { return &c.ModelSource }, nil)},
 	{"EMBED_MODEL_SHA256", "", "SHA-256 (hex) the GGUF at EMBED_MODEL_SOURCE must have; empty: a download is checked against the checksum its server states, when it states one", str(func(c *Config) *string { return &c.ModelSHA256 }, optional(func(v string) error {
 		if len(v) != 64 || strings.Trim(strings.ToLower(v), "0123456789abcdef") != "" {
 			return errors.New("want 64 hex digits")
@@ -162,7 +162,7 @@ var settings = []setting{
 	{"EMBED_ACK_WAIT", "5s", "JetStream ack wait of a job: a job held by a worker that died is redelivered this long after its last sign of life; a live worker reports progress on every job it holds three times per ack wait", durationIn(func(c *Config) *time.Duration { return &c.AckWait }, time.Second, time.Hour)},
 	{"EMBED_MAX_DELIVER", "5", "attempts per job before it fails with an error reply", intIn(func(c *Config) *int { return &c.MaxDeliver }, 1, 1000)},
 	{"EMBED_STREAM_MAX_MSGS", "100000", "most jobs the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxMsgs })},
-	{"EMBED_STREAM_MAX_BYTES", "1073741824", "most bytes the queue holds; more are refused with 429", positive64(func(c *Config) *int64 { return &c.StreamMaxBytes })},
+	{"EMBED_STREAM_MAX_BYTES", "1073741824", "most bytes the queue holds; more are refused with 429. The store must have room for it: the api refuses to start, naming this setting, when it has not", positive64(func(c *Config) *int64 { return &c.StreamMaxBytes })},
 	{"EMBED_STREAM_REPLICAS", "auto", "copies of every stream (jobs, project events, dead letters), 1 to 5; auto: 3 on a NATS cluster, 1 otherwise. An existing stream with more is never lowered", func(c *Config, v string) error {
 		if v == "auto" {
 			c.StreamReplicas = 0
@@ -198,7 +198,7 @@ var settings = []setting{
 		}
 		return fmt.Errorf("want auto, on or off, got %q", v)
 	}},
-	{"EMBED_WORKER_ID", "", "worker name in logs and heartbeats; empty means host-pid", func(c *Config, v string) error {
+	{"EMBED_WORKER_ID", "", "worker name in logs and heartbeats; empty means <host>-<pid>", func(c *Config, v string) error {
 		if v == "" {
 			host, _ := os.Hostname()
 			v = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -313,6 +313,20 @@ func Usage(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Env, def, s.Help)
 	}
 	tw.Flush()
+}
+
+// Markdown writes the settings as the table of docs/configuration.md: one
+// row per variable, in the order Load reads them.
+func Markdown(w io.Writer) {
+	fmt.Fprintln(w, "| variable | default | meaning |")
+	fmt.Fprintln(w, "|---|---|---|")
+	for _, s := range Settings() {
+		def := "empty"
+		if s.Default != "" {
+			def = "`" + s.Default + "`"
+		}
+		fmt.Fprintf(w, "| `%s` | %s | %s |\n", s.Env, def, strings.ReplaceAll(s.Help, "|", "\\|"))
+	}
 }
 
 // Setting describes one variable for generated and checked documentation.

@@ -121,7 +121,19 @@ func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Dura
 	ty.sent.Add(1)
 	body, _ := json.Marshal(map[string]any{"documents": docs})
 	start := time.Now()
-	resp, err := hc.Post(c.apiURL+"/embed", "application/json", strings.NewReader(string(body)))
+	req, err := http.NewRequest(http.MethodPost, c.apiURL+"/embed", strings.NewReader(string(body)))
+	if err != nil {
+		panic(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// Embedding is idempotent, and says so as HTTP clients expect: Go's
+	// transport then sends a request again when the keep-alive connection
+	// it reused was closed by a stopping api before the request was read
+	// (the race every HTTP/1.1 server has). A connection that dies under a
+	// request on a fresh connection, or after the api read it, still
+	// counts as a lost request.
+	req.Header.Set("Idempotency-Key", strconv.FormatInt(ty.sent.Load(), 10))
+	resp, err := hc.Do(req)
 	if err == nil {
 		defer func() {
 			ty.mu.Lock()

@@ -141,6 +141,9 @@ func (s *System) startHTTP(context.Context) (func(), error) {
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
+		// Answers in flight say Connection: close, so that their clients
+		// do not send another request on a connection about to close.
+		srv.SetKeepAlivesEnabled(false)
 		if err := srv.Shutdown(ctx); err != nil {
 			s.Log.Warn("http shutdown incomplete", zap.Error(err))
 		}
