@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/backoff"
 )
 
 // Outage paces a loop whose fetches fail (a stream without a leader, NATS
@@ -35,7 +37,7 @@ func (o *Outage) Failed(ctx context.Context, err error) {
 		o.Log.Warn(o.What+" failing; backing off until it works again", zap.Error(err))
 	}
 	o.failures++
-	b := Backoff{First: o.Min, Max: o.Max, Jitter: true}
+	b := backoff.Policy{First: o.Min, Max: o.Max, Jitter: true}
 	if b.First <= 0 {
 		b.First = 100 * time.Millisecond
 	}

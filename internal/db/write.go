@@ -12,6 +12,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/mattn/go-sqlite3"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/backoff"
 )
 
 // Embedding is a vector to store for a project, with the hash of the text
@@ -151,22 +153,27 @@ func isBusy(err error) bool {
 	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
 }
 
+// lockedDelay paces the tries of a statement while the file stays locked:
+// 50 ms, doubling, at most 1 s. Each try already waited BusyTimeout inside
+// SQLite.
+var lockedDelay = backoff.Policy{First: 50 * time.Millisecond, Max: time.Second}
+
 // retryBusy runs fn until it succeeds, fails otherwise than busy, or ctx
-// ends, backing off from 50 ms to 1 s between tries. Each try already
-// waited BusyTimeout inside SQLite.
+// ends.
 func retryBusy(ctx context.Context, log *zap.Logger, what string, fn func() error) error {
-	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil || !isBusy(err) {
 			return err
 		}
+		wait := lockedDelay.Delay(attempt)
 		log.Warn("database locked; retrying", zap.String("op", what), zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("%w (gave up: %v)", err, context.Cause(ctx))
-		case <-time.After(wait):
+		case <-t.C:
 		}
-		wait = min(2*wait, time.Second)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/backoff"
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/deadletter"
@@ -268,7 +269,7 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, id int64, re
 
 // retryDelay paces the attempts of an event whose sync failed for a
 // passing reason: 1 s, doubling, at most 30 s.
-var retryDelay = broker.Backoff{First: time.Second, Max: 30 * time.Second}
+var retryDelay = backoff.Policy{First: time.Second, Max: 30 * time.Second}
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

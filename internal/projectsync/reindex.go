@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/backoff"
 )
 
 // ReindexOptions shape a reindex.
@@ -91,7 +91,7 @@ feed:
 }
 
 // reindexDelay paces a reindex batch's attempts: 1 s, 2 s, 4 s…
-var reindexDelay = broker.Backoff{First: time.Second, Max: 30 * time.Second}
+var reindexDelay = backoff.Policy{First: time.Second, Max: 30 * time.Second}
 
 // syncWithRetries syncs batch, then again the projects that failed for a
 // passing reason, up to o.Attempts times, waiting reindexDelay between.

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/backoff"
 	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/prompt"
@@ -198,7 +198,7 @@ func (w *Worker) deadLetter(m jetstream.Msg, reason string) {
 
 // retryDelay paces the attempts of a job the model failed: 0.5 s,
 // doubling, at most 10 s.
-var retryDelay = broker.Backoff{First: 500 * time.Millisecond, Max: 10 * time.Second}
+var retryDelay = backoff.Policy{First: 500 * time.Millisecond, Max: 10 * time.Second}
 
 // keepInProgress tells JetStream the batch's jobs are still being worked on
 // while a model call runs longer than a third of the ack wait.
