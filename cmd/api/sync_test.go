@@ -291,3 +291,91 @@ func TestReplacedDatabaseIsSynced(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 3, st.Total, "counts come from the new file")
 }
+
+// Whatever the path holds after a replacement is checked and set up as a
+// file found at start — our table created, its rows embedded where
+// missing or stale, without waiting for the next reconcile — whether the
+// file keeps the old one's inode or not: a backup from before this service
+// ran copied over it, a fresh file from the backend, our table dropped.
+func TestReplacedFileIsANewFile(t *testing.T) {
+	t.Parallel()
+	backendFile := func(t *testing.T, path string, from, to int) {
+		t.Helper()
+		raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+		require.NoError(t, err)
+		defer raw.Close()
+		_, err = raw.Exec(db.BackendSchema)
+		require.NoError(t, err)
+		for id := from; id <= to; id++ {
+			_, err := raw.Exec(db.InsertProject, id, fmt.Sprintf("Project %d", id), ollamatest.Sentence(uint64(id), 8), `["waywo"]`)
+			require.NoError(t, err)
+		}
+		// A vector the old Python service wrote: of unknown origin, stale.
+		_, err = raw.Exec("UPDATE waywo_projects SET description_embedding = zeroblob(?) WHERE id = 1", 4*384)
+		require.NoError(t, err)
+	}
+	for _, tc := range []struct {
+		name    string
+		replace func(t *testing.T, path string)
+	}{
+		{"a backup from before this service copied over it", func(t *testing.T, path string) {
+			backup := filepath.Join(t.TempDir(), "backup.db")
+			backendFile(t, backup, 1, 8)
+			b, err := os.ReadFile(backup)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, b, 0o644)) // cp: the same inode, another content
+		}},
+		{"a fresh file from the backend", func(t *testing.T, path string) {
+			require.NoError(t, os.Remove(path))
+			backendFile(t, path, 1, 8)
+		}},
+		{"our table dropped", func(t *testing.T, path string) {
+			raw, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000")
+			require.NoError(t, err)
+			defer raw.Close()
+			_, err = raw.Exec("DROP TABLE embed_sync_state")
+			require.NoError(t, err)
+			insertProjects(t, path, 3, 8)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, path := syncConfig(t, map[string]string{"EMBED_RECONCILE_INTERVAL": "1h"})
+			base, cancel, done := startRun(t, cfg)
+			defer func() { cancel(); require.NoError(t, <-done) }()
+			insertProjects(t, path, 1, 2)
+			for _, id := range []int{1, 2} {
+				resp, err := http.Post(fmt.Sprintf("%s/projects/%d/changed", base, id), "", nil)
+				require.NoError(t, err)
+				resp.Body.Close()
+			}
+			require.Eventually(t, func() bool { return hasBlob(t, path, 1, cfg.Dimensions) && hasBlob(t, path, 2, cfg.Dimensions) },
+				30*time.Second, 20*time.Millisecond)
+
+			tc.replace(t, path)
+			// Events for half the projects; the rest is found by the
+			// reconcile a new file calls for, not by the hourly one.
+			for id := 1; id <= 4; id++ {
+				resp, err := http.Post(fmt.Sprintf("%s/projects/%d/changed", base, id), "", nil)
+				require.NoError(t, err)
+				resp.Body.Close()
+				require.Equal(t, http.StatusAccepted, resp.StatusCode)
+			}
+			var st struct{ Total, Embedded, Stale, Pending, Failed int }
+			require.Eventually(t, func() bool {
+				resp, err := http.Get(base + "/projects/sync-status")
+				require.NoError(t, err)
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return false
+				}
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+				return st.Embedded == 8
+			}, 60*time.Second, 50*time.Millisecond, "sync-status: %+v", st)
+			require.Equal(t, 8, st.Total)
+			for id := 1; id <= 8; id++ {
+				require.True(t, hasBlob(t, path, id, cfg.Dimensions), "project %d", id)
+			}
+		})
+	}
+}

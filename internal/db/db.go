@@ -31,12 +31,12 @@ import (
 // connection (the backend's, say) before SQLite gives up with SQLITE_BUSY.
 const BusyTimeout = 5 * time.Second
 
-// projectsSchema is the WAYWO backend's waywo_projects table (SQLAlchemy
+// BackendSchema is the WAYWO backend's waywo_projects table (SQLAlchemy
 // model WaywoProjectDB, src/db/models.py), created only when the file has
 // no such table so that the embedded default works alone. The foreign key
 // to waywo_comments is left out: that table is the backend's to create.
 // source, umap_x and umap_y are newer backend columns, nullable here.
-const projectsSchema = `
+const BackendSchema = `
 CREATE TABLE waywo_projects (
 	id INTEGER NOT NULL,
 	source_comment_id INTEGER NOT NULL,
@@ -112,9 +112,10 @@ type Store struct {
 	path string
 	log  *zap.Logger
 
-	mu     sync.Mutex
-	p      *pools
-	closed bool
+	mu       sync.Mutex
+	p        *pools
+	closed   bool
+	replaced chan struct{} // closed, and made anew, when another file is set up at the path
 }
 
 // pools are the connections to one file, known by its device and inode.
@@ -149,7 +150,7 @@ func Open(ctx context.Context, path string, log *zap.Logger) (*Store, error) {
 			return nil, fmt.Errorf("create directory for WAYWO_DB: %w", err)
 		}
 	}
-	s := &Store{path: abs, log: log}
+	s := &Store{path: abs, log: log, replaced: make(chan struct{})}
 	if s.p, err = s.open(ctx); err != nil {
 		return nil, err
 	}
@@ -225,7 +226,7 @@ func (s *Store) pools(ctx context.Context) (*pools, error) {
 		return s.p, nil // cannot tell; keep the file open
 	}
 	if dev, ino := fileID(fi); s.p != nil && dev == s.p.dev && ino == s.p.ino {
-		return s.p, nil
+		return s.p, s.setUp(ctx, s.p)
 	}
 	var old [2]uint64
 	if s.p != nil {
@@ -240,10 +241,49 @@ func (s *Store) pools(ctx context.Context) (*pools, error) {
 		return nil, fmt.Errorf("WAYWO_DB %s was replaced and the new file cannot be opened: %w", s.path, err)
 	}
 	s.p = p
-	s.log.Warn("WAYWO_DB was replaced by another file (a restore, a move); reopened it",
+	s.log.Warn("WAYWO_DB was replaced by another file (a restore, a move); reopened it and set it up as at start",
 		zap.String("path", s.path), zap.Uint64("old_inode", old[1]), zap.Uint64("new_inode", p.ino),
 		zap.Uint64("old_device", old[0]), zap.Uint64("new_device", p.dev))
+	s.announceReplaced()
 	return p, nil
+}
+
+// setUp checks, at each use, that the open file still has our table: a
+// file whose content was replaced in place (cp of a backup over it, a new
+// file given the deleted one's inode, a DROP TABLE) keeps its device and
+// inode, and would fail every sync with "no such table". Such a file is set
+// up as a file found at start. The check is one small query. s.mu is held.
+func (s *Store) setUp(ctx context.Context, p *pools) error {
+	var n int
+	err := retryBusy(ctx, s.log, "check tables", func() error {
+		return p.r.GetContext(ctx, &n, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('waywo_projects', 'embed_sync_state')")
+	})
+	if err != nil {
+		return fmt.Errorf("WAYWO_DB %s: %w", s.path, err)
+	}
+	if n == 2 {
+		return nil
+	}
+	s.log.Warn("WAYWO_DB lost our table (a backup restored over it, a new file in its place); setting it up as at start", zap.String("path", s.path))
+	if err := s.prepare(ctx, p.w); err != nil {
+		return fmt.Errorf("WAYWO_DB %s was replaced and cannot be set up: %w", s.path, err)
+	}
+	s.announceReplaced()
+	return nil
+}
+
+// announceReplaced tells those waiting on Replaced. s.mu is held.
+func (s *Store) announceReplaced() {
+	close(s.replaced)
+	s.replaced = make(chan struct{})
+}
+
+// Replaced is closed when another file is set up at the path (its rows are
+// then to be checked, as at start); ask again after it fires.
+func (s *Store) Replaced() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replaced
 }
 
 // setAsideWAL moves the -wal and -shm files of a file that left the path
@@ -315,7 +355,7 @@ func (s *Store) prepare(ctx context.Context, w *sqlx.DB) error {
 			return err
 		}
 		if n == 0 {
-			if _, err := tx.ExecContext(ctx, projectsSchema); err != nil {
+			if _, err := tx.ExecContext(ctx, BackendSchema); err != nil {
 				return fmt.Errorf("create waywo_projects: %w", err)
 			}
 		} else if err := checkColumns(ctx, tx); err != nil {

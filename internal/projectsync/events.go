@@ -271,6 +271,25 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, id int64, re
 // passing reason: 1 s, doubling, at most 30 s.
 var retryDelay = backoff.Policy{First: time.Second, Max: 30 * time.Second}
 
+// wait waits for the next reconcile: interval (none when 0), or another
+// file set up at the path. It says false when ctx ended.
+func wait(ctx context.Context, interval time.Duration, replaced <-chan struct{}, log *zap.Logger) bool {
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTimer(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tick:
+	case <-replaced:
+		log.Info("another WAYWO_DB file is set up; reconciling it now")
+	}
+	return true
+}
+
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -298,15 +317,17 @@ func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool)
 	return len(ids), changes, nil
 }
 
-// RunReconciler reconciles now and then every interval (never again when
-// interval is 0) until ctx ends. A failed round is logged and retried at
-// the next tick. obs may be nil.
+// RunReconciler reconciles now, then every interval (never again when
+// interval is 0) and whenever another file is set up at WAYWO_DB's path
+// (as at start: its rows are all checked), until ctx ends. A failed round
+// is logged and retried at the next tick. obs may be nil.
 //
 // A change of model (the workers serve a new digest) is logged once per
 // old and new digest, with how many projects it sends back to the model.
 func RunReconciler(ctx context.Context, s *Syncer, js jetstream.JetStream, interval time.Duration, obs Observer, log *zap.Logger) {
 	announced := map[[2]string]bool{}
 	for {
+		replaced := s.Store.Replaced() // a replacement during the round calls for another
 		start := time.Now()
 		n, changes, err := Reconcile(ctx, s, js, false)
 		for _, c := range changes {
@@ -327,11 +348,7 @@ func RunReconciler(ctx context.Context, s *Syncer, js jetstream.JetStream, inter
 		default:
 			log.Info("reconciled", zap.Int("queued", n), zap.Duration("took", time.Since(start)))
 		}
-		if interval <= 0 {
-			return
-		}
-		sleep(ctx, interval)
-		if ctx.Err() != nil {
+		if !wait(ctx, interval, replaced, log) {
 			return
 		}
 	}
