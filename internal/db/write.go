@@ -16,31 +16,51 @@ import (
 	"github.com/waywo/embed/internal/backoff"
 )
 
-// Embedding is a vector to store for a project, with the hash of the text
-// it was computed from.
+// Embedding is a vector to store for a project: the columns of the row
+// its text was built from, as read, and the hash of that text.
 type Embedding struct {
-	ID   int64
-	Blob []byte
-	Hash string
+	ID     int64
+	Source Project // the row as read when its text was built
+	Blob   []byte
+	Hash   string
 	// Digest and OllamaVersion fingerprint the model that computed Blob.
 	Digest        string
 	OllamaVersion string
 }
 
+// Saved says what SaveEmbeddings did not write: Missing rows no longer
+// exist; Superseded rows changed since their text was read (a newer text's
+// sync, or the reconcile, takes over).
+type Saved struct {
+	Missing, Superseded []int64
+}
+
 // SaveEmbeddings writes each blob into description_embedding and records
-// it, in one short transaction. It returns the ids whose row no longer
-// exists (nothing is written for them).
-func (s *Store) SaveEmbeddings(ctx context.Context, es []Embedding, model string, dims int, at time.Time) (missing []int64, err error) {
+// it, in one short transaction, where the row still holds the title,
+// description and hashtags the vector was computed from: a sync of an
+// older text that finishes after a sync of the newer one (two events, two
+// workers of different speed) stores nothing.
+func (s *Store) SaveEmbeddings(ctx context.Context, es []Embedding, model string, dims int, at time.Time) (saved Saved, err error) {
 	stamp := at.UTC().Format(time.RFC3339Nano)
 	err = s.write(ctx, "save embeddings", func(tx *sqlx.Tx) error {
-		missing = missing[:0]
+		saved = Saved{}
 		for _, e := range es {
-			res, err := tx.ExecContext(ctx, "UPDATE waywo_projects SET description_embedding = ? WHERE id = ?", e.Blob, e.ID)
+			res, err := tx.ExecContext(ctx, `UPDATE waywo_projects SET description_embedding = ?
+WHERE id = ? AND title IS ? AND description IS ? AND hashtags IS ?`,
+				e.Blob, e.ID, e.Source.Title, e.Source.Description, e.Source.Hashtags)
 			if err != nil {
 				return err
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
-				missing = append(missing, e.ID)
+				var exists int
+				if err := tx.GetContext(ctx, &exists, "SELECT count(*) FROM waywo_projects WHERE id = ?", e.ID); err != nil {
+					return err
+				}
+				if exists == 0 {
+					saved.Missing = append(saved.Missing, e.ID)
+				} else {
+					saved.Superseded = append(saved.Superseded, e.ID)
+				}
 				continue
 			}
 			if _, err := tx.ExecContext(ctx, `
@@ -55,7 +75,7 @@ ON CONFLICT (project_id) DO UPDATE SET content_hash = excluded.content_hash, mod
 		}
 		return nil
 	})
-	return missing, err
+	return saved, err
 }
 
 func nullIfEmpty(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

@@ -270,7 +270,7 @@ func NewSync(reg prometheus.Registerer, backlog func() (uint64, error)) *Sync {
 	m := &Sync{
 		projects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "sync", Name: "projects_total",
-			Help: "Projects synced, by outcome: embedded, unchanged, missing, failed, retry.",
+			Help: "Projects synced, by outcome: embedded, unchanged, missing, superseded, failed, retry.",
 		}, []string{"outcome"}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "sync", Name: "dead_letters_total",

@@ -152,7 +152,7 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 	}
 	took := time.Since(start)
 	c.Log.Debug("synced projects", zap.Int("events", len(msgs)), zap.Int("projects", len(ids)),
-		zap.Int("embedded", counts[Embedded]), zap.Int("unchanged", counts[Unchanged]), zap.Int("missing", counts[Missing]),
+		zap.Int("embedded", counts[Embedded]), zap.Int("unchanged", counts[Unchanged]), zap.Int("missing", counts[Missing]), zap.Int("superseded", counts[Superseded]),
 		zap.Int("failed", counts[Failed]), zap.Int("retry", counts[Retry]), zap.Duration("took", took))
 	c.summary.add(len(msgs), len(ids), counts, took, c.Log)
 }
@@ -213,7 +213,7 @@ func (s *summary) flushLocked() {
 		return
 	}
 	s.log.Info("synced projects", zap.Int("batches", s.batches), zap.Int("events", s.events), zap.Int("projects", s.projects),
-		zap.Int("embedded", s.counts[Embedded]), zap.Int("unchanged", s.counts[Unchanged]), zap.Int("missing", s.counts[Missing]),
+		zap.Int("embedded", s.counts[Embedded]), zap.Int("unchanged", s.counts[Unchanged]), zap.Int("missing", s.counts[Missing]), zap.Int("superseded", s.counts[Superseded]),
 		zap.Int("failed", s.counts[Failed]), zap.Int("retry", s.counts[Retry]), zap.Duration("slowest_batch", s.slowest))
 	s.logged = time.Now()
 	s.batches, s.events, s.projects, s.slowest = 0, 0, 0, 0
@@ -227,6 +227,9 @@ func (c *Consumer) settle(ctx context.Context, m jetstream.Msg, id int64, r Resu
 		_ = m.Ack()
 	case Missing:
 		log.Info("project no longer exists; nothing to sync")
+		_ = m.Ack()
+	case Superseded:
+		log.Debug("project changed while its vector was computed; the newer text's sync or the reconcile takes over")
 		_ = m.Ack()
 	case Failed:
 		if !r.Recorded {

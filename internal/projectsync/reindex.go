@@ -124,7 +124,7 @@ func (s Summary) Print(w io.Writer) {
 		rate = float64(s.Total) / secs
 	}
 	fmt.Fprintf(w, "reindex done: %d projects in %s (%.1f/s)\n", s.Total, s.Took.Round(time.Millisecond), rate)
-	for _, o := range []Outcome{Embedded, Unchanged, Missing, Failed, Retry} {
+	for _, o := range []Outcome{Embedded, Unchanged, Missing, Superseded, Failed, Retry} {
 		label := o.String()
 		if o == Retry {
 			label = "not done"

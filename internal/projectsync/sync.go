@@ -59,10 +59,14 @@ const (
 	Missing                  // no such project (deleted): nothing to do
 	Failed                   // cannot be embedded until the row changes; recorded with the reason
 	Retry                    // a passing failure (queue, workers, database): try again later
+	// Superseded: the row changed while its vector was computed, and
+	// nothing was stored; a newer text's sync, or the reconcile, takes
+	// over.
+	Superseded
 )
 
 func (o Outcome) String() string {
-	return [...]string{"embedded", "unchanged", "missing", "failed", "retry"}[o]
+	return [...]string{"embedded", "unchanged", "missing", "failed", "retry", "superseded"}[o]
 }
 
 // Result is one project's outcome. Reason explains Failed and Retry;
@@ -225,7 +229,7 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 		return out
 	}
 	var (
-		todo     []int64
+		todo     []db.Project
 		texts    []string
 		keys     []string
 		failures []db.Failure
@@ -242,13 +246,13 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 		case c.state == StateEmbedded && !force:
 			out[p.ID] = Result{Outcome: Unchanged}
 		default:
-			todo = append(todo, p.ID)
+			todo = append(todo, p)
 			texts = append(texts, c.text)
 			keys = append(keys, c.key)
 		}
 	}
 	for _, id := range ids {
-		if _, ok := out[id]; !ok && !slices.Contains(todo, id) {
+		if _, ok := out[id]; !ok && !slices.ContainsFunc(todo, func(p db.Project) bool { return p.ID == id }) {
 			out[id] = Result{Outcome: Missing}
 		}
 	}
@@ -269,51 +273,54 @@ func (s *Syncer) Sync(ctx context.Context, ids []int64, force bool) map[int64]Re
 	return out
 }
 
-// embedAndSave embeds texts through the queue and stores the vectors,
-// filling in out for ids. A text the model refuses for good fails alone (it
-// is returned, to be recorded) and the others are sent again.
-func (s *Syncer) embedAndSave(ctx context.Context, ids []int64, texts, keys []string, out map[int64]Result) (failures []db.Failure) {
+// embedAndSave embeds the rows' texts through the queue and stores the
+// vectors, filling in out for them. A text the model refuses for good
+// fails alone (it is returned, to be recorded) and the others are sent
+// again.
+func (s *Syncer) embedAndSave(ctx context.Context, rows []db.Project, texts, keys []string, out map[int64]Result) (failures []db.Failure) {
 	var (
 		res dispatch.Result
 		err error
 	)
-	for len(ids) > 0 {
+	for len(rows) > 0 {
 		res, err = s.Queue.Embed(ctx, dispatch.Request{ID: newRequestID(), Lane: wire.LaneBulk, Documents: texts})
 		var de *dispatch.DocumentError
-		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(ids) || !(errors.Is(err, wire.ErrRejected) || errors.Is(err, dispatch.ErrTooLarge)) {
+		if !errors.As(err, &de) || de.Index < 0 || de.Index >= len(rows) || !(errors.Is(err, wire.ErrRejected) || errors.Is(err, dispatch.ErrTooLarge)) {
 			break
 		}
 		i := de.Index
 		reason := "refused by the model: " + de.Err.Error()
-		out[ids[i]] = Result{Outcome: Failed, Reason: reason}
-		failures = append(failures, db.Failure{ID: ids[i], Hash: keys[i], Reason: reason})
-		ids, texts, keys = slices.Delete(ids, i, i+1), slices.Delete(texts, i, i+1), slices.Delete(keys, i, i+1)
+		out[rows[i].ID] = Result{Outcome: Failed, Reason: reason}
+		failures = append(failures, db.Failure{ID: rows[i].ID, Hash: keys[i], Reason: reason})
+		rows, texts, keys = slices.Delete(rows, i, i+1), slices.Delete(texts, i, i+1), slices.Delete(keys, i, i+1)
 	}
-	if len(ids) == 0 {
+	if len(rows) == 0 {
 		return failures
 	}
 	if err != nil {
-		for _, id := range ids {
-			out[id] = Result{Outcome: Retry, Reason: "embedding: " + err.Error()}
+		for _, p := range rows {
+			out[p.ID] = Result{Outcome: Retry, Reason: "embedding: " + err.Error()}
 		}
 		return failures
 	}
-	es := make([]db.Embedding, len(ids))
-	for i, id := range ids {
-		es[i] = db.Embedding{ID: id, Blob: vector.Append(nil, res.Vectors[i]), Hash: keys[i]}
+	es := make([]db.Embedding, len(rows))
+	for i, p := range rows {
+		es[i] = db.Embedding{ID: p.ID, Source: p, Blob: vector.Append(nil, res.Vectors[i]), Hash: keys[i]}
 		if i < len(res.Fingerprints) {
 			es[i].Digest, es[i].OllamaVersion = res.Fingerprints[i].Digest, res.Fingerprints[i].OllamaVersion
 		}
 	}
-	missing, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
-	for _, id := range ids {
+	saved, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
+	for _, p := range rows {
 		switch {
 		case err != nil:
-			out[id] = Result{Outcome: Retry, Reason: err.Error()}
-		case slices.Contains(missing, id):
-			out[id] = Result{Outcome: Missing}
+			out[p.ID] = Result{Outcome: Retry, Reason: err.Error()}
+		case slices.Contains(saved.Missing, p.ID):
+			out[p.ID] = Result{Outcome: Missing}
+		case slices.Contains(saved.Superseded, p.ID):
+			out[p.ID] = Result{Outcome: Superseded, Reason: "the row changed while its vector was computed; nothing stored"}
 		default:
-			out[id] = Result{Outcome: Embedded}
+			out[p.ID] = Result{Outcome: Embedded}
 		}
 	}
 	return failures
