@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -17,6 +18,10 @@ import (
 
 	"github.com/waywo/embed/internal/httpapi"
 )
+
+// apiOverheadBytes is what the api holds beside its requests in flight,
+// for its Go memory limit: the embedded nats-server, the sync, the cache.
+const apiOverheadBytes = 192 << 20
 
 func main() {
 	args := os.Args[1:]
@@ -50,6 +55,12 @@ func main() {
 	defer stop()
 	switch sub {
 	case "":
+		if os.Getenv("GOMEMLIMIT") == "" {
+			// The requests' budget and what the api holds beside it (the
+			// embedded nats-server, the sync, the cache): the collector
+			// works harder near it rather than let the heap double.
+			debug.SetMemoryLimit(cfg.MaxInflightBytes + apiOverheadBytes)
+		}
 		err = system.RunAPI(ctx, cfg, log, nil)
 	case "reindex":
 		err = reindexCommand(ctx, cfg, log, args, os.Stdout, os.Stderr)

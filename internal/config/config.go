@@ -38,6 +38,7 @@ type Config struct {
 	MaxDocuments     int
 	MaxDocumentBytes int
 	MaxBodyBytes     int64
+	MaxInflightBytes int64 // EMBED_MAX_INFLIGHT_BYTES
 
 	BatchSize    int
 	BatchWait    time.Duration
@@ -133,6 +134,7 @@ var settings = []setting{
 	{"EMBED_MAX_DOCUMENTS", "1024", "documents per request (413 above)", intIn(func(c *Config) *int { return &c.MaxDocuments }, 1, 1_000_000)},
 	{"EMBED_MAX_DOCUMENT_BYTES", "131072", "bytes per document (413 above); must fit one NATS message", intIn(func(c *Config) *int { return &c.MaxDocumentBytes }, 1, 64<<20)},
 	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", positive64(func(c *Config) *int64 { return &c.MaxBodyBytes })},
+	{"EMBED_MAX_INFLIGHT_BYTES", "268435456", "bytes the api's requests in flight may hold together (bodies read and decoded, vectors awaiting their answer); past it a request is refused at once with 429 and Retry-After, before its body is read when Content-Length says so. Must hold one largest request (EMBED_MAX_BODY_BYTES, EMBED_MAX_DOCUMENTS, EMBED_DIMENSIONS); without GOMEMLIMIT, the api's Go memory limit is set to this plus 192 MiB", positive64(func(c *Config) *int64 { return &c.MaxInflightBytes })},
 	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to Ollama in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
 	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
 	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call, time waiting in Ollama's queue included", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},

@@ -35,6 +35,8 @@ func statusOf(err error) (int, string) {
 			return re.status, "method_not_allowed"
 		case http.StatusUnauthorized:
 			return re.status, "unauthorized"
+		case http.StatusTooManyRequests:
+			return re.status, "overloaded"
 		}
 		return re.status, "bad_request"
 	case errors.Is(err, dispatch.ErrTooLarge):

@@ -139,6 +139,12 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
+	h, err := s.admitBody(r)
+	defer h.release()
+	if err != nil {
+		s.writeOpenAIError(w, r, err)
+		return
+	}
 	body, err := s.readJSONBody(w, r)
 	if err != nil {
 		s.writeOpenAIError(w, r, err)
@@ -146,6 +152,10 @@ func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := decodeOpenAIRequest(body, s.opts.Model, s.opts.Dims, s.opts.Limits)
 	if err != nil {
+		s.writeOpenAIError(w, r, err)
+		return
+	}
+	if err := s.admitDocuments(h, len(body), len(req.Inputs), true); err != nil {
 		s.writeOpenAIError(w, r, err)
 		return
 	}

@@ -61,6 +61,10 @@ type Options struct {
 	// Projects, when set, serves the project sync routes; without it they
 	// answer 404 saying the sync is off.
 	Projects Projects
+	// MaxInflightBytes bounds the bytes of requests in flight (bodies read
+	// and decoded, vectors awaiting their answer); past it a request is
+	// refused with 429. 0: no bound.
+	MaxInflightBytes int64
 }
 
 // Projects is the sync of waywo_projects as the HTTP routes see it.
@@ -74,11 +78,12 @@ type Projects interface {
 
 // Server serves the HTTP API.
 type Server struct {
-	queue Queue
-	ready Readiness
-	opts  Options
-	log   *zap.Logger
-	mux   *http.ServeMux
+	queue  Queue
+	ready  Readiness
+	opts   Options
+	log    *zap.Logger
+	mux    *http.ServeMux
+	budget *budget
 }
 
 // New returns the API server.
@@ -86,7 +91,7 @@ func New(q Queue, ready Readiness, opts Options, log *zap.Logger) *Server {
 	if opts.Broker == nil {
 		opts.Broker = func() error { return nil }
 	}
-	s := &Server{queue: q, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux()}
+	s := &Server{queue: q, ready: ready, opts: opts, log: log.Named("http"), mux: http.NewServeMux(), budget: newBudget(opts.MaxInflightBytes)}
 	s.mux.HandleFunc("POST /embed", s.handleEmbed)
 	s.mux.HandleFunc("POST /v1/embeddings", s.handleOpenAI)
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
@@ -188,6 +193,12 @@ func requestID(r *http.Request) string {
 
 func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	h, err := s.admitBody(r)
+	defer h.release()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	body, err := s.readJSONBody(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -195,6 +206,10 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := decodeEmbedRequest(body, s.opts.Limits)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.admitDocuments(h, len(body), len(req.Documents), !wantsBinary(r)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -86,6 +86,11 @@ func (s *System) startSync(ctx context.Context) (func(), error) {
 // startHTTP serves the API on EMBED_HTTP_ADDR.
 func (s *System) startHTTP(context.Context) (func(), error) {
 	cfg := s.Config
+	limits := httpapi.Limits{MaxDocuments: cfg.MaxDocuments, MaxDocumentBytes: cfg.MaxDocumentBytes, MaxBodyBytes: cfg.MaxBodyBytes}
+	if most := httpapi.MaxRequestBytes(limits, cfg.Dimensions); cfg.MaxInflightBytes < most {
+		return nil, fmt.Errorf("EMBED_MAX_INFLIGHT_BYTES=%d cannot hold one largest request (%d bytes for EMBED_MAX_BODY_BYTES=%d, EMBED_MAX_DOCUMENTS=%d, EMBED_DIMENSIONS=%d): raise it, or lower those",
+			cfg.MaxInflightBytes, most, cfg.MaxBodyBytes, cfg.MaxDocuments, cfg.Dimensions)
+	}
 	cache, err := httpapi.NewCache(cfg.CacheSize)
 	if err != nil {
 		return nil, err
@@ -103,20 +108,17 @@ func (s *System) startHTTP(context.Context) (func(), error) {
 		routes = projects{s.Sync}
 	}
 	api := httpapi.New(s.Client, s.Workers, httpapi.Options{
-		Model:       cfg.Model,
-		Dims:        cfg.Dimensions,
-		Fingerprint: s.Workers.Fingerprint,
-		Limits: httpapi.Limits{
-			MaxDocuments:     cfg.MaxDocuments,
-			MaxDocumentBytes: cfg.MaxDocumentBytes,
-			MaxBodyBytes:     cfg.MaxBodyBytes,
-		},
-		RequestTimeout: cfg.RequestTimeout,
-		Cache:          cache,
-		APIKey:         cfg.APIKey,
-		Metrics:        apiMetrics,
-		MetricsHandler: promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}),
-		Projects:       routes,
+		Model:            cfg.Model,
+		Dims:             cfg.Dimensions,
+		Fingerprint:      s.Workers.Fingerprint,
+		Limits:           limits,
+		MaxInflightBytes: cfg.MaxInflightBytes,
+		RequestTimeout:   cfg.RequestTimeout,
+		Cache:            cache,
+		APIKey:           cfg.APIKey,
+		Metrics:          apiMetrics,
+		MetricsHandler:   promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}),
+		Projects:         routes,
 		Broker: func() error {
 			if st := s.NC.Status(); st != nats.CONNECTED {
 				return fmt.Errorf("connection is %s", st)
