@@ -318,12 +318,13 @@ func TestReplacedFileIsANewFile(t *testing.T) {
 		name    string
 		replace func(t *testing.T, path string)
 	}{
-		{"a backup from before this service copied over it", func(t *testing.T, path string) {
+		{"restored from a backup from before this service", func(t *testing.T, path string) {
 			backup := filepath.Join(t.TempDir(), "backup.db")
 			backendFile(t, backup, 1, 8)
 			b, err := os.ReadFile(backup)
 			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(path, b, 0o644)) // cp: the same inode, another content
+			require.NoError(t, os.Remove(path))
+			require.NoError(t, os.WriteFile(path, b, 0o644)) // rm; cp: often the same inode again
 		}},
 		{"a fresh file from the backend", func(t *testing.T, path string) {
 			require.NoError(t, os.Remove(path))
@@ -349,8 +350,19 @@ func TestReplacedFileIsANewFile(t *testing.T) {
 				require.NoError(t, err)
 				resp.Body.Close()
 			}
-			require.Eventually(t, func() bool { return hasBlob(t, path, 1, cfg.Dimensions) && hasBlob(t, path, 2, cfg.Dimensions) },
-				30*time.Second, 20*time.Millisecond)
+			// The file is replaced once the api is done with it: SQLite
+			// cannot survive a file changed under an open connection.
+			require.Eventually(t, func() bool {
+				var st struct {
+					Embedded int
+					Queued   int `json:"queued_events"`
+				}
+				resp, err := http.Get(base + "/projects/sync-status")
+				require.NoError(t, err)
+				defer resp.Body.Close()
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+				return st.Embedded == 2 && st.Queued == 0
+			}, 30*time.Second, 20*time.Millisecond)
 
 			tc.replace(t, path)
 			// Events for half the projects; the rest is found by the

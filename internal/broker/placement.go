@@ -11,15 +11,16 @@ import (
 )
 
 // Placement is where every stream lives: how many servers keep a copy and
-// which servers may (by their JetStream tags). The zero value is one copy,
-// anywhere.
+// which servers may (by their JetStream tags). The zero value is "auto"
+// copies (see ResolveReplicas), anywhere.
 type Placement struct {
-	Replicas int      // 0 or 1: one copy
+	Replicas int      // 0: auto, resolved when the stream is made
 	Tags     []string // server tags every copy's server must carry
 }
 
 // ResolveReplicas turns EMBED_STREAM_REPLICAS into a count: 0 ("auto")
-// means 3 when nc is connected to a cluster, 1 otherwise.
+// means 3 when nc is connected to a cluster, 1 otherwise. It is resolved
+// when a stream is made, once the connection is up.
 func ResolveReplicas(nc *nats.Conn, replicas int) int {
 	if replicas > 0 {
 		return replicas
@@ -35,7 +36,7 @@ func ResolveReplicas(nc *nats.Conn, replicas int) int {
 // `nats stream edit --replicas 3` stays), and keeps its placement when p
 // names no tags.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, p Placement) (jetstream.Stream, error) {
-	cfg.Replicas = max(p.Replicas, 1)
+	cfg.Replicas = ResolveReplicas(js.Conn(), p.Replicas)
 	if len(p.Tags) > 0 {
 		cfg.Placement = &jetstream.Placement{Tags: p.Tags}
 	}

@@ -32,7 +32,7 @@ func TestFullStoreFailsFastAndRecovers(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); guard.Run(ctx, ns) }()
 	t.Cleanup(func() { cancel(); <-done })
-	nc, err := broker.Connect("", "test", ns, broker.Auth{}, log)
+	nc, err := broker.Connect(broker.Dial{Server: ns, Name: "test", Log: log})
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := broker.NewJetStream(nc)

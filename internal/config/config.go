@@ -43,6 +43,7 @@ type Config struct {
 	BatchSize    int
 	BatchWait    time.Duration
 	ModelTimeout time.Duration
+	StallTimeout time.Duration // EMBED_STALL_TIMEOUT
 	KeepAlive    time.Duration // negative keeps the model loaded for ever
 	Truncate     bool
 	Pull         bool
@@ -90,8 +91,8 @@ var redacted = map[string]func(string) string{
 	"NATS_PASSWORD":      isSet,
 	"NATS_TOKEN":         isSet,
 	"EMBED_API_KEY":      isSet,
-	"NATS_URL":           redactURLs,
-	"EMBED_MODEL_SOURCE": redactURLs,
+	"NATS_URL":           broker.RedactURL,
+	"EMBED_MODEL_SOURCE": broker.RedactURL,
 }
 
 // settings is the single list of knobs: Load parses it, Usage prints it and
@@ -137,6 +138,7 @@ var settings = []setting{
 	{"EMBED_MAX_INFLIGHT_BYTES", "268435456", "bytes the api's requests in flight may hold together (bodies read and decoded, vectors awaiting their answer); past it a request is refused at once with 429 and Retry-After, before its body is read when Content-Length says so. Must hold one largest request (EMBED_MAX_BODY_BYTES, EMBED_MAX_DOCUMENTS, EMBED_DIMENSIONS); without GOMEMLIMIT, the api's Go memory limit is set to this plus 192 MiB", positive64(func(c *Config) *int64 { return &c.MaxInflightBytes })},
 	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to Ollama in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
 	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
+	{"EMBED_STALL_TIMEOUT", "5s", "a model call running this long, beyond 8 times what its inputs took in earlier calls, or an Ollama that does not answer its probe, counts as stalled: the worker gives the batch back to the queue for another worker and takes no jobs for that Ollama until a test embedding answers again; 0 leaves it to the probes", durationIn(func(c *Config) *time.Duration { return &c.StallTimeout }, 0, time.Hour)},
 	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call, time waiting in Ollama's queue included", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},
 	{"EMBED_KEEP_ALIVE", "-1", "how long Ollama keeps the model loaded after a call; -1 for ever", func(c *Config, v string) error {
 		if v == "-1" {

@@ -27,6 +27,38 @@ func open(t *testing.T, path string) *Store {
 	return s
 }
 
+// source is a row as read, for an Embedding's Source.
+func source(title, description, hashtags string) Project {
+	ns := func(v string) sql.NullString { return sql.NullString{String: v, Valid: true} }
+	return Project{Title: ns(title), Description: ns(description), Hashtags: ns(hashtags)}
+}
+
+// A vector is stored only over the text it was computed from: a row that
+// changed since is superseded, one that is gone is missing; neither is
+// written.
+func TestSaveEmbeddingsOnlyOverTheirText(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "waywo.db"))
+	ctx := context.Background()
+	for _, id := range []int{1, 2} {
+		_, err := s.p.w.Exec(InsertProject, id, "t", "d", "[]")
+		require.NoError(t, err)
+	}
+	_, err := s.p.w.Exec("UPDATE waywo_projects SET hashtags = '[\"go\"]' WHERE id = 2")
+	require.NoError(t, err)
+	saved, err := s.SaveEmbeddings(ctx, []Embedding{
+		{ID: 1, Source: source("t", "d", "[]"), Blob: []byte{1, 0, 0, 0}, Hash: "h1"},
+		{ID: 2, Source: source("t", "d", "[]"), Blob: []byte{2, 0, 0, 0}, Hash: "h2"},
+		{ID: 3, Source: source("t", "d", "[]"), Blob: []byte{3, 0, 0, 0}, Hash: "h3"},
+	}, "m", 1, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, Saved{Missing: []int64{3}, Superseded: []int64{2}}, saved)
+	ps, err := s.Projects(ctx, []int64{1, 2})
+	require.NoError(t, err)
+	require.Equal(t, "h1", ps[0].Hash.String)
+	require.False(t, ps[1].BlobBytes.Valid, "the changed row got no vector")
+	require.False(t, ps[1].Hash.Valid, "nor a state")
+}
+
 // With no file, Open creates it with the backend's waywo_projects (and
 // our table) in WAL mode, creating the directory too.
 func TestOpenCreatesTheBackendsTable(t *testing.T) {
@@ -106,9 +138,10 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 		_ = tx.Rollback()
 	}()
 
-	missing, err := s.SaveEmbeddings(context.Background(), []Embedding{{ID: 1, Blob: []byte{1, 2, 3, 4}, Hash: "h"}}, "m", 1, time.Now())
+	saved, err := s.SaveEmbeddings(context.Background(), []Embedding{{ID: 1, Source: source("t", "d", "[]"), Blob: []byte{1, 2, 3, 4}, Hash: "h"}}, "m", 1, time.Now())
 	require.NoError(t, err)
-	require.Empty(t, missing)
+	require.Empty(t, saved.Missing)
+	require.Empty(t, saved.Superseded)
 	done := time.Now()
 	require.False(t, done.Before(<-released), "the write landed while the lock was held")
 	select {
@@ -126,7 +159,7 @@ func TestWriteRetriesWhileLocked(t *testing.T) {
 	defer tx.Rollback()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = s.SaveEmbeddings(ctx, []Embedding{{ID: 1, Blob: []byte{1, 2, 3, 4}, Hash: "h"}}, "m", 1, time.Now())
+	_, err = s.SaveEmbeddings(ctx, []Embedding{{ID: 1, Source: source("t", "d", "[]"), Blob: []byte{1, 2, 3, 4}, Hash: "h"}}, "m", 1, time.Now())
 	require.Error(t, err)
 }
 
@@ -154,7 +187,7 @@ func TestFailuresAndForgetting(t *testing.T) {
 	require.Equal(t, "k", ps[0].FailedHash.String)
 	require.False(t, ps[1].LastError.Valid)
 
-	_, err = s.SaveEmbeddings(ctx, []Embedding{{ID: 1, Blob: []byte{0, 0, 0, 0}, Hash: "k2"}}, "m", 1, time.Now())
+	_, err = s.SaveEmbeddings(ctx, []Embedding{{ID: 1, Source: source("t", "d", "[]"), Blob: []byte{0, 0, 0, 0}, Hash: "k2"}}, "m", 1, time.Now())
 	require.NoError(t, err)
 	ps, err = s.Projects(ctx, []int64{1})
 	require.NoError(t, err)
@@ -224,7 +257,7 @@ func TestReplacedFileIsReopened(t *testing.T) {
 	require.Equal(t, 1, logs.FilterMessageSnippet("WAYWO_DB was replaced").Len())
 
 	// Writes go to the new file too, and its state table exists.
-	_, err = s.SaveEmbeddings(context.Background(), []Embedding{{ID: 2, Blob: make([]byte, 16), Hash: "h"}}, "m", 4, time.Now())
+	_, err = s.SaveEmbeddings(context.Background(), []Embedding{{ID: 2, Source: source("new", "d", "[]"), Blob: make([]byte, 16), Hash: "h"}}, "m", 4, time.Now())
 	require.NoError(t, err)
 	var n int
 	require.NoError(t, s.p.r.Get(&n, "SELECT count(*) FROM embed_sync_state WHERE project_id = 2"))

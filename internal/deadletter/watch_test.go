@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/wire"
@@ -32,7 +31,7 @@ func TestJobOutOfDeliveriesIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
 	// The bundle's system runs the watch, as the api does.
-	cons, err := worker.EnsureWorkersConsumer(context.Background(), b.JS, wire.LaneInteractive, wire.StreamLimits{MaxMsgs: 1000, MaxBytes: 1 << 26}, broker.Placement{},
+	cons, err := worker.EnsureWorkersConsumer(context.Background(), b.JS, wire.LaneInteractive,
 		wire.ConsumerOptions{AckWait: time.Second, MaxDeliver: 2})
 	require.NoError(t, err)
 

@@ -45,12 +45,19 @@ type call struct {
 	replies chan *nats.Msg // buffered for one reply per job
 }
 
-// NewClient subscribes the process's reply inbox. dims is the vector length
-// every reply must have.
-func NewClient(nc *nats.Conn, js jetstream.JetStream, dims int, now func() time.Time, log *zap.Logger) (*Client, error) {
+// CheckPayload fails when a reply of one dims-long vector would not fit
+// the server's max payload: nothing could be answered.
+func CheckPayload(nc *nats.Conn, dims int) error {
 	if dims*4+replyOverhead > int(nc.MaxPayload()) {
-		return nil, fmt.Errorf("a %d-dimensional vector does not fit the server's max payload of %d bytes", dims, nc.MaxPayload())
+		return fmt.Errorf("a %d-dimensional vector does not fit the server's max payload of %d bytes", dims, nc.MaxPayload())
 	}
+	return nil
+}
+
+// NewClient subscribes the process's reply inbox, on a connection that may
+// not be up yet (the subscription is made once it is). dims is the vector
+// length every reply must have.
+func NewClient(nc *nats.Conn, js jetstream.JetStream, dims int, now func() time.Time, log *zap.Logger) (*Client, error) {
 	c := &Client{
 		nc: nc, js: js, dims: dims, now: now,
 		inbox: wire.ReplyPrefix + "." + nuid.Next(),
@@ -105,6 +112,9 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	maxDocs := 0
 	if lane == wire.LaneBulk {
 		maxDocs = wire.BulkJobDocuments
+	}
+	if c.nc.MaxPayload() == 0 {
+		return Result{}, fmt.Errorf("%w: not connected to NATS yet", broker.ErrUnavailable)
 	}
 	spans, err := Split(req.Documents, c.dims, c.nc.MaxPayload(), maxDocs)
 	if err != nil {

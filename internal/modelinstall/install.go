@@ -67,7 +67,7 @@ func Install(ctx context.Context, o Options) (Result, error) {
 			return Result{}, err
 		case state == fitOK:
 			log.Info("model already installed; checking it serves", zap.String("model", o.Model), zap.String("ollama", host))
-			if err := model.Prepare(ctx, false); err != nil {
+			if err := model.Prepare(ctx); err != nil {
 				return Result{}, err
 			}
 			return Result{AlreadyInstalled: true, Fingerprint: model.Fingerprint()}, nil
@@ -126,7 +126,7 @@ func verified(ctx context.Context, client *api.Client, model *ollama.Endpoint, o
 	if state, why, err := fit(ctx, client, o); err != nil || state != fitOK {
 		return Result{}, errors.Join(err, fmt.Errorf("created model %q does not read back as installed: %s", o.Model, why))
 	}
-	if err := model.Prepare(ctx, false); err != nil {
+	if err := model.Prepare(ctx); err != nil {
 		return Result{}, err
 	}
 	for _, f := range cleanup {

@@ -126,7 +126,7 @@ func TestWarmUpVerdicts(t *testing.T) {
 	} {
 		require.ErrorContains(t, err, want)
 	}
-	err = e.model("unprepared-llama-embed", 64).Prepare(ctx, false)
+	err = e.model("unprepared-llama-embed", 64).Prepare(ctx)
 	require.ErrorIs(t, err, ollama.ErrModelUnfit, "the worker refuses it before any job")
 	require.ErrorContains(t, err, "llama-embed.pooling_type is not set")
 
@@ -145,7 +145,7 @@ func TestWarmUpVerdicts(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ollama.CheckServed(e.show(t, "prepared-llama-embed"), "prepared-llama-embed", e.ol.URL, 4096)
 	require.ErrorContains(t, err, "llama-embed.embedding_length is 64, EMBED_DIMENSIONS is 4096")
-	err = e.model("prepared-llama-embed", 64).Prepare(ctx, false)
+	err = e.model("prepared-llama-embed", 64).Prepare(ctx)
 	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	require.ErrorContains(t, err, "the llama-embed architecture needs Ollama v0.30.0 or later")
 
@@ -154,7 +154,7 @@ func TestWarmUpVerdicts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "bert", served.Architecture)
 	m := e.model(e.ol.Model, e.ol.Dims)
-	require.NoError(t, m.Prepare(ctx, false))
+	require.NoError(t, m.Prepare(ctx))
 	require.NotEmpty(t, m.Fingerprint().Digest)
 }
 
@@ -229,7 +229,7 @@ func TestProbeNoticesAReplacedModel(t *testing.T) {
 	}
 	copyOf(e.ol.Model)
 	m := e.model("swapped", e.ol.Dims)
-	require.NoError(t, m.Prepare(ctx, false))
+	require.NoError(t, m.Prepare(ctx))
 	first := m.Fingerprint()
 	before, err := m.Probe(ctx, false)
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -46,6 +47,7 @@ type Options struct {
 	Timeout   time.Duration // deadline of one call
 	KeepAlive time.Duration // negative: keep loaded for ever
 	Truncate  bool
+	Pull      bool // Prepare pulls a missing model from a registry (EMBED_PULL)
 	// OnCall, when set, is told the outcome of every Ollama call.
 	OnCall func(inputs int, took time.Duration, err error)
 	// Embedder replaces the /api/embed client (fault injection); nil is
@@ -61,6 +63,7 @@ type Endpoint struct {
 	opts     Options
 	host     string // for messages and metrics
 	fp       fingerprintBox
+	prepared atomic.Bool
 }
 
 // NewEndpoint returns the endpoint of the Ollama at base. It calls nothing
@@ -83,12 +86,18 @@ func (e *Endpoint) Host() string { return e.host }
 // Name is the model's name in Ollama.
 func (e *Endpoint) Name() string { return e.opts.Model }
 
-// Prepare makes sure the Ollama has the model — pulling it
-// when pull is set, logging progress —, that it is fit to serve our vectors
+// Prepare makes sure the Ollama has the model — pulling it with
+// Options.Pull, logging progress —, that it is fit to serve our vectors
 // (CheckServed), records its fingerprint, then loads it with one call and
-// checks the vector length. Its errors name the model and the host.
-func (e *Endpoint) Prepare(ctx context.Context, pull bool) error {
-	client, log := e.client, e.opts.Log
+// checks the vector length. Its errors name the model and the host: an
+// Ollama that cannot be reached is ErrUnavailable (waiting may help), a
+// model missing or unfit is ErrModelNotFound or ErrModelUnfit (it cannot).
+// Once it has succeeded it does nothing more: Probe keeps checking.
+func (e *Endpoint) Prepare(ctx context.Context) error {
+	if e.prepared.Load() {
+		return nil
+	}
+	client, log, pull := e.client, e.opts.Log, e.opts.Pull
 	showCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	show, err := client.Show(showCtx, &api.ShowRequest{Model: e.opts.Model})
 	cancel()
@@ -124,6 +133,7 @@ func (e *Endpoint) Prepare(ctx context.Context, pull bool) error {
 	log.Info("model loaded", zap.String("model", e.opts.Model), zap.String("ollama", e.host),
 		zap.Int("dimensions", e.opts.Dims), zap.String("digest", fp.ShortDigest()),
 		zap.String("ollama_version", fp.OllamaVersion), zap.Duration("took", time.Since(start)))
+	e.prepared.Store(true)
 	return nil
 }
 

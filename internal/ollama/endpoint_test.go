@@ -33,7 +33,7 @@ func realModel(t *testing.T, mutate func(*ollama.Options)) (*ollama.Endpoint, *a
 func TestPrepareChecksModelAndDimensions(t *testing.T) {
 	t.Parallel()
 	m, _, _ := realModel(t, nil)
-	require.NoError(t, m.Prepare(context.Background(), false))
+	require.NoError(t, m.Prepare(context.Background()))
 	require.NotEmpty(t, m.Fingerprint().Digest, "Prepare records the model's digest")
 	require.NotEmpty(t, m.Fingerprint().OllamaVersion)
 	_, err := m.Probe(context.Background(), true)
@@ -44,7 +44,7 @@ func TestPrepareChecksModelAndDimensions(t *testing.T) {
 	// A length other than EMBED_DIMENSIONS is refused from the model's
 	// metadata, before any embedding.
 	wrong, _, _ := realModel(t, func(o *ollama.Options) { o.Dims = 4096 })
-	err = wrong.Prepare(context.Background(), false)
+	err = wrong.Prepare(context.Background())
 	require.ErrorIs(t, err, ollama.ErrModelUnfit)
 	require.ErrorContains(t, err, "bert.embedding_length is 384")
 	require.ErrorContains(t, err, "EMBED_DIMENSIONS is 4096")
@@ -53,7 +53,7 @@ func TestPrepareChecksModelAndDimensions(t *testing.T) {
 func TestPrepareNamesAMissingModelAndTheHost(t *testing.T) {
 	t.Parallel()
 	m, _, ol := realModel(t, func(o *ollama.Options) { o.Model = "no-such-model" })
-	err := m.Prepare(context.Background(), false)
+	err := m.Prepare(context.Background())
 	require.ErrorIs(t, err, ollama.ErrModelNotFound)
 	require.ErrorContains(t, err, `"no-such-model"`)
 	require.ErrorContains(t, err, ol.URL)
@@ -66,7 +66,7 @@ func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
 	t.Parallel()
 	u, _ := url.Parse("http://127.0.0.1:1")
 	m := ollama.NewEndpoint(u, ollama.Options{Model: "x", Dims: 4, Timeout: time.Second})
-	err := m.Prepare(context.Background(), false)
+	err := m.Prepare(context.Background())
 	require.ErrorIs(t, err, ollama.ErrUnavailable)
 	require.ErrorContains(t, err, "cannot reach Ollama at http://127.0.0.1:1")
 }

@@ -37,7 +37,7 @@ func (s *Server) Endpoint(tb testing.TB, o EndpointOptions) *ollama.Endpoint {
 		OnCall: o.OnCall,
 	})
 	if o.URL == s.URL {
-		require.NoError(tb, model.Prepare(context.Background(), false))
+		require.NoError(tb, model.Prepare(context.Background()))
 	}
 	return model
 }

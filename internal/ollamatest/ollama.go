@@ -270,6 +270,23 @@ func (s *Server) waitUp(limit time.Duration, exited <-chan struct{}) error {
 	return fmt.Errorf("ollama serve did not answer on %s within %s", s.URL, limit)
 }
 
+// Pause stops the server and its runners where they are (SIGSTOP): their
+// sockets stay open and answer nothing, as a stuck GPU or a frozen host
+// would. Resume lets them go on.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p != nil {
+		p.Signal(sig)
+	}
+}
+
 // Stop ends the server and its runners. It is safe to call twice.
 func (s *Server) Stop() {
 	s.mu.Lock()

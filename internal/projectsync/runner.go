@@ -67,26 +67,15 @@ type Runner struct {
 	err    error   // why syncer is nil
 }
 
-// NewRunner makes sure the events stream and its consumer exist (trying
-// for up to 30 s while a cluster elects its leaders), then tries WAYWO_DB
-// once, so that the usual case is settled before the api listens. obs may
-// be nil.
-func NewRunner(ctx context.Context, o Options, js jetstream.JetStream, q Queue, workers Workers, dead *deadletter.Writer, obs Observer, log *zap.Logger) (*Runner, error) {
+// NewRunner tries WAYWO_DB once, so that the usual case is settled before
+// the api listens; Run does the rest. obs may be nil.
+func NewRunner(ctx context.Context, o Options, js jetstream.JetStream, q Queue, workers Workers, dead *deadletter.Writer, obs Observer, log *zap.Logger) *Runner {
 	if o.OpenRetry <= 0 {
 		o.OpenRetry = 10 * time.Second
 	}
 	r := &Runner{opts: o, js: js, queue: q, workers: workers, dead: dead, obs: obs, log: log}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	err := broker.Retry(setupCtx, "creating the project events stream", log, func(ctx context.Context) (err error) {
-		r.cons, err = EnsureProjects(ctx, js, o.Placement, o.Timeout+30*time.Second, o.MaxDeliver)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
 	r.syncer, r.err = r.open(ctx)
-	return r, nil
+	return r
 }
 
 // NewSyncer opens WAYWO_DB (creating the backend's table where it is
@@ -107,10 +96,23 @@ func (r *Runner) open(ctx context.Context) (*Syncer, error) {
 	return NewSyncer(ctx, r.opts, r.queue, r.workers, r.log)
 }
 
-// Run opens WAYWO_DB, trying again every OpenRetry, then consumes events
-// and reconciles until ctx ends; it returns once the syncs in flight have
-// finished and been acked, with the file closed.
-func (r *Runner) Run(ctx context.Context) {
+// Run makes sure the events stream and its consumer exist (trying again
+// while NATS cannot be reached or a cluster elects its leaders), opens
+// WAYWO_DB, trying again every OpenRetry, then consumes events and
+// reconciles until ctx ends; it returns once the syncs in flight have
+// finished and been acked, with the file closed. It fails only when the
+// servers refuse the events stream as configured (a setting must change).
+func (r *Runner) Run(ctx context.Context) error {
+	err := broker.Retry(ctx, "creating the project events stream", r.log, func(ctx context.Context) (err error) {
+		r.cons, err = EnsureProjects(ctx, r.js, r.opts.Placement, r.opts.Timeout+30*time.Second, r.opts.MaxDeliver)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	r.mu.Lock()
 	s, err := r.syncer, r.err
 	r.mu.Unlock()
@@ -123,7 +125,7 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		sleep(ctx, r.opts.OpenRetry)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		s, err = r.open(ctx)
 		r.mu.Lock()
@@ -142,6 +144,7 @@ func (r *Runner) Run(ctx context.Context) {
 	wg.Go(func() { RunReconciler(ctx, s, r.js, r.opts.Reconcile, r.obs, r.log.Named("reconcile")) })
 	wg.Go(func() { consumer.Run(ctx) })
 	wg.Wait()
+	return nil
 }
 
 // Changed queues a sync of project id, as a NATS event does

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/httpapi"
@@ -42,6 +43,7 @@ func RunAPI(ctx context.Context, cfg config.Config, log *zap.Logger, listening f
 	case <-ctx.Done():
 	case err := <-served:
 		runErr = fmt.Errorf("http server: %w", err)
+	case runErr = <-s.fatal:
 	case <-s.Worker.Done():
 		runErr = fmt.Errorf("in-process worker stopped: %v", s.Worker.Stop())
 	}
@@ -74,12 +76,14 @@ func (s *System) startSync(ctx context.Context) (func(), error) {
 		defer cancel()
 		return projectsync.ProjectsBacklog(ctx, s.JS)
 	})
-	r, err := projectsync.NewRunner(ctx, s.syncOptions(), s.JS, s.Client, s.Workers, s.DeadLetters, obs, s.Log)
-	if err != nil {
-		return nil, err
-	}
+	r := projectsync.NewRunner(ctx, s.syncOptions(), s.JS, s.Client, s.Workers, s.DeadLetters, obs, s.Log)
 	s.Sync = r
-	running := stage.Go(ctx, func(ctx context.Context) error { r.Run(ctx); return nil })
+	running := stage.Go(ctx, func(ctx context.Context) error {
+		if err := r.Run(ctx); err != nil {
+			s.fail(err)
+		}
+		return nil
+	})
 	return func() { _ = running.Stop() }, nil
 }
 
@@ -121,7 +125,10 @@ func (s *System) startHTTP(context.Context) (func(), error) {
 		Projects:         routes,
 		Broker: func() error {
 			if st := s.NC.Status(); st != nats.CONNECTED {
-				return fmt.Errorf("connection is %s", st)
+				return fmt.Errorf("waiting for NATS at %s (connection %s)", broker.RedactURL(s.natsURL()), st)
+			}
+			if err := s.setup.Err(); err != nil {
+				return err
 			}
 			return s.Health.Err()
 		},

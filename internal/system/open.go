@@ -22,7 +22,7 @@ import (
 // worker.
 func Open(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning bool) (*System, error) {
 	if cfg.OwnNATS() && joinRunning {
-		if nc, err := broker.Connect("nats://"+cfg.NATSAddr, "embed-api-"+cfg.WorkerID, nil, cfg.NATSAuth, log, nats.MaxReconnects(0)); err == nil {
+		if nc, err := broker.Connect(broker.Dial{URL: "nats://" + cfg.NATSAddr, Name: "embed-api-" + cfg.WorkerID, Auth: cfg.NATSAuth, Log: log}, nats.MaxReconnects(0)); err == nil {
 			nc.Close()
 			log.Info("using the running api's nats-server and workers", zap.String("addr", cfg.NATSAddr))
 			cfg.NATSURL = "nats://" + cfg.NATSAddr
@@ -33,7 +33,20 @@ func Open(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning b
 	if err := s.stages.Up(ctx, s.coreStages()...); err != nil {
 		return nil, err
 	}
-	return s, nil
+	// A command needs the streams; it waits for them at most 30 s.
+	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	select {
+	case <-s.setup.done:
+		return s, nil
+	case err := <-s.fatal:
+		s.Stop()
+		return nil, err
+	case <-wait.Done():
+		err := s.setup.Err()
+		s.Stop()
+		return nil, fmt.Errorf("the streams are not there after 30 s: %w", err)
+	}
 }
 
 // OpenSyncer opens WAYWO_DB and returns the sync's syncer over it; the

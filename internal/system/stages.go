@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -108,24 +109,96 @@ func (s *System) connect(context.Context) (func(), error) {
 
 // dial opens a connection of its own to the system's NATS.
 func (s *System) dial(name string) (*nats.Conn, error) {
-	return broker.Connect(s.Config.NATSURL, name, s.Server, s.Config.NATSAuth, s.Log)
+	return broker.Connect(broker.Dial{URL: s.Config.NATSURL, Server: s.Server, Name: name, Auth: s.Config.NATSAuth, Wait: true, Log: s.Log})
 }
 
 // ensureStreams creates or updates both lanes' jobs streams and the
 // dead-letter stream, placed by EMBED_STREAM_REPLICAS and
-// EMBED_STREAM_TAGS. A cluster still electing leaders leaves some requests
-// unanswered for a while: each try gets 5 s, all of them 30 s.
+// EMBED_STREAM_TAGS. When the first try fails for a reason that can pass
+// (NATS not reachable yet, a cluster still electing), it goes on trying in
+// the background: the api serves meanwhile, and /health says what it waits
+// for. A stream the servers refuse as configured, or vectors too large for
+// their max payload, end the api with the reason: at once at start, or
+// later through Fatal.
 func (s *System) ensureStreams(ctx context.Context) (func(), error) {
-	cfg := s.Config
-	s.Placement = broker.Placement{Replicas: broker.ResolveReplicas(s.NC, cfg.StreamReplicas), Tags: cfg.StreamTags}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return nil, broker.Retry(setupCtx, "creating the streams", s.Log, func(ctx context.Context) error {
-		if err := dispatch.EnsureJobsStreams(ctx, s.JS, s.limits(), s.Placement); err != nil {
+	s.Placement = broker.Placement{Replicas: s.Config.StreamReplicas, Tags: s.Config.StreamTags}
+	s.fatal = make(chan error, 1)
+	s.setup = &setup{done: make(chan struct{})}
+	first, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := s.createStreams(first)
+	cancel()
+	switch {
+	case err == nil:
+		close(s.setup.done)
+		return nil, nil
+	case errors.Is(err, broker.ErrStreamDoesNotFit):
+		return nil, err
+	}
+	s.setup.note(err)
+	bg := stage.Go(ctx, func(ctx context.Context) error {
+		err := broker.Retry(ctx, "creating the streams", s.Log, func(ctx context.Context) error {
+			err := s.createStreams(ctx)
+			s.setup.note(err)
 			return err
+		})
+		switch {
+		case err == nil:
+			close(s.setup.done)
+		case ctx.Err() == nil:
+			s.fail(err)
 		}
-		return deadletter.Ensure(ctx, s.JS, s.Placement)
+		return nil
 	})
+	return func() { _ = bg.Stop() }, nil
+}
+
+func (s *System) createStreams(ctx context.Context) error {
+	if st := s.NC.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("waiting for NATS at %s (connection %s)", broker.RedactURL(s.natsURL()), st)
+	}
+	if err := dispatch.CheckPayload(s.NC, s.Config.Dimensions); err != nil {
+		return fmt.Errorf("%w: %w", broker.ErrStreamDoesNotFit, err)
+	}
+	if err := dispatch.EnsureJobsStreams(ctx, s.JS, s.limits(), s.Placement); err != nil {
+		return err
+	}
+	return deadletter.Ensure(ctx, s.JS, s.Placement)
+}
+
+// natsURL is where the api's NATS is: NATS_URL, or the embedded server.
+func (s *System) natsURL() string {
+	if s.Server != nil {
+		return s.Server.ClientURL()
+	}
+	return s.Config.NATSURL
+}
+
+// setup is how the streams' creation stands.
+type setup struct {
+	done chan struct{} // closed once the streams exist
+	mu   sync.Mutex
+	err  error // the latest failure, while not done
+}
+
+func (u *setup) note(err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.err = err
+}
+
+// Err says why the streams do not exist yet; nil once they do.
+func (u *setup) Err() error {
+	select {
+	case <-u.done:
+		return nil
+	default:
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.err == nil {
+		return errors.New("creating the streams")
+	}
+	return u.err
 }
 
 func (s *System) limits() wire.StreamLimits {
@@ -186,7 +259,7 @@ func (s *System) startInProcessWorker(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := workerproc.New(ctx, nc, s.Config, s.Registry, s.Log)
+	w, err := workerproc.New(nc, s.Config, s.Registry, s.Log)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -50,12 +50,22 @@ type System struct {
 	HTTPAddr    string // where the api listens, once it does
 
 	served    chan error // the HTTP server's end
+	fatal     chan error // what ends the api by itself: streams the servers refuse
+	setup     *setup     // the streams' creation
 	workerErr error      // how the in-process worker ended
 	stages    stage.Stack
 }
 
 func newSystem(cfg config.Config, log *zap.Logger) *System {
 	return &System{Config: cfg, Log: log, Registry: metrics.NewRegistry(), stages: stage.Stack{Log: log}}
+}
+
+// fail ends the api with err (RunAPI's answer); the first such error wins.
+func (s *System) fail(err error) {
+	select {
+	case s.fatal <- err:
+	default:
+	}
 }
 
 // Stop stops every stage that started, last first, and returns the

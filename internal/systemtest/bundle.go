@@ -95,6 +95,7 @@ type WorkerOptions struct {
 	MaxDeliver        int           // default 5
 	HeartbeatInterval time.Duration // default 50 ms
 	ProbeTimeout      time.Duration // default 500 ms
+	StallTimeout      time.Duration // default EMBED_STALL_TIMEOUT's
 	Observer          worker.Observer
 }
 
@@ -121,12 +122,13 @@ func (b *Bundle) StartWorker(o WorkerOptions) *Running {
 	cfg.MaxDeliver = cmp.Or(o.MaxDeliver, 5)
 	cfg.HeartbeatInterval = cmp.Or(o.HeartbeatInterval, 50*time.Millisecond)
 	cfg.ShutdownTimeout = 10 * time.Second
-	wnc, err := broker.Connect("", "test-worker", b.Server, broker.Auth{}, b.Log)
+	wnc, err := broker.Connect(broker.Dial{Server: b.Server, Name: "test-worker", Log: b.Log})
 	require.NoError(tb, err)
 	wjs, err := broker.NewJetStream(wnc)
 	require.NoError(tb, err)
-	opts := workerproc.Options(cfg, wnc)
+	opts := workerproc.Options(cfg)
 	opts.ProbeTimeout = cmp.Or(o.ProbeTimeout, 500*time.Millisecond)
+	opts.StallTimeout = cmp.Or(o.StallTimeout, opts.StallTimeout)
 	opts.Observer = o.Observer
 	w := worker.New(wnc, wjs, o.Models, opts, b.Log)
 	ctx, cancel := context.WithCancel(context.Background())

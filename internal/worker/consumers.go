@@ -7,16 +7,16 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/wire"
 )
 
-// EnsureWorkersConsumer makes sure a lane's jobs stream exists (creating it
-// when a worker starts before any api) and creates or updates its consumer.
-func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, lane wire.Lane, l wire.StreamLimits, p broker.Placement, o wire.ConsumerOptions) (jetstream.Consumer, error) {
+// EnsureWorkersConsumer creates or updates a lane's consumer, which all
+// workers share. The stream is the api's: until it exists (a worker
+// started before any api) this fails, and the caller tries again.
+func EnsureWorkersConsumer(ctx context.Context, js jetstream.JetStream, lane wire.Lane, o wire.ConsumerOptions) (jetstream.Consumer, error) {
 	s, err := js.Stream(ctx, lane.Stream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = broker.EnsureStream(ctx, js, wire.JobsStreamConfig(lane, l), p)
+		return nil, fmt.Errorf("stream %s does not exist yet: waiting for an api to create it", lane.Stream())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("find stream %s: %w", lane.Stream(), err)

@@ -4,10 +4,14 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/backoff"
+	"github.com/waywo/embed/internal/ollama"
 )
 
 // awaitIdle waits for a ready endpoint to take the batch — one with no call
@@ -139,7 +143,7 @@ func (w *Worker) setReady(r *runner, ready bool, reason string) {
 	w.changed = make(chan struct{})
 	w.mu.Unlock()
 	if ready {
-		w.log.Info("endpoint ready again", zap.String("ollama", r.model.Host()))
+		w.log.Info("endpoint ready", zap.String("ollama", r.model.Host()))
 	} else {
 		w.log.Warn("endpoint not ready", zap.String("ollama", r.model.Host()), zap.String("reason", reason))
 	}
@@ -150,4 +154,100 @@ func (w *Worker) setBusy(r *runner, delta int) {
 	w.mu.Lock()
 	r.busy += delta
 	w.mu.Unlock()
+}
+
+// prepareDelay paces the tries of a model server that cannot be reached:
+// 0.5 s, doubling, at most 10 s.
+var prepareDelay = backoff.Policy{First: 500 * time.Millisecond, Max: 10 * time.Second}
+
+// prepare readies r's model, trying again while its server cannot be
+// reached (a worker started before its Ollama), with one log line when the
+// wait starts and one when it ends. A model that is missing or unfit is
+// returned: waiting cannot help.
+func (w *Worker) prepare(ctx context.Context, r *runner) error {
+	var since time.Time
+	for attempt := 1; ; attempt++ {
+		err := r.model.Prepare(ctx)
+		if err == nil {
+			if !since.IsZero() {
+				w.log.Info("model server answers; model ready", zap.String("ollama", r.model.Host()), zap.Duration("waited", time.Since(since)))
+			}
+			w.mu.Lock()
+			r.prepared = true
+			w.mu.Unlock()
+			w.setReady(r, true, "")
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, ollama.ErrUnavailable) {
+			return err
+		}
+		if since.IsZero() {
+			since = time.Now()
+			w.log.Warn("waiting for the model server: not reachable yet; trying again until it is", zap.String("ollama", r.model.Host()), zap.Error(err))
+		}
+		w.setReady(r, false, "waiting for Ollama at "+r.model.Host()+": "+err.Error())
+		t := time.NewTimer(prepareDelay.Delay(attempt))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// stallAfter is how long a call of n inputs on r may run before r counts
+// stalled: StallTimeout, plus 8 times what n inputs took lately.
+func (w *Worker) stallAfter(r *runner, n int) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.opts.StallTimeout + 8*time.Duration(n)*r.perInput
+}
+
+// learn notes what a successful call of n inputs took.
+func (w *Worker) learn(r *runner, took time.Duration, n int) {
+	if n == 0 {
+		return
+	}
+	per := took / time.Duration(n)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r.perInput == 0 {
+		r.perInput = per
+	} else {
+		r.perInput = (3*r.perInput + per) / 4
+	}
+}
+
+// callContext is the context of one model call on r: it ends with parent,
+// or when r is found stalled (the call's batch then goes back to the
+// queue). stall says which of the two.
+func (w *Worker) callContext(r *runner, parent context.Context) (ctx, stall context.Context, done func()) {
+	w.mu.Lock()
+	stall = r.stall
+	w.mu.Unlock()
+	ctx, cancel := context.WithCancel(parent)
+	stop := context.AfterFunc(stall, cancel)
+	return ctx, stall, func() { stop(); cancel() }
+}
+
+// stalled marks r's server stalled: its calls in flight give their batches
+// back, it takes no jobs, and it is ready again only once a test embedding
+// answers (see probeAll).
+func (w *Worker) stalled(r *runner, why string) {
+	w.mu.Lock()
+	if r.stalled {
+		w.mu.Unlock()
+		return
+	}
+	r.stalled = true
+	r.cancelStall()
+	r.stall, r.cancelStall = context.WithCancel(context.Background())
+	w.mu.Unlock()
+	w.log.Warn("model server stalled: giving its jobs back to the queue, and taking none until it answers again",
+		zap.String("ollama", r.model.Host()), zap.String("why", why))
+	w.setReady(r, false, "stalled: "+why)
 }

@@ -5,6 +5,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -28,21 +29,40 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// probeAll checks every endpoint concurrently: cheaply when it is ready, and
-// for the model too when it is recovering.
+// probeAll checks every prepared endpoint concurrently: cheaply when it is
+// ready, for the model too when it is recovering, and with a test
+// embedding after a stall. A probe that fails while calls are in flight
+// marks the server stalled: those calls give their batches back.
 func (w *Worker) probeAll(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, r := range w.runners {
-		_, ready := w.readiness(r)
+		w.mu.Lock()
+		ready, prepared, stalled, busy := r.ready, r.prepared, r.stalled, r.busy
+		w.mu.Unlock()
+		if !prepared {
+			continue // its prepare loop owns it
+		}
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, w.opts.ProbeTimeout)
 			defer cancel()
 			before, err := r.model.Probe(pctx, !ready)
+			if err == nil && stalled {
+				_, err = r.model.EmbedAll(pctx, []string{"probe"})
+			}
 			if err != nil {
 				if ctx.Err() == nil {
+					if busy > 0 {
+						w.stalled(r, fmt.Sprintf("its probe failed with calls in flight: %v", err))
+					}
 					w.setReady(r, false, err.Error())
 				}
 				return
+			}
+			if stalled {
+				w.mu.Lock()
+				r.stalled = false
+				w.mu.Unlock()
+				w.log.Info("model server answers again", zap.String("ollama", r.model.Host()))
 			}
 			if after := r.model.Fingerprint(); before.Digest != "" && after.Digest != before.Digest {
 				w.log.Warn("model changed in its server: vectors from now on are of the new model", zap.String("model", r.model.Name()),

@@ -6,7 +6,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
@@ -21,6 +20,10 @@ import (
 type Model interface {
 	Host() string // for logs and metrics
 	Name() string // the model's name, reported in replies
+	// Prepare checks the server has the model fit to serve, and loads it;
+	// it fails with ollama.ErrUnavailable while the server cannot be
+	// reached (the worker waits), otherwise for good (the worker stops).
+	Prepare(ctx context.Context) error
 	// EmbedAll embeds inputs; a refused input fails alone (Output.Rejected).
 	EmbedAll(ctx context.Context, inputs []string) (ollama.Output, error)
 	// Fingerprint is the model's as last read.
@@ -43,12 +46,14 @@ type Options struct {
 	// under light load batches keep growing while the model computes.
 	CallsPerHost      int
 	Consumer          wire.ConsumerOptions
-	Limits            wire.StreamLimits
-	Placement         broker.Placement // of the jobs stream, should the worker create it
 	HeartbeatInterval time.Duration
 	ProbeTimeout      time.Duration // default 2s
-	ShutdownTimeout   time.Duration
-	Now               func() time.Time
+	// StallTimeout is how long a model call may run, beyond 8 times what
+	// its inputs took in earlier calls, before the worker counts its server
+	// stalled (EMBED_STALL_TIMEOUT); 0: only probes find a stall.
+	StallTimeout    time.Duration
+	ShutdownTimeout time.Duration
+	Now             func() time.Time
 	// Observer, when set, is told about every batch and every job that did
 	// not simply succeed: the seam for metrics and for tests.
 	Observer Observer

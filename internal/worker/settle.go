@@ -37,10 +37,34 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	// never the other way round.
 	fp := r.model.Fingerprint()
 	stop := w.keepInProgress(jobs)
-	out, err := r.model.EmbedAll(workCtx, in.texts)
+	callCtx, stall, done := w.callContext(r, workCtx)
+	var watchdog *time.Timer
+	if w.opts.StallTimeout > 0 {
+		after := w.stallAfter(r, len(in.texts))
+		watchdog = time.AfterFunc(after, func() {
+			w.stalled(r, fmt.Sprintf("a call of %d inputs got no answer in %s", len(in.texts), after.Round(time.Millisecond)))
+		})
+	}
+	out, err := r.model.EmbedAll(callCtx, in.texts)
+	if watchdog != nil {
+		watchdog.Stop()
+	}
+	done()
 	stop()
 	took := w.opts.Now().Sub(start)
+	if stall.Err() != nil {
+		// Stalled during the call: its jobs go to another worker now, and
+		// what the call returns, if it ever does, is not used.
+		w.handBack(jobs)
+		for range jobs {
+			w.opts.Observer.JobError("handed_back")
+		}
+		return
+	}
 	w.observe(r, jobs, in, b.reason, out, took, err)
+	if err == nil {
+		w.learn(r, took, len(in.texts))
+	}
 	if err != nil {
 		w.log.Warn("model call failed", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(jobs)),
 			zap.Int("documents", len(in.texts)), zap.Duration("took", took), zap.Error(err))

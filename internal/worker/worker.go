@@ -46,9 +46,17 @@ type runner struct {
 	work  chan batch // one batch after the runner was taken from idle or extra
 
 	// guarded by Worker.mu
-	ready  bool
-	reason string
-	busy   int // calls in flight
+	ready    bool
+	reason   string
+	busy     int  // calls in flight
+	prepared bool // Prepare succeeded: probes keep it ready from then on
+	// stalled: the server stopped answering; it is ready again only once
+	// a test embedding answers. stall ends when a stall is seen, so that
+	// the calls in flight give their batches back, and is then made anew.
+	stalled     bool
+	stall       context.Context
+	cancelStall context.CancelFunc
+	perInput    time.Duration // what an input took in recent calls (a moving average)
 }
 
 // pending is a fetched, decoded job not yet answered.
@@ -64,8 +72,8 @@ type batch struct {
 	reason FlushReason
 }
 
-// New returns a worker over models, which must already be prepared
-// (model present and loaded): they start ready.
+// New returns a worker over models. Run prepares them (waiting while a
+// server cannot be reached); until then they are not ready.
 func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, log *zap.Logger) *Worker {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -87,7 +95,9 @@ func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, lo
 	w.cancelled = newCancels(opts.Now)
 	w.dead = &deadletter.Writer{JS: js, Now: opts.Now, Log: w.log}
 	for _, m := range models {
-		w.runners = append(w.runners, &runner{model: m, work: make(chan batch, 1), ready: true})
+		r := &runner{model: m, work: make(chan batch, 1), reason: "preparing the model at " + m.Host()}
+		r.stall, r.cancelStall = context.WithCancel(context.Background())
+		w.runners = append(w.runners, r)
 	}
 	return w
 }
@@ -96,24 +106,17 @@ func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, lo
 // hands back jobs it holds but has not started, lets batches in flight
 // finish, reply and ack for up to ShutdownTimeout, and finally announces it
 // is leaving. The caller drains the connection afterwards.
+//
+// It prepares its models meanwhile, waiting for servers that cannot be
+// reached yet, and for the jobs streams (the api creates them): it can
+// start before either. A model that is missing or unfit ends it with the
+// reason.
 func (w *Worker) Run(ctx context.Context) error {
 	if len(w.runners) == 0 {
 		return errors.New("worker has no endpoints")
 	}
-	cons := map[wire.Lane]jetstream.Consumer{}
-	err := broker.Retry(ctx, "creating the workers' consumers", w.log, func(ctx context.Context) error {
-		for _, lane := range wire.Lanes {
-			c, err := EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Limits, w.opts.Placement, w.opts.Consumer)
-			if err != nil {
-				return err
-			}
-			cons[lane] = c
-		}
-		return deadletter.Ensure(ctx, w.js, w.opts.Placement)
-	})
-	if err != nil {
-		return err
-	}
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	ping, err := w.nc.Subscribe(wire.PingSubject, func(*nats.Msg) { w.announce(false) })
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", wire.PingSubject, err)
@@ -124,30 +127,57 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer func() { _ = cancel.Unsubscribe() }()
 
-	// Model calls outlive the stop signal until the shutdown timeout.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-
 	var wg sync.WaitGroup
-	for _, r := range w.runners {
-		wg.Go(func() { w.runLoop(ctx, workCtx, r) })
-	}
 	wg.Go(func() { w.heartbeatLoop(ctx) })
-	w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_host", w.opts.CallsPerHost),
-		zap.Int("batch_size", w.opts.BatchSize))
-
-	w.dispatch(ctx, cons)
-
-	w.log.Info("worker stopping: finishing batches in flight", zap.Duration("timeout", w.opts.ShutdownTimeout))
-	stopTimer := time.AfterFunc(w.opts.ShutdownTimeout, cancelWork)
+	for _, r := range w.runners {
+		wg.Go(func() {
+			if err := w.prepare(ctx, r); err != nil {
+				fail(&fatalError{err})
+			}
+		})
+	}
+	cons := map[wire.Lane]jetstream.Consumer{}
+	err = broker.Retry(ctx, "creating the workers' consumers (the api creates their streams)", w.log, func(ctx context.Context) error {
+		for _, lane := range wire.Lanes {
+			c, err := EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Consumer)
+			if err != nil {
+				return err
+			}
+			cons[lane] = c
+		}
+		return nil
+	})
+	if err == nil {
+		// Model calls outlive the stop signal until the shutdown timeout.
+		workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancelWork()
+		for _, r := range w.runners {
+			wg.Go(func() { w.runLoop(ctx, workCtx, r) })
+		}
+		w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_host", w.opts.CallsPerHost),
+			zap.Int("batch_size", w.opts.BatchSize))
+		w.dispatch(ctx, cons)
+		w.log.Info("worker stopping: finishing batches in flight", zap.Duration("timeout", w.opts.ShutdownTimeout))
+		stopTimer := time.AfterFunc(w.opts.ShutdownTimeout, cancelWork)
+		defer stopTimer.Stop()
+	}
 	wg.Wait()
-	stopTimer.Stop()
 	_ = ping.Unsubscribe()
 	w.announce(true)
 	_ = w.nc.Flush()
+	var fatal *fatalError
+	if errors.As(context.Cause(ctx), &fatal) {
+		w.log.Error("worker stopped: a model cannot serve", zap.Error(fatal.err))
+		return fatal.err
+	}
 	w.log.Info("worker stopped")
 	return nil
 }
+
+// fatalError is what ends a worker by itself: a model that cannot serve.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

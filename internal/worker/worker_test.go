@@ -37,6 +37,7 @@ type fakeOllama struct {
 	calls atomic.Int64
 	cost  time.Duration
 	fn    func(n int64, req *api.EmbedRequest) (*api.EmbedResponse, error)
+	ctxFn func(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) // instead of fn
 }
 
 func (f *fakeOllama) Embed(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
@@ -49,7 +50,11 @@ func (f *fakeOllama) Embed(ctx context.Context, req *api.EmbedRequest) (*api.Emb
 			return nil, ctx.Err()
 		}
 	}
-	return f.fn(f.calls.Add(1), req)
+	n := f.calls.Add(1)
+	if f.ctxFn != nil {
+		return f.ctxFn(ctx, req)
+	}
+	return f.fn(n, req)
 }
 
 // vectorsFor gives every input a distinct 4-d vector derived from its length.
@@ -79,6 +84,9 @@ type probed struct {
 func (p probed) Probe(ctx context.Context, full bool) (vector.Fingerprint, error) {
 	return p.Fingerprint(), p.probe(ctx, full)
 }
+
+// Prepare has nothing to check: the stand-in serves at once.
+func (p probed) Prepare(context.Context) error { return nil }
 
 type wopts struct {
 	fake       *fakeOllama
@@ -558,4 +566,70 @@ func bulkUnderFlood(t *testing.T, clients, docsPer int) {
 	}
 	t.Logf("%d model calls carried the bulk request's 8 jobs; at most %d in a row without", last-first+1, longest)
 	require.LessOrEqual(t, longest, 3)
+}
+
+// A model call that runs far past what calls of its size take, while the
+// server still answers its probes (a stuck GPU), counts as a stall: the
+// batch goes back to the queue for another worker at once, the stalled
+// server takes no jobs until a test embedding answers, then serves again.
+func TestStalledCallIsHandedBack(t *testing.T) {
+	t.Parallel()
+	b := systemtest.Setup(t, small)
+	var stuck atomic.Bool
+	unstick := make(chan struct{})
+	hanging := &fakeOllama{}
+	hanging.ctxFn = func(ctx context.Context, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		if stuck.Load() {
+			select {
+			case <-unstick:
+			case <-ctx.Done(): // as an HTTP call gives up when its context ends
+				return nil, ctx.Err()
+			}
+		}
+		return vectorsFor(req), nil
+	}
+	var healthyCalls atomic.Int64
+	healthy := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) {
+		healthyCalls.Add(1)
+		return vectorsFor(req), nil
+	}}
+	model := func(f *fakeOllama, host string) worker.Model {
+		m := ollama.NewEndpoint(fakeURL(host), ollama.Options{Model: "fake", Dims: dims, MaxBatch: 16, Timeout: time.Minute, Embedder: f})
+		return probed{m, func(context.Context, bool) error { return nil }}
+	}
+	var handedBack atomic.Int64
+	obs := worker.ObserverFuncs{OnJobError: func(kind string) {
+		if kind == "handed_back" {
+			handedBack.Add(1)
+		}
+	}}
+	b.StartWorker(systemtest.WorkerOptions{ID: "stuck", Models: []worker.Model{model(hanging, "gpu-stuck:1")},
+		HeartbeatInterval: 20 * time.Millisecond, StallTimeout: 300 * time.Millisecond, Observer: obs})
+	b.WaitReady(1)
+	_, err := b.Embed(10*time.Second, "warm") // the stuck worker is the only one: it serves this
+	require.NoError(t, err)
+	b.StartWorker(systemtest.WorkerOptions{ID: "healthy", Models: []worker.Model{model(healthy, "gpu-ok:1")},
+		HeartbeatInterval: 20 * time.Millisecond})
+	b.WaitReady(2)
+
+	stuck.Store(true)
+	start := time.Now()
+	for range 20 {
+		res, err := b.Embed(10*time.Second, "during the stall")
+		require.NoError(t, err)
+		require.Len(t, res.Vectors, 1)
+	}
+	require.Less(t, time.Since(start), 5*time.Second, "the stuck call's job went to the other worker")
+	require.Positive(t, handedBack.Load(), "the stuck worker gave a job back")
+	require.Eventually(t, func() bool { n, _ := b.Workers.Ready(); return n == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the stalled worker is not ready: it takes no jobs")
+	for _, w := range b.Workers.Live() {
+		if w.ID == "stuck" {
+			require.Contains(t, w.Reason, "stalled")
+		}
+	}
+
+	close(unstick) // the GPU recovers: the test embedding answers
+	require.Eventually(t, func() bool { n, _ := b.Workers.Ready(); return n == 2 }, 5*time.Second, 10*time.Millisecond,
+		"ready again once a test embedding answers")
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,8 +30,8 @@ import (
 	"github.com/waywo/embed/internal/worker"
 )
 
-// Options are the settings of a worker on nc.
-func Options(cfg config.Config, nc *nats.Conn) worker.Options {
+// Options are the settings of a worker.
+func Options(cfg config.Config) worker.Options {
 	return worker.Options{
 		ID:                cfg.WorkerID,
 		Dims:              cfg.Dimensions,
@@ -41,47 +40,38 @@ func Options(cfg config.Config, nc *nats.Conn) worker.Options {
 		BatchWait:         cfg.BatchWait,
 		CallsPerHost:      cfg.CallsPerHost,
 		Consumer:          wire.ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
-		Limits:            wire.StreamLimits{MaxMsgs: cfg.StreamMaxMsgs, MaxBytes: cfg.StreamMaxBytes},
-		Placement:         broker.Placement{Replicas: broker.ResolveReplicas(nc, cfg.StreamReplicas), Tags: cfg.StreamTags},
 		HeartbeatInterval: cfg.HeartbeatInterval,
+		StallTimeout:      cfg.StallTimeout,
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 	}
 }
 
 // New builds the worker the configuration describes on nc: one endpoint
-// per Ollama host (EMBED_OLLAMA_HOSTS, or OLLAMA_HOST), each checked (and
-// pulled with EMBED_PULL) and warmed, concurrently, before the worker takes
-// any job. Its metrics go to reg.
-func New(ctx context.Context, nc *nats.Conn, cfg config.Config, reg prometheus.Registerer, log *zap.Logger) (*worker.Worker, error) {
+// per Ollama host (EMBED_OLLAMA_HOSTS, or OLLAMA_HOST), which the worker
+// checks (and pulls, with EMBED_PULL) and warms before it takes jobs for
+// it. Its metrics go to reg.
+func New(nc *nats.Conn, cfg config.Config, reg prometheus.Registerer, log *zap.Logger) (*worker.Worker, error) {
 	js, err := broker.NewJetStream(nc)
 	if err != nil {
 		return nil, err
 	}
 	obs := metrics.NewWorker(reg)
 	models := make([]worker.Model, len(cfg.OllamaHosts))
-	errs := make([]error, len(cfg.OllamaHosts))
-	var wg sync.WaitGroup
 	for i, u := range cfg.OllamaHosts {
-		wg.Go(func() {
-			host := u.String()
-			e := ollama.NewEndpoint(u, ollama.Options{
-				Model:     cfg.Model,
-				Dims:      cfg.Dimensions,
-				MaxBatch:  cfg.BatchSize,
-				Timeout:   cfg.ModelTimeout,
-				KeepAlive: cfg.KeepAlive,
-				Truncate:  cfg.Truncate,
-				OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
-				Log:       log,
-			})
-			models[i], errs[i] = e, e.Prepare(ctx, cfg.Pull)
+		host := u.String()
+		models[i] = ollama.NewEndpoint(u, ollama.Options{
+			Model:     cfg.Model,
+			Dims:      cfg.Dimensions,
+			MaxBatch:  cfg.BatchSize,
+			Timeout:   cfg.ModelTimeout,
+			KeepAlive: cfg.KeepAlive,
+			Truncate:  cfg.Truncate,
+			Pull:      cfg.Pull,
+			OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
+			Log:       log,
 		})
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	opts := Options(cfg, nc)
+	opts := Options(cfg)
 	opts.Observer = obs
 	return worker.New(nc, js, models, opts, log), nil
 }
@@ -128,7 +118,7 @@ func (p *process) connect(context.Context) (func(), error) {
 	if p.cfg.NATSURL == "" {
 		return nil, errors.New("NATS_URL is required: a worker joins the queue of an api or a nats-server (the api's embedded one listens on EMBED_NATS_ADDR, default nats://127.0.0.1:4222)")
 	}
-	nc, err := broker.Connect(p.cfg.NATSURL, "embed-worker-"+p.cfg.WorkerID, nil, p.cfg.NATSAuth, p.log)
+	nc, err := broker.Connect(broker.Dial{URL: p.cfg.NATSURL, Name: "embed-worker-" + p.cfg.WorkerID, Auth: p.cfg.NATSAuth, Wait: true, Log: p.log})
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +127,7 @@ func (p *process) connect(context.Context) (func(), error) {
 }
 
 func (p *process) startWorker(ctx context.Context) (func(), error) {
-	w, err := New(ctx, p.nc, p.cfg, p.reg, p.log)
+	w, err := New(p.nc, p.cfg, p.reg, p.log)
 	if err != nil {
 		return nil, err
 	}
