@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/ollamatest"
@@ -135,6 +136,7 @@ services:
 			"NATS_IMAGE=waywo-e2e/nats:" + standIn, "OLLAMA_IMAGE=waywo-e2e/ollama", "OLLAMA_VERSION=" + standIn,
 			"EMBED_MODEL=tiny", "EMBED_DIMENSIONS=" + strconv.Itoa(tb.Dims), "EMBED_CONTEXT=512",
 			"EMBED_GGUF_DIR=" + filepath.Join(dir, "models"), "EMBED_MODEL_SOURCE=/models/tiny.gguf",
+			"EMBED_NATS_API_PASSWORD=" + nuid.Next(), "EMBED_NATS_WORKER_PASSWORD=" + nuid.Next(),
 		},
 		api:    fmt.Sprintf("http://127.0.0.1:%d", apiPort),
 		nats:   fmt.Sprintf("nats://127.0.0.1:%d", natsPort),

@@ -7,6 +7,7 @@ package deploy
 import (
 	"bufio"
 	"context"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -21,13 +22,27 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/require"
 
+	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/config"
+	"github.com/waywo/embed/internal/wire"
 )
 
+// passwords are the NATS roles' passwords compose requires (.env's, in use).
+var passwords = map[string]string{"EMBED_NATS_API_PASSWORD": "api-pw", "EMBED_NATS_WORKER_PASSWORD": "worker-pw"}
+
 // load reads docker-compose.yml plus overrides as `docker compose -f … up`
-// would, from the repository root, with env as the shell's environment.
+// would, from the repository root, with env and passwords as the shell's
+// environment.
 func load(t *testing.T, env map[string]string, overrides ...string) *types.Project {
 	t.Helper()
+	all := maps.Clone(passwords)
+	maps.Copy(all, env)
+	p, err := loadEnv(all, overrides...)
+	require.NoError(t, err)
+	return p
+}
+
+func loadEnv(env map[string]string, overrides ...string) (*types.Project, error) {
 	files := []string{"docker-compose.yml"}
 	for _, o := range overrides {
 		files = append(files, filepath.Join("deploy", o))
@@ -37,15 +52,46 @@ func load(t *testing.T, env map[string]string, overrides ...string) *types.Proje
 		kv = append(kv, k+"="+v)
 	}
 	opts, err := cli.NewProjectOptions(files, cli.WithWorkingDirectory(".."), cli.WithEnv(kv), cli.WithName("waywo-embed"))
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	wd, err := filepath.Abs("..")
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	for i, f := range opts.ConfigPaths {
 		opts.ConfigPaths[i] = filepath.Join(wd, f)
 	}
-	p, err := opts.LoadProject(context.Background())
-	require.NoError(t, err)
-	return p
+	return opts.LoadProject(context.Background())
+}
+
+// Compose will not start without the roles' passwords, and gives each
+// service its own.
+func TestComposeNeedsTheRolesPasswords(t *testing.T) {
+	for missing := range passwords {
+		env := maps.Clone(passwords)
+		delete(env, missing)
+		_, err := loadEnv(env)
+		require.ErrorContains(t, err, "set "+missing+" in .env", "without %s", missing)
+	}
+	p := load(t, nil)
+	nats := env(service(t, p, "nats"))
+	require.Equal(t, "api-pw", nats["NATS_API_PASSWORD"])
+	require.Equal(t, "worker-pw", nats["NATS_WORKER_PASSWORD"])
+	api, worker := configOf(t, service(t, p, "api")), configOf(t, service(t, p, "worker"))
+	require.Equal(t, broker.RoleAuth(wire.RoleAPI, "api-pw"), api.NATSAuth)
+	require.Equal(t, broker.RoleAuth(wire.RoleWorker, "worker-pw"), worker.NATSAuth)
+	requireMount(t, service(t, p, "nats"), "/etc/nats/nats-roles.conf")
+}
+
+func requireMount(t *testing.T, s types.ServiceConfig, target string) {
+	t.Helper()
+	for _, v := range s.Volumes {
+		if v.Target == target {
+			return
+		}
+	}
+	t.Fatalf("service %s mounts nothing at %s", s.Name, target)
 }
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {

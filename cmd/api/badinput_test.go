@@ -97,17 +97,20 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 
+	// Events come from a publisher, as the backend's (no credentials: the
+	// embedded server's publisher role); dead letters are read as the api.
 	nc, err := nats.Connect("nats://" + cfg.NATSAddr)
 	require.NoError(t, err)
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	pub, err := jetstream.New(nc)
 	require.NoError(t, err)
+	_, js := apiConn(t, cfg)
 	insert := func(id int, title, description, hashtags any) {
 		_, err := raw.Exec("INSERT INTO waywo_projects (id, title, description, hashtags) VALUES (?, ?, ?, ?)", id, title, description, hashtags)
 		require.NoError(t, err)
 	}
 	publish := func(subject string, body []byte) error {
-		_, err := js.Publish(context.Background(), subject, body)
+		_, err := pub.Publish(context.Background(), subject, body)
 		return err
 	}
 
@@ -157,7 +160,7 @@ func TestBadInput(t *testing.T) {
 		err := publish("waywo.projects.changed.1", bytes.Repeat([]byte("x"), 100<<10))
 		require.Error(t, err)
 		require.Contains(t, err.Error(), "maximum")
-		// Not even a JetStream subject our stream takes: no one stores it.
+		// Not even a subject the publisher may use: the server refuses it.
 		require.NoError(t, nc.Publish("waywo.projects.changed.1.extra", nil))
 
 		var dls []deadletter.Stored

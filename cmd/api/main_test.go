@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +47,21 @@ func startRun(t *testing.T, cfg config.Config) (base string, cancel func(), done
 		t.Fatalf("run returned early: %v", err)
 		return "", nil, nil
 	}
+}
+
+// apiConn connects to a running api's embedded nats-server as the api
+// role, with the password that api made up, as the api's commands do.
+func apiConn(t *testing.T, cfg config.Config) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	pw, err := os.ReadFile(filepath.Join(cfg.DataDir, system.APIPasswordFile))
+	require.NoError(t, err)
+	nc, err := broker.Connect(broker.Dial{URL: "nats://" + cfg.NATSAddr, Name: "test-api", Role: wire.RoleAPI,
+		Auth: broker.RoleAuth(wire.RoleAPI, strings.TrimSpace(string(pw))), Log: zap.NewNop()})
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
 }
 
 // waitHealthy waits until the api's /health answers 200.
@@ -101,11 +117,7 @@ func TestRunEmbeddedServesAndStopsGracefully(t *testing.T) {
 	require.Len(t, vecs[0], ol.Dims)
 
 	// The embedded nats-server listens where EMBED_NATS_ADDR says.
-	nc, err := nats.Connect("nats://" + natsAddr)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	_, js := apiConn(t, cfg)
 
 	big := make([]string, 300)
 	for i := range big {

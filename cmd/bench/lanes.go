@@ -173,17 +173,16 @@ func (b *bench) laneSystem(dir, backend string, lanes bool) (*laneSys, error) {
 	if err != nil {
 		return nil, err
 	}
-	common := map[string]string{
+	roles := proctest.NewRoles()
+	// The api's commands (reindex) join it with the api role's password.
+	common := proctest.With(map[string]string{
 		"EMBED_MODEL": fakeModel, "EMBED_DIMENSIONS": strconv.Itoa(bigDims), "EMBED_LOG_LEVEL": "warn",
 		"EMBED_HEARTBEAT_INTERVAL": "500ms", "EMBED_LANES": strconv.FormatBool(lanes),
-	}
-	apiEnv := map[string]string{
+	}, roles.Embedded())
+	apiEnv := proctest.With(map[string]string{
 		"EMBED_HTTP_ADDR": httpAddr, "EMBED_NATS_ADDR": natsAddr, "EMBED_WORKER": "off",
 		"EMBED_DATA_DIR": mkdir(dir, "data-"+strconv.FormatBool(lanes)), "EMBED_CACHE_SIZE": "0", "EMBED_SYNC": "false",
-	}
-	for k, v := range common {
-		apiEnv[k] = v
-	}
+	}, common)
 	name := "lanes-" + strconv.FormatBool(lanes)
 	api, err := startProc(b.work, "api", name+"-api", apiEnv)
 	if err != nil {
@@ -199,10 +198,8 @@ func (b *bench) laneSystem(dir, backend string, lanes bool) (*laneSys, error) {
 		api.Stop(20 * time.Second)
 		return nil, err
 	}
-	wenv := map[string]string{"NATS_URL": "nats://" + natsAddr, "OLLAMA_HOST": backend, "EMBED_METRICS_ADDR": maddr, "EMBED_WORKER_ID": name}
-	for k, v := range common {
-		wenv[k] = v
-	}
+	wenv := proctest.With(map[string]string{"NATS_URL": "nats://" + natsAddr, "OLLAMA_HOST": backend, "EMBED_METRICS_ADDR": maddr, "EMBED_WORKER_ID": name},
+		common, roles.As(wire.RoleWorker))
 	w, err := startProc(b.work, "worker", name+"-worker", wenv)
 	if err != nil {
 		api.Stop(20 * time.Second)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/waywo/embed/internal/proctest"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // pipelineRow starts an api (embedded NATS, no worker of its own) and one
@@ -34,15 +35,13 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 		"EMBED_MODEL": model, "EMBED_DIMENSIONS": strconv.Itoa(dims), "EMBED_LOG_LEVEL": "warn",
 		"EMBED_HEARTBEAT_INTERVAL": "500ms",
 	}
-	apiEnv := map[string]string{
+	roles := proctest.NewRoles()
+	apiEnv := proctest.With(map[string]string{
 		"EMBED_HTTP_ADDR": httpAddr, "EMBED_NATS_ADDR": natsAddr, "EMBED_WORKER": "off",
 		"EMBED_DATA_DIR":   mkdir(work, "data-"+strconv.FormatInt(time.Now().UnixNano(), 36)),
 		"EMBED_CACHE_SIZE": "0", // measure the pipeline, not the cache
 		"EMBED_SYNC":       "false",
-	}
-	for k, v := range common {
-		apiEnv[k] = v
-	}
+	}, common, roles.Embedded())
 	var pprofAddrs []string // api first, then the first worker
 	if profile {
 		for range 2 {
@@ -76,13 +75,10 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 			return row{}, err
 		}
 		metricsAddrs = append(metricsAddrs, maddr)
-		env := map[string]string{
+		env := proctest.With(map[string]string{
 			"NATS_URL": "nats://" + natsAddr, "OLLAMA_HOST": hosts[0], "EMBED_OLLAMA_HOSTS": strings.Join(hosts, ","),
 			"EMBED_METRICS_ADDR": maddr, "EMBED_WORKER_ID": "bench-w" + strconv.Itoa(i),
-		}
-		for k, v := range common {
-			env[k] = v
-		}
+		}, common, roles.As(wire.RoleWorker))
 		if profile && i == 0 {
 			env["EMBED_PPROF_ADDR"] = pprofAddrs[1]
 		}

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Auth is how a client authenticates to NATS and checks its server: a
@@ -28,6 +30,9 @@ type Dial struct {
 	Server *server.Server // the embedded server: connect in-process (URL unused)
 	Name   string         // the connection's name, seen by the server
 	Auth   Auth
+	// Role, when set, gives the connection its role's own inbox prefix
+	// (wire.Role.InboxPrefix), which other roles may not read.
+	Role wire.Role
 	// Wait, when set, waits for a server that is not reachable yet (a
 	// process started before its nats-server): Connect returns at once
 	// with a connection that connects as soon as it can, logging once
@@ -60,6 +65,9 @@ func Connect(d Dial, extra ...nats.Option) (*nats.Conn, error) {
 			log.Error("NATS async error", zap.String("subject", subject), zap.Error(err))
 		}),
 	}
+	if p := d.Role.InboxPrefix(); p != "" {
+		opts = append(opts, nats.CustomInboxPrefix(p))
+	}
 	a := d.Auth
 	switch {
 	case a.User != "":
@@ -84,7 +92,7 @@ func Connect(d Dial, extra ...nats.Option) (*nats.Conn, error) {
 	if err == nil {
 		return nc, nil
 	}
-	if !d.Wait || !unreachable(err) {
+	if !d.Wait || !Unreachable(err) {
 		return nil, fmt.Errorf("connect to NATS at %s (NATS_URL): %w", RedactURL(url), err)
 	}
 	start := time.Now()
@@ -99,9 +107,9 @@ func Connect(d Dial, extra ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// unreachable says whether a failed connect found no server to talk to,
+// Unreachable says whether a failed connect found no server to talk to,
 // which waiting can cure, rather than one that refused us.
-func unreachable(err error) bool {
+func Unreachable(err error) bool {
 	var ne net.Error
 	return errors.Is(err, nats.ErrNoServers) || errors.As(err, &ne)
 }

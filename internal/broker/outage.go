@@ -63,11 +63,14 @@ func (o *Outage) OK() {
 // Retry runs fn until it succeeds, fails with ErrStreamDoesNotFit (a
 // setting must change), or ctx ends, giving each try at most 5 s: a NATS
 // cluster that is still electing leaders leaves some requests unanswered
-// for a while. Failures are paced and logged as an Outage of what.
+// for a while. Failures are paced and logged as an Outage of what. A try
+// in flight when ctx ends is let finish (within its 5 s): the server may be
+// creating a stream for it, and a stop that went on to shut the embedded
+// server down meanwhile would leave that stream's store running.
 func Retry(ctx context.Context, what string, log *zap.Logger, fn func(ctx context.Context) error) error {
 	o := &Outage{What: what, Log: log, Max: 2 * time.Second}
 	for {
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err := fn(tctx)
 		cancel()
 		if err == nil {

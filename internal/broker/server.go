@@ -16,8 +16,11 @@ import (
 type ServerOptions struct {
 	Addr     string // host:port to listen on; port -1 picks a free one
 	StoreDir string // JetStream file store
-	// User and Password, or Token, when set, are required of every client,
-	// in-process ones included.
+	// Roles, when set, are the server's users, one per role, each allowed
+	// only what its role needs.
+	Roles *Roles
+	// User and Password, or Token, when set instead, are required of every
+	// client, in-process ones included, and grant everything.
 	User, Password, Token string
 	Log                   *zap.Logger
 	// StoreFault, when set, is told each error the server logs about
@@ -61,17 +64,32 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 		SyncInterval: StoreSyncInterval,
 	}
 	switch {
+	case o.Roles != nil && (o.User != "" || o.Token != ""):
+		return nil, fmt.Errorf("embedded nats: roles, or one user or token, not both")
+	case o.Roles != nil:
+		if opts.Users, opts.NoAuthUser, err = o.Roles.users(); err != nil {
+			return nil, err
+		}
 	case o.User != "":
-		opts.Username, opts.Password = o.User, o.Password
+		opts.Username = o.User
+		if opts.Password, err = hashSecret(o.Password); err != nil {
+			return nil, err
+		}
 	case o.Token != "":
-		opts.Authorization = o.Token
+		if opts.Authorization, err = hashSecret(o.Token); err != nil {
+			return nil, err
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	if o.Log != nil {
-		ns.SetLoggerV2(natsLogger{s: o.Log.Named("nats").Sugar(), fault: o.StoreFault}, false, false, false)
+		l := natsLogger{s: o.Log.Named("nats").Sugar(), fault: o.StoreFault}
+		// Every password is hashed; the one the server counts as plain
+		// text is the anonymous publisher's, which has none.
+		l.quiet = o.Roles != nil && o.Roles.Publisher == ""
+		ns.SetLoggerV2(l, false, false, false)
 	}
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
@@ -87,13 +105,20 @@ func StartServer(o ServerOptions) (*server.Server, error) {
 type natsLogger struct {
 	s     *zap.SugaredLogger
 	fault func(string)
+	quiet bool // the plain-text password warning is debug
 }
 
 // Notices (the start-up banner among them) are debug: the api logs its own
 // line when the server is ready.
 func (l natsLogger) Noticef(format string, v ...any) { l.s.Debugf(format, v...) }
 
-func (l natsLogger) Warnf(format string, v ...any) { l.s.Warnf(format, v...) }
+func (l natsLogger) Warnf(format string, v ...any) {
+	if l.quiet && strings.HasPrefix(format, "Plaintext passwords detected") {
+		l.s.Debugf(format, v...)
+		return
+	}
+	l.s.Warnf(format, v...)
+}
 
 func (l natsLogger) Fatalf(format string, v ...any) { l.s.Errorf(format, v...) }
 

@@ -25,7 +25,10 @@ type Config struct {
 	NATSURL  string // NATS_URL; empty starts an embedded nats-server
 	NATSAddr string // EMBED_NATS_ADDR: where the embedded nats-server listens
 	NATSAuth broker.Auth
-	APIKey   string // EMBED_API_KEY; never logged
+	// NATSRoles: EMBED_NATS_{API,WORKER,PUBLISHER}_PASSWORD, the embedded
+	// server's users' passwords (see NATSRolesOn).
+	NATSRoles broker.Roles
+	APIKey    string // EMBED_API_KEY; never logged
 
 	OllamaHost   *url.URL   // OLLAMA_HOST
 	OllamaHosts  []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
@@ -88,11 +91,14 @@ type setting struct {
 // redacted says how a setting's value is logged when it must not be logged
 // as it is: secrets as whether they are set, URLs without their user info.
 var redacted = map[string]func(string) string{
-	"NATS_PASSWORD":      isSet,
-	"NATS_TOKEN":         isSet,
-	"EMBED_API_KEY":      isSet,
-	"NATS_URL":           broker.RedactURL,
-	"EMBED_MODEL_SOURCE": broker.RedactURL,
+	"NATS_PASSWORD":                 isSet,
+	"NATS_TOKEN":                    isSet,
+	"EMBED_NATS_API_PASSWORD":       isSet,
+	"EMBED_NATS_WORKER_PASSWORD":    isSet,
+	"EMBED_NATS_PUBLISHER_PASSWORD": isSet,
+	"EMBED_API_KEY":                 isSet,
+	"NATS_URL":                      broker.RedactURL,
+	"EMBED_MODEL_SOURCE":            broker.RedactURL,
 }
 
 // settings is the single list of knobs: Load parses it, Usage prints it and
@@ -100,15 +106,18 @@ var redacted = map[string]func(string) string{
 var settings = []setting{
 	{"EMBED_HTTP_ADDR", "127.0.0.1:8000", "HTTP listen address of the api", str(func(c *Config) *string { return &c.HTTPAddr }, checkHostPort)},
 	{"NATS_URL", "", "NATS server URL(s), comma separated; empty starts an embedded nats-server in the api", str(func(c *Config) *string { return &c.NATSURL }, nil)},
-	{"NATS_USER", "", "NATS user (with NATS_PASSWORD); the embedded nats-server then requires it too", str(func(c *Config) *string { return &c.NATSAuth.User }, nil)},
+	{"NATS_USER", "", "NATS user (with NATS_PASSWORD); the embedded nats-server then has this one user, who may do everything, instead of its roles", str(func(c *Config) *string { return &c.NATSAuth.User }, nil)},
 	{"NATS_PASSWORD", "", "NATS password", str(func(c *Config) *string { return &c.NATSAuth.Password }, nil)},
-	{"NATS_TOKEN", "", "NATS token; the embedded nats-server then requires it too", str(func(c *Config) *string { return &c.NATSAuth.Token }, nil)},
+	{"NATS_TOKEN", "", "NATS token; the embedded nats-server then requires it of everyone, who may then do everything, instead of its roles", str(func(c *Config) *string { return &c.NATSAuth.Token }, nil)},
 	{"NATS_CREDS", "", "NATS credentials file (JWT and seed)", str(func(c *Config) *string { return &c.NATSAuth.Creds }, optional(fileExists))},
 	{"NATS_TLS_CA", "", "CA file to verify the NATS server's certificate", str(func(c *Config) *string { return &c.NATSAuth.TLSCA }, optional(fileExists))},
 	{"NATS_TLS_CERT", "", "client certificate file for NATS (with NATS_TLS_KEY)", str(func(c *Config) *string { return &c.NATSAuth.TLSCert }, optional(fileExists))},
 	{"NATS_TLS_KEY", "", "client key file for NATS", str(func(c *Config) *string { return &c.NATSAuth.TLSKey }, optional(fileExists))},
 	{"EMBED_API_KEY", "", "when set, every route but /health and /metrics needs Authorization: Bearer <key>", str(func(c *Config) *string { return &c.APIKey }, nil)},
 	{"EMBED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded nats-server (only when NATS_URL is empty)", str(func(c *Config) *string { return &c.NATSAddr }, checkHostPort)},
+	{"EMBED_NATS_API_PASSWORD", "", "password of the embedded nats-server's user api (streams, jobs, replies, events); empty: a random one, kept in EMBED_DATA_DIR/nats-api.password for the api's commands", str(func(c *Config) *string { return &c.NATSRoles.API }, nil)},
+	{"EMBED_NATS_WORKER_PASSWORD", "", "password of the embedded nats-server's user worker (pull jobs, reply): workers elsewhere log in as NATS_USER=worker with it; empty: a random one only the in-process worker knows. With NATS_URL: the in-process worker logs in as worker with it, when set", str(func(c *Config) *string { return &c.NATSRoles.Worker }, nil)},
+	{"EMBED_NATS_PUBLISHER_PASSWORD", "", "password of the embedded nats-server's user publisher, who may only announce project changes (waywo.projects.changed.<id>); empty: clients without credentials are the publisher", str(func(c *Config) *string { return &c.NATSRoles.Publisher }, nil)},
 	{"OLLAMA_HOST", "http://127.0.0.1:11434", "Ollama base URL; host:port and bare hosts are accepted, as Ollama does", func(c *Config, v string) (err error) {
 		c.OllamaHost, err = ParseOllamaHost(v)
 		return err
@@ -269,6 +278,9 @@ func (c Config) validate() error {
 	if a.User != "" && a.Token != "" {
 		errs = append(errs, errors.New("set NATS_USER/NATS_PASSWORD or NATS_TOKEN, not both"))
 	}
+	if c.OwnNATS() && !c.NATSRolesOn() && c.NATSRoles != (broker.Roles{}) {
+		errs = append(errs, errors.New("the embedded nats-server has either roles (EMBED_NATS_*_PASSWORD) or one user who may do everything (NATS_USER/NATS_PASSWORD or NATS_TOKEN), not both"))
+	}
 	if (a.TLSCert == "") != (a.TLSKey == "") {
 		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY go together"))
 	}
@@ -283,6 +295,12 @@ func (c Config) validate() error {
 
 // OwnNATS says whether the api starts its own (embedded) nats-server.
 func (c Config) OwnNATS() bool { return c.NATSURL == "" }
+
+// NATSRolesOn says whether the embedded nats-server has one user per role
+// (the default), rather than the single user of NATS_USER or NATS_TOKEN.
+func (c Config) NATSRolesOn() bool {
+	return c.OwnNATS() && c.NATSAuth.User == "" && c.NATSAuth.Token == ""
+}
 
 // InProcessWorker says whether the api runs a worker next to the HTTP server.
 func (c Config) InProcessWorker() bool {

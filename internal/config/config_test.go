@@ -196,10 +196,23 @@ func TestSecuritySettings(t *testing.T) {
 		{map[string]string{"NATS_TLS_CERT": "/etc/hostname"}, "NATS_TLS_CERT and NATS_TLS_KEY"},
 		{map[string]string{"NATS_TLS_CA": "/no/such/ca.pem"}, "no such file"},
 		{map[string]string{"NATS_CREDS": "/no/such/user.creds"}, "no such file"},
+		{map[string]string{"NATS_TOKEN": "t", "EMBED_NATS_WORKER_PASSWORD": "w"}, "either roles"},
 	} {
 		_, err := Load(env(tc.env))
 		require.ErrorContains(t, err, tc.want, "%v", tc.env)
 	}
+	// The embedded server's roles are the default; their passwords are
+	// never logged. One user instead turns them off.
+	c, err = Load(env(map[string]string{"EMBED_NATS_API_PASSWORD": "api-s3cret", "EMBED_NATS_WORKER_PASSWORD": "w0rker-s3cret", "EMBED_NATS_PUBLISHER_PASSWORD": "pub-s3cret"}))
+	require.NoError(t, err)
+	require.True(t, c.NATSRolesOn())
+	require.Equal(t, broker.Roles{API: "api-s3cret", Worker: "w0rker-s3cret", Publisher: "pub-s3cret"}, c.NATSRoles)
+	for _, f := range c.LogFields() {
+		require.NotContains(t, f.String, "s3cret")
+	}
+	c, err = Load(env(map[string]string{"NATS_USER": "u", "NATS_PASSWORD": "p"}))
+	require.NoError(t, err)
+	require.False(t, c.NATSRolesOn())
 	// Defaults listen on loopback only.
 	c, err = Load(env(nil))
 	require.NoError(t, err)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Stored is a dead letter as read back from the stream.
@@ -24,13 +26,13 @@ type Stored struct {
 // List reads up to limit dead letters of kind ("" for all),
 // oldest first.
 func List(ctx context.Context, js jetstream.JetStream, kind Kind, limit int) ([]Stored, error) {
-	s, err := js.Stream(ctx, Stream)
+	s, err := js.Stream(ctx, wire.DeadLetterStream)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", Stream, err)
+		return nil, fmt.Errorf("stream %s: %w", wire.DeadLetterStream, err)
 	}
-	filter := Subject + ".>"
+	filter := wire.DeadLetterSubject + ".>"
 	if kind != "" {
-		filter = Subject + "." + string(kind)
+		filter = wire.DeadLetterSubject + "." + string(kind)
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
 	if err != nil {
@@ -58,7 +60,7 @@ func List(ctx context.Context, js jetstream.JetStream, kind Kind, limit int) ([]
 		for m := range mb.Messages() {
 			n++
 			md, _ := m.Metadata()
-			d := Stored{Kind: Kind(m.Subject()[len(Subject)+1:]), Header: m.Headers(), Payload: m.Data()}
+			d := Stored{Kind: Kind(m.Subject()[len(wire.DeadLetterSubject)+1:]), Header: m.Headers(), Payload: m.Data()}
 			if md != nil {
 				d.Seq = md.Sequence.Stream
 			}
@@ -77,7 +79,7 @@ func List(ctx context.Context, js jetstream.JetStream, kind Kind, limit int) ([]
 
 // Delete removes the dead letter seq, once replayed.
 func Delete(ctx context.Context, js jetstream.JetStream, seq uint64) error {
-	s, err := js.Stream(ctx, Stream)
+	s, err := js.Stream(ctx, wire.DeadLetterStream)
 	if err != nil {
 		return err
 	}

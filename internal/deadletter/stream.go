@@ -12,14 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/wire"
 )
 
-// Names of the dead-letter stream and the headers a dead letter adds to
-// the failed message's own.
+// The headers a dead letter adds to the failed message's own (the
+// stream's names are wire.DeadLetterStream and wire.DeadLetterSubject).
 const (
-	Stream  = "EMBED_DLQ"
-	Subject = "embed.dlq" // .projects or .jobs
-
 	HeaderReason          = "Embed-Reason"
 	HeaderOriginalSubject = "Embed-Original-Subject"
 	HeaderDeliveries      = "Embed-Deliveries"
@@ -30,9 +28,9 @@ const (
 // oldest past 100,000: a flood of poison must not stop the system.
 func StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        Stream,
+		Name:        wire.DeadLetterStream,
 		Description: "failed jobs and project events, with reasons",
-		Subjects:    []string{Subject + ".>"},
+		Subjects:    []string{wire.DeadLetterSubject + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,

@@ -91,8 +91,11 @@ func giveUp(ctx context.Context, nc *nats.Conn, w *Writer, kind Kind, a maxDeliv
 	}
 	reason := fmt.Sprintf("delivered %d times without being settled: the handler crashed or ran past its ack wait every time", a.Deliveries)
 	if kind == KindJobs {
-		if job, err := wire.DecodeJob(raw.Header, raw.Data); err == nil && wire.ValidSubject(job.ReplyTo) {
-			_ = nc.PublishMsg(wire.Reply{Err: &wire.ReplyError{Code: wire.StatusUnavailable, Message: reason, Index: -1}}.Msg(job.ReplyTo))
+		// Told on the gave-up subject: only workers may publish replies.
+		if job, err := wire.DecodeJob(raw.Header, raw.Data); err == nil {
+			if to, ok := wire.GaveUpSubject(job.ReplyTo); ok {
+				_ = nc.PublishMsg(wire.Reply{Err: &wire.ReplyError{Code: wire.StatusUnavailable, Message: reason, Index: -1}}.Msg(to))
+			}
 		}
 	}
 	if err := w.Write(ctx, Letter{Kind: kind, Subject: raw.Subject, Reason: reason, Deliveries: a.Deliveries, Header: raw.Header, Payload: raw.Data}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Letter is one failure to record.
@@ -40,7 +41,7 @@ func (w *Writer) Write(ctx context.Context, l Letter) error {
 	if w.Now != nil {
 		now = w.Now
 	}
-	m := nats.NewMsg(Subject + "." + string(l.Kind))
+	m := nats.NewMsg(wire.DeadLetterSubject + "." + string(l.Kind))
 	for k, vs := range l.Header {
 		if k == nats.MsgIdHdr { // would dedupe two failures of one job
 			continue
@@ -55,7 +56,7 @@ func (w *Writer) Write(ctx context.Context, l Letter) error {
 	ctx, cancel := context.WithTimeout(ctx, broker.PublishTimeout)
 	defer cancel()
 	if _, err := w.JS.PublishMsg(ctx, m); err != nil {
-		err = fmt.Errorf("dead letter: %w", broker.PublishError(ctx, err, Stream))
+		err = fmt.Errorf("dead letter: %w", broker.PublishError(ctx, err, wire.DeadLetterStream))
 		w.Log.Error("could not store dead letter", zap.String("kind", string(l.Kind)), zap.String("subject", l.Subject),
 			zap.String("reason", l.Reason), zap.Error(err))
 		return err

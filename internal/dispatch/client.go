@@ -20,15 +20,16 @@ import (
 )
 
 // Client publishes requests as jobs and waits for the workers' replies on
-// one inbox subscription per process.
+// the process's own reply subjects, ReplyPrefix.<id>.>, and for an api's
+// word that a job was given up, on GaveUpPrefix.<id>.>.
 type Client struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	dims  int
-	inbox string
-	sub   *nats.Subscription
-	log   *zap.Logger
-	now   func() time.Time
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	dims int
+	id   string // the process's token in its reply subjects
+	subs []*nats.Subscription
+	log  *zap.Logger
+	now  func() time.Time
 
 	// Health, when set, is told each publish's outcome, and a store that
 	// cannot write fails requests at once.
@@ -54,29 +55,38 @@ func CheckPayload(nc *nats.Conn, dims int) error {
 	return nil
 }
 
-// NewClient subscribes the process's reply inbox, on a connection that may
-// not be up yet (the subscription is made once it is). dims is the vector
-// length every reply must have.
+// NewClient subscribes the process's reply subjects, on a connection that
+// may not be up yet (the subscriptions are made once it is). dims is the
+// vector length every reply must have.
 func NewClient(nc *nats.Conn, js jetstream.JetStream, dims int, now func() time.Time, log *zap.Logger) (*Client, error) {
 	c := &Client{
 		nc: nc, js: js, dims: dims, now: now,
-		inbox: wire.ReplyPrefix + "." + nuid.Next(),
+		id:    nuid.Next(),
 		log:   log.Named("queue"),
 		calls: map[string]*call{},
 	}
-	sub, err := nc.Subscribe(c.inbox+".>", c.onReply)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe reply inbox: %w", err)
+	for _, prefix := range []string{wire.ReplyPrefix, wire.GaveUpPrefix} {
+		sub, err := nc.Subscribe(prefix+"."+c.id+".>", c.onReply)
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", prefix, err)
+		}
+		// Replies are small in count and handled quickly; lift the
+		// slow-consumer limits so a burst of 4096-d vectors is not dropped.
+		_ = sub.SetPendingLimits(-1, 512<<20)
+		c.subs = append(c.subs, sub)
 	}
-	// Replies are small in count and handled quickly; lift the slow-consumer
-	// limits so a burst of 4096-d vectors is not dropped.
-	_ = sub.SetPendingLimits(-1, 512<<20)
-	c.sub = sub
 	return c, nil
 }
 
-// Close unsubscribes the inbox.
-func (c *Client) Close() error { return c.sub.Unsubscribe() }
+// Close unsubscribes the reply subjects.
+func (c *Client) Close() error {
+	var errs []error
+	for _, s := range c.subs {
+		errs = append(errs, s.Unsubscribe())
+	}
+	return errors.Join(errs...)
+}
 
 // Request is one embedding request.
 type Request struct {
@@ -146,7 +156,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	for _, sp := range spans {
 		job := wire.Job{
 			RequestID: req.ID,
-			ReplyTo:   c.inbox + "." + req.ID + "." + strconv.Itoa(sp[0]),
+			ReplyTo:   wire.ReplyPrefix + "." + c.id + "." + req.ID + "." + strconv.Itoa(sp[0]),
 			Deadline:  deadline,
 			InputType: req.InputType,
 			Offset:    sp[0],
@@ -237,8 +247,8 @@ func spanEnd(spans [][2]int, off int) int {
 }
 
 func (c *Client) onReply(m *nats.Msg) {
-	// Subject: <inbox>.<request id>.<offset>
-	rest := strings.TrimPrefix(m.Subject, c.inbox+".")
+	// Subject: <prefix>.<client id>.<request id>.<offset>
+	_, rest, _ := strings.Cut(m.Subject, "."+c.id+".")
 	id, _, ok := strings.Cut(rest, ".")
 	if !ok {
 		return

@@ -28,6 +28,7 @@ func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 	require.False(t, ok, "unknown before any worker reports")
 	a := vector.Fingerprint{Digest: "sha256:aaaa", OllamaVersion: "0.32.15"}
 	c := vector.Fingerprint{Digest: "sha256:cccc", OllamaVersion: "0.32.15"}
+	workers := b.Dial(wire.RoleWorker, "heartbeats")
 	for _, hb := range []wire.Heartbeat{
 		{ID: "w1", Ready: true, TTL: time.Minute, Fingerprint: a},
 		{ID: "w2", Ready: true, TTL: time.Minute, Fingerprint: c},
@@ -37,7 +38,7 @@ func TestRegistryFingerprintIsTheMajoritys(t *testing.T) {
 	} {
 		data, err := json.Marshal(hb)
 		require.NoError(t, err)
-		require.NoError(t, b.NC.Publish(wire.HeartbeatSubject, data))
+		require.NoError(t, workers.Publish(wire.HeartbeatSubject, data))
 	}
 	require.Eventually(t, func() bool { return len(live.Live()) == 5 }, 5*time.Second, 5*time.Millisecond)
 	fp, ok := live.Fingerprint()

@@ -30,7 +30,7 @@ func TestQueueFullIsRefusedAtOnce(t *testing.T) {
 	_, err := dispatch.EnsureJobsStream(context.Background(), b.JS, wire.LaneInteractive, wire.StreamLimits{MaxMsgs: 2, MaxBytes: 1 << 20}, broker.Placement{})
 	require.NoError(t, err)
 	for range 2 {
-		_, err := b.JS.PublishMsg(context.Background(), wire.Job{RequestID: nuid.Next(), ReplyTo: "x.y", Documents: []string{"a"}}.Msg(wire.JobsSubject))
+		_, err := b.JS.PublishMsg(context.Background(), wire.Job{RequestID: nuid.Next(), ReplyTo: wire.ReplyPrefix + ".x.y", Documents: []string{"a"}}.Msg(wire.JobsSubject))
 		require.NoError(t, err)
 	}
 	start := time.Now()

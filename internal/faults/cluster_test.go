@@ -33,6 +33,7 @@ import (
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/proctest"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // binaries are built once per run: api, worker and nats-server.
@@ -68,6 +69,20 @@ func startProc(t *testing.T, dir, bin, name string, env map[string]string, args 
 	return p
 }
 
+// loneNATS writes the config of a lone nats-server in dir, on port,
+// its store under dir/jetstream and its users deploy/nats-roles.conf's
+// (start it with roles.Server() in its environment), and returns its path.
+func loneNATS(t *testing.T, dir string, port int) string {
+	t.Helper()
+	roles, err := proctest.RolesConf()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nats-roles.conf"), roles, 0o644))
+	conf := filepath.Join(dir, "nats.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q }\ninclude \"nats-roles.conf\"\n",
+		port, filepath.Join(dir, "jetstream"))), 0o644))
+	return conf
+}
+
 // exitCode waits for p to exit and returns its exit code.
 func exitCode(t *testing.T, p *proctest.Process, limit time.Duration) int {
 	t.Helper()
@@ -93,8 +108,10 @@ type cluster struct {
 	workers  []*proctest.Process
 	dbPath   string
 	raw      *sql.DB // the backend's connection to the file
-	nc       *nats.Conn
-	js       jetstream.JetStream
+	roles    proctest.Roles
+	nc       *nats.Conn          // the backend's: a publisher, without credentials
+	js       jetstream.JetStream // over nc
+	admin    jetstream.JetStream // as the api role: to look at the streams
 	direct   *ollama.Endpoint
 	projects int
 }
@@ -130,7 +147,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if o.projects == 0 {
 		o.projects = 20
 	}
-	c := &cluster{t: t, dir: t.TempDir(), ollama: ol, opts: o, projects: o.projects}
+	c := &cluster{t: t, dir: t.TempDir(), ollama: ol, opts: o, projects: o.projects, roles: proctest.NewRoles()}
 
 	// The WAYWO file, as the backend has it, with projects that have no
 	// vector yet.
@@ -147,8 +164,8 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		require.NoError(t, err)
 	}
 
-	// nats-server, its own process, file store synced as in deploy/nats.conf;
-	// or three of them, routed into one JetStream cluster.
+	// nats-server, its own process, file store synced and users as in
+	// deploy/nats.conf; or three of them, routed into one JetStream cluster.
 	if o.natsNodes == 0 && o.embeddedStore == "" {
 		o.natsNodes = 1
 	}
@@ -166,7 +183,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		}
 		c.nodes = append(c.nodes, n)
 		c.nodes[i].conf = n.conf
-		require.NoError(t, os.WriteFile(n.conf, []byte(conf), 0o644))
+		require.NoError(t, os.WriteFile(n.conf, []byte(conf+"include \"nats-roles.conf\"\n"), 0o644))
+	}
+	if len(c.nodes) > 0 {
+		roles, err := proctest.RolesConf()
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(c.dir, "nats-roles.conf"), roles, 0o644))
 	}
 	if o.natsNodes > 1 {
 		for i, n := range c.nodes {
@@ -190,7 +212,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		c.startNode(i)
 	}
 	if len(c.nodes) > 1 { // the cluster's JetStream answers once it has a meta leader
-		nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[0].port))
+		nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[0].port), nats.UserInfo("api", c.roles.API), nats.CustomInboxPrefix(wire.APIInboxPrefix))
 		require.NoError(t, err)
 		js, err := jetstream.New(nc)
 		require.NoError(t, err)
@@ -229,8 +251,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	for k, v := range common {
 		c.apiEnv[k] = v
 	}
-	if o.embeddedStore != "" {
+	proctest.With(c.apiEnv, c.roles.As(wire.RoleAPI))
+	if o.embeddedStore != "" { // its roles as the server's
 		delete(c.apiEnv, "NATS_URL")
+		delete(c.apiEnv, "NATS_USER")
+		delete(c.apiEnv, "NATS_PASSWORD")
+		proctest.With(c.apiEnv, c.roles.Embedded())
 		c.apiEnv["EMBED_NATS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", c.natsPort)
 		c.apiEnv["EMBED_DATA_DIR"] = o.embeddedStore
 		c.apiEnv["EMBED_WORKER"] = "off"
@@ -254,9 +280,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", proctest.Port(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
 			"EMBED_MODEL_TIMEOUT": "30s",
 		}
-		for k, v := range common {
-			env[k] = v
-		}
+		proctest.With(env, common, c.roles.As(wire.RoleWorker))
 		c.workers = append(c.workers, startProc(t, c.dir, "worker", fmt.Sprintf("worker%d", i), env))
 	}
 
@@ -265,6 +289,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	require.NoError(t, err)
 	t.Cleanup(c.nc.Close)
 	c.js, err = jetstream.New(c.nc)
+	require.NoError(t, err)
+	admin, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.UserInfo("api", c.roles.API), nats.CustomInboxPrefix(wire.APIInboxPrefix))
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+	c.admin, err = jetstream.New(admin)
 	require.NoError(t, err)
 	c.waitHealthy(60 * time.Second)
 	t.Cleanup(func() {
@@ -287,7 +317,7 @@ func (c *cluster) startNATS() { c.startNode(0) }
 // startNode starts nats-server i (again) on its store.
 func (c *cluster) startNode(i int) {
 	n := &c.nodes[i]
-	n.proc = startProc(c.t, c.dir, "nats-server", "nats-server-"+n.name, nil, "-c", n.conf)
+	n.proc = startProc(c.t, c.dir, "nats-server", "nats-server-"+n.name, c.roles.Server(), "-c", n.conf)
 	if i == 0 {
 		c.nats = n.proc
 	}

@@ -223,7 +223,7 @@ func natsRestart(t *testing.T) {
 	waitEvents()
 	_, err := c.raw.Exec("UPDATE waywo_projects SET title = 'Renamed after the restart' WHERE id = 1")
 	require.NoError(t, err)
-	s, err := c.js.Stream(context.Background(), "WAYWO_PROJECTS")
+	s, err := c.admin.Stream(context.Background(), "WAYWO_PROJECTS")
 	require.NoError(t, err)
 	require.NoError(t, s.Purge(context.Background()))
 	record(t, "nats-server restart", ty, ev, c.projects, c.settle(60*time.Second))

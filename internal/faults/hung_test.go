@@ -26,6 +26,7 @@ import (
 	"github.com/waywo/embed/internal/proctest"
 	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // An Ollama that stops answering without closing its socket (SIGSTOP: a
@@ -73,10 +74,8 @@ BEGIN INSERT INTO vector_writes VALUES (NEW.id); END;`)
 	}
 
 	natsPort := proctest.Port(t)
-	conf := filepath.Join(dir, "nats.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q }\n",
-		natsPort, filepath.Join(dir, "jetstream"))), 0o644))
-	startProc(t, dir, "nats-server", "nats-server", nil, "-c", conf)
+	roles := proctest.NewRoles()
+	startProc(t, dir, "nats-server", "nats-server", roles.Server(), "-c", loneNATS(t, dir, natsPort))
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	httpAddr := proctest.Addr(t)
 	common := map[string]string{"NATS_URL": natsURL, "EMBED_MODEL": ols[0].Model, "EMBED_DIMENSIONS": strconv.Itoa(ols[0].Dims),
@@ -87,13 +86,13 @@ BEGIN INSERT INTO vector_writes VALUES (NEW.id); END;`)
 		}
 		return m
 	}
-	api := startProc(t, dir, "api", "api", env(map[string]string{"EMBED_HTTP_ADDR": httpAddr, "EMBED_DATA_DIR": filepath.Join(dir, "api-data"),
-		"WAYWO_DB": dbPath, "EMBED_WORKER": "off", "EMBED_CACHE_SIZE": "0", "EMBED_RECONCILE_INTERVAL": "1h"}))
+	api := startProc(t, dir, "api", "api", proctest.With(env(map[string]string{"EMBED_HTTP_ADDR": httpAddr, "EMBED_DATA_DIR": filepath.Join(dir, "api-data"),
+		"WAYWO_DB": dbPath, "EMBED_WORKER": "off", "EMBED_CACHE_SIZE": "0", "EMBED_RECONCILE_INTERVAL": "1h"}), roles.As(wire.RoleAPI)))
 	var workers []*proctest.Process
 	for i, ol := range ols {
-		workers = append(workers, startProc(t, dir, "worker", fmt.Sprintf("worker%d", i+1), env(map[string]string{
+		workers = append(workers, startProc(t, dir, "worker", fmt.Sprintf("worker%d", i+1), proctest.With(env(map[string]string{
 			"OLLAMA_HOST": ol.URL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i+1), "EMBED_METRICS_ADDR": proctest.Addr(t), "EMBED_BATCH_SIZE": "8",
-		})))
+		}), roles.As(wire.RoleWorker))))
 	}
 	base := "http://" + httpAddr
 	workersReady := func() int {

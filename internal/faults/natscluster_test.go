@@ -13,9 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/broker"
-	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/dispatch"
-	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -23,7 +21,7 @@ import (
 func (c *cluster) streamInfo(name string) (*jetstream.StreamInfo, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	s, err := c.js.Stream(ctx, name)
+	s, err := c.admin.Stream(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -55,13 +53,13 @@ func logLines(path string) int {
 // sync-status still answers; everything resumes when they return.
 func natsClusterFaults(t *testing.T) {
 	c := newCluster(t, clusterOptions{natsNodes: 3})
-	for _, name := range []string{wire.JobsStream, projectsync.ProjectsStream, deadletter.Stream} {
+	for _, name := range []string{wire.JobsStream, wire.ProjectsStream, wire.DeadLetterStream} {
 		info, err := c.streamInfo(name)
 		require.NoError(t, err)
 		require.Equal(t, 3, info.Config.Replicas, "%s replicas", name)
 	}
 	// An api told 1 replica does not lower an existing stream's 3.
-	_, err := dispatch.EnsureJobsStream(context.Background(), c.js, wire.LaneInteractive, wire.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30}, broker.Placement{Replicas: 1})
+	_, err := dispatch.EnsureJobsStream(context.Background(), c.admin, wire.LaneInteractive, wire.StreamLimits{MaxMsgs: 100_000, MaxBytes: 1 << 30}, broker.Placement{Replicas: 1})
 	require.NoError(t, err)
 	info, err := c.streamInfo(wire.JobsStream)
 	require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/proctest"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // Started before their dependencies, as a fleet restarted together under
@@ -40,9 +41,8 @@ func TestStartInAnyOrder(t *testing.T) {
 	ol.Stop()
 
 	natsPort := proctest.Port(t)
-	conf := filepath.Join(dir, "nats.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q }\n",
-		natsPort, filepath.Join(dir, "jetstream"))), 0o644))
+	roles := proctest.NewRoles()
+	conf := loneNATS(t, dir, natsPort)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	httpAddr := proctest.Addr(t)
 	common := map[string]string{
@@ -52,9 +52,8 @@ func TestStartInAnyOrder(t *testing.T) {
 	apiEnv := map[string]string{"EMBED_HTTP_ADDR": httpAddr, "EMBED_DATA_DIR": filepath.Join(dir, "api-data"),
 		"WAYWO_DB": filepath.Join(dir, "waywo.db"), "EMBED_WORKER": "off"}
 	workerEnv := map[string]string{"OLLAMA_HOST": ol.URL, "EMBED_WORKER_ID": "w1", "EMBED_METRICS_ADDR": proctest.Addr(t)}
-	for k, v := range common {
-		apiEnv[k], workerEnv[k] = v, v
-	}
+	proctest.With(apiEnv, common, roles.As(wire.RoleAPI))
+	proctest.With(workerEnv, common, roles.As(wire.RoleWorker))
 	api := startProc(t, dir, "api", "api", apiEnv)
 	worker := startProc(t, dir, "worker", "worker", workerEnv)
 
@@ -84,7 +83,7 @@ func TestStartInAnyOrder(t *testing.T) {
 	waitFor("no NATS yet", func(s int, r string) bool {
 		return s == http.StatusServiceUnavailable && strings.Contains(r, "waiting for NATS at "+natsURL)
 	})
-	startProc(t, dir, "nats-server", "nats-server", nil, "-c", conf)
+	startProc(t, dir, "nats-server", "nats-server", roles.Server(), "-c", conf)
 	waitFor("NATS up, no Ollama yet", func(s int, r string) bool {
 		return s == http.StatusServiceUnavailable && strings.Contains(r, "waiting for Ollama at "+ol.URL)
 	})

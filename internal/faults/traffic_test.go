@@ -280,7 +280,7 @@ func (c *cluster) settle(limit time.Duration) (lost int) {
 
 // ackPending is how many jobs workers hold unacknowledged right now.
 func (c *cluster) ackPending() int {
-	cons, err := c.js.Consumer(context.Background(), "EMBED_JOBS", "embed-workers")
+	cons, err := c.admin.Consumer(context.Background(), "EMBED_JOBS", "embed-workers")
 	if err != nil {
 		return 0
 	}

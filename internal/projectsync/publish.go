@@ -15,7 +15,7 @@ import (
 )
 
 // eventsStream names the stream in messages.
-const eventsStream = "the project events stream " + ProjectsStream
+const eventsStream = "the project events stream " + wire.ProjectsStream
 
 // PublishProjectChanged queues a sync of project id and waits for the
 // stream to store it.

@@ -14,6 +14,7 @@ import (
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // ErrNotRunning is the answer of Status while WAYWO_DB cannot be opened:
@@ -103,6 +104,7 @@ func (r *Runner) open(ctx context.Context) (*Syncer, error) {
 // finished and been acked, with the file closed. It fails only when the
 // servers refuse the events stream as configured (a setting must change).
 func (r *Runner) Run(ctx context.Context) error {
+	defer r.closeStore()
 	err := broker.Retry(ctx, "creating the project events stream", r.log, func(ctx context.Context) (err error) {
 		r.cons, err = EnsureProjects(ctx, r.js, r.opts.Placement, r.opts.Timeout+30*time.Second, r.opts.MaxDeliver)
 		return err
@@ -132,7 +134,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.syncer, r.err = s, err
 		r.mu.Unlock()
 	}
-	defer s.Store.Close()
 	r.log.Info("project sync on", zap.String("db", s.Store.Path()), zap.Duration("reconcile_interval", r.opts.Reconcile))
 	consumer := &Consumer{
 		Syncer: s, Consumer: r.cons, DeadLetters: r.dead,
@@ -145,6 +146,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	wg.Go(func() { consumer.Run(ctx) })
 	wg.Wait()
 	return nil
+}
+
+// closeStore closes WAYWO_DB, opened or not, however Run ends.
+func (r *Runner) closeStore() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.syncer != nil {
+		_ = r.syncer.Store.Close()
+	}
 }
 
 // Changed queues a sync of project id, as a NATS event does
@@ -172,7 +182,7 @@ func (r *Runner) Status(ctx context.Context, page Page) (Status, error) {
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if st.Queued, err = ProjectsBacklog(qctx, r.js); err != nil {
-		st.QueueError = fmt.Sprintf("events stream %s: %v", ProjectsStream, err)
+		st.QueueError = fmt.Sprintf("events stream %s: %v", wire.ProjectsStream, err)
 	}
 	return st, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
 
@@ -175,7 +176,7 @@ func (e *env) settled() {
 		if err != nil || n > 0 {
 			return false
 		}
-		c, err := e.JS.Consumer(context.Background(), projectsync.ProjectsStream, projectsync.ProjectsConsumer)
+		c, err := e.JS.Consumer(context.Background(), wire.ProjectsStream, wire.ProjectsConsumer)
 		if err != nil {
 			return false
 		}

@@ -11,12 +11,9 @@ import (
 	"github.com/waywo/embed/internal/wire"
 )
 
-// Names of the project events' stream and the sync's consumer of it; the
-// events' subjects are wire.ProjectSubjectPrefix+<id>.
+// Headers of the sync (the events' stream, consumer and subjects are
+// named in wire).
 const (
-	ProjectsStream   = "WAYWO_PROJECTS"
-	ProjectsConsumer = "embed-sync"
-
 	// HeaderOrigin says who asked for a sync: "event" (absent), "http" or
 	// "reconcile". It is for logs only.
 	HeaderOrigin = "Embed-Origin"
@@ -29,7 +26,7 @@ const (
 // sync of the latest text. Events are never refused for lack of room.
 func ProjectsStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              ProjectsStream,
+		Name:              wire.ProjectsStream,
 		Description:       "waywo project-changed events; one pending per project",
 		Subjects:          []string{wire.ProjectSubjectPrefix + "*"},
 		Retention:         jetstream.WorkQueuePolicy,
@@ -44,7 +41,7 @@ func ProjectsStreamConfig() jetstream.StreamConfig {
 // ackWait covers one batch's embedding; the sync naks with its own delay.
 func ProjectsConsumerConfig(ackWait time.Duration, maxDeliver int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       ProjectsConsumer,
+		Durable:       wire.ProjectsConsumer,
 		Description:   "api: sync waywo_projects.description_embedding",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
@@ -61,14 +58,14 @@ func EnsureProjects(ctx context.Context, js jetstream.JetStream, p broker.Placem
 	}
 	c, err := s.CreateOrUpdateConsumer(ctx, ProjectsConsumerConfig(ackWait, maxDeliver))
 	if err != nil {
-		return nil, fmt.Errorf("ensure consumer %s: %w", ProjectsConsumer, err)
+		return nil, fmt.Errorf("ensure consumer %s: %w", wire.ProjectsConsumer, err)
 	}
 	return c, nil
 }
 
 // ProjectsBacklog is how many project events wait in the stream.
 func ProjectsBacklog(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, ProjectsStream)
+	s, err := js.Stream(ctx, wire.ProjectsStream)
 	if err != nil {
 		return 0, err
 	}

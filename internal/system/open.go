@@ -21,15 +21,26 @@ import (
 // instead: its server and workers are used, and this process runs no
 // worker.
 func Open(ctx context.Context, cfg config.Config, log *zap.Logger, joinRunning bool) (*System, error) {
+	var join *broker.Auth
 	if cfg.OwnNATS() && joinRunning {
-		if nc, err := broker.Connect(broker.Dial{URL: "nats://" + cfg.NATSAddr, Name: "embed-api-" + cfg.WorkerID, Auth: cfg.NATSAuth, Log: log}, nats.MaxReconnects(0)); err == nil {
-			nc.Close()
+		if nc, err := broker.Connect(broker.Dial{URL: "nats://" + cfg.NATSAddr, Name: "embed-probe", Log: log}, nats.MaxReconnects(0)); err == nil || !broker.Unreachable(err) {
+			if nc != nil {
+				nc.Close()
+			}
+			auth, err := joinAuth(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("join the api running at %s: %w", cfg.NATSAddr, err)
+			}
 			log.Info("using the running api's nats-server and workers", zap.String("addr", cfg.NATSAddr))
 			cfg.NATSURL = "nats://" + cfg.NATSAddr
 			cfg.Worker = "off"
+			join = &auth
 		}
 	}
 	s := newSystem(cfg, log)
+	if join != nil {
+		s.APIAuth = *join
+	}
 	if err := s.stages.Up(ctx, s.coreStages()...); err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/metrics"
-	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/stage"
 	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/workerproc"
@@ -68,15 +67,24 @@ func (s *System) startNATSServer(context.Context) (func(), error) {
 	}
 	s.Health = broker.NewStreamHealth("jobs stream", wire.JobsStream, s.Log)
 	guard := broker.NewStoreGuard(cfg.DataDir, s.Health, s.Log)
-	s.Server, err = broker.StartServer(broker.ServerOptions{
+	opts := broker.ServerOptions{
 		StoreFault: guard.Fault,
 		Addr:       cfg.NATSAddr,
 		StoreDir:   cfg.DataDir, // nats-server adds jetstream/
-		User:       cfg.NATSAuth.User,
-		Password:   cfg.NATSAuth.Password,
-		Token:      cfg.NATSAuth.Token,
 		Log:        s.Log,
-	})
+	}
+	if cfg.NATSRolesOn() {
+		roles, err := s.roles()
+		if err != nil {
+			lock.Release()
+			return nil, err
+		}
+		opts.Roles = &roles
+	} else {
+		opts.User, opts.Password, opts.Token = cfg.NATSAuth.User, cfg.NATSAuth.Password, cfg.NATSAuth.Token
+		s.Log.Warn("the embedded nats-server has one user, NATS_USER or NATS_TOKEN, who may do everything: read every queued text, answer in the workers' name, delete the streams. Unset them for the server's roles, each allowed only what it needs (docs/operations.md, \"Security\")")
+	}
+	s.Server, err = broker.StartServer(opts)
 	if err != nil {
 		lock.Release()
 		return nil, err
@@ -95,7 +103,7 @@ func (s *System) startNATSServer(context.Context) (func(), error) {
 // connect connects the api to NATS: the embedded server in-process, or
 // NATS_URL.
 func (s *System) connect(context.Context) (func(), error) {
-	nc, err := s.dial("embed-api")
+	nc, err := s.dial("embed-api", wire.RoleAPI)
 	if err != nil {
 		return nil, err
 	}
@@ -107,9 +115,13 @@ func (s *System) connect(context.Context) (func(), error) {
 	return func() { workerproc.Drain(nc, s.Log) }, nil
 }
 
-// dial opens a connection of its own to the system's NATS.
-func (s *System) dial(name string) (*nats.Conn, error) {
-	return broker.Connect(broker.Dial{URL: s.Config.NATSURL, Server: s.Server, Name: name, Auth: s.Config.NATSAuth, Wait: true, Log: s.Log})
+// dial opens a connection of its own to the system's NATS, as role.
+func (s *System) dial(name string, role wire.Role) (*nats.Conn, error) {
+	auth := s.APIAuth
+	if role == wire.RoleWorker {
+		auth = s.WorkerAuth
+	}
+	return broker.Connect(broker.Dial{URL: s.Config.NATSURL, Server: s.Server, Name: name, Auth: auth, Role: role, Wait: true, Log: s.Log})
 }
 
 // ensureStreams creates or updates both lanes' jobs streams and the
@@ -210,7 +222,7 @@ func (s *System) limits() wire.StreamLimits {
 func (s *System) watchDeadLetters(context.Context) (func(), error) {
 	s.DeadLetters = &deadletter.Writer{JS: s.JS, Now: time.Now, Log: s.Log.Named("deadletter")}
 	watched := append(deadletter.JobsConsumers(), deadletter.Watched{
-		Stream: projectsync.ProjectsStream, Consumer: projectsync.ProjectsConsumer, Kind: deadletter.KindProjects,
+		Stream: wire.ProjectsStream, Consumer: wire.ProjectsConsumer, Kind: deadletter.KindProjects,
 	})
 	sub, err := deadletter.WatchMaxDeliveries(s.NC, s.DeadLetters, watched, s.Log)
 	if err != nil {
@@ -255,7 +267,7 @@ func (s *System) startInProcessWorker(ctx context.Context) (func(), error) {
 	if !s.Config.InProcessWorker() {
 		return nil, nil
 	}
-	nc, err := s.dial("embed-worker-" + s.Config.WorkerID)
+	nc, err := s.dial("embed-worker-"+s.Config.WorkerID, wire.RoleWorker)
 	if err != nil {
 		return nil, err
 	}

@@ -48,6 +48,9 @@ type System struct {
 	Worker      *stage.Background // the in-process worker
 	Sync        *projectsync.Runner
 	HTTPAddr    string // where the api listens, once it does
+	// APIAuth and WorkerAuth are how the api's and its in-process
+	// worker's connections log in to NATS (see natsAuth).
+	APIAuth, WorkerAuth broker.Auth
 
 	served    chan error // the HTTP server's end
 	fatal     chan error // what ends the api by itself: streams the servers refuse
@@ -57,7 +60,9 @@ type System struct {
 }
 
 func newSystem(cfg config.Config, log *zap.Logger) *System {
-	return &System{Config: cfg, Log: log, Registry: metrics.NewRegistry(), stages: stage.Stack{Log: log}}
+	s := &System{Config: cfg, Log: log, Registry: metrics.NewRegistry(), stages: stage.Stack{Log: log}}
+	s.natsAuth()
+	return s
 }
 
 // fail ends the api with err (RunAPI's answer); the first such error wins.

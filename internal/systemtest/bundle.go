@@ -84,6 +84,24 @@ func Setup(tb testing.TB, o Options) *Bundle {
 		Client: sys.Client, Workers: sys.Workers, Dims: o.Dims, Limits: o.Limits}
 }
 
+// Dial opens a connection to the bundle's server as role (the api's and
+// the worker's roles with their passwords, a publisher without
+// credentials), closed when the test ends. extra options come last.
+func (b *Bundle) Dial(role wire.Role, name string, extra ...nats.Option) *nats.Conn {
+	b.T.Helper()
+	var auth broker.Auth
+	switch role {
+	case wire.RoleAPI:
+		auth = b.System.APIAuth
+	case wire.RoleWorker:
+		auth = b.System.WorkerAuth
+	}
+	nc, err := broker.Connect(broker.Dial{Server: b.Server, Name: name, Auth: auth, Role: role, Log: b.Log}, extra...)
+	require.NoError(b.T, err)
+	b.T.Cleanup(nc.Close)
+	return nc
+}
+
 // WorkerOptions shape a worker; zero values take the defaults. The rest of
 // its options are those a configured worker gets (workerproc.Options).
 type WorkerOptions struct {
@@ -122,8 +140,7 @@ func (b *Bundle) StartWorker(o WorkerOptions) *Running {
 	cfg.MaxDeliver = cmp.Or(o.MaxDeliver, 5)
 	cfg.HeartbeatInterval = cmp.Or(o.HeartbeatInterval, 50*time.Millisecond)
 	cfg.ShutdownTimeout = 10 * time.Second
-	wnc, err := broker.Connect(broker.Dial{Server: b.Server, Name: "test-worker", Log: b.Log})
-	require.NoError(tb, err)
+	wnc := b.Dial(wire.RoleWorker, "test-worker")
 	wjs, err := broker.NewJetStream(wnc)
 	require.NoError(tb, err)
 	opts := workerproc.Options(cfg)

@@ -11,7 +11,7 @@ func BenchmarkEnvelope(b *testing.B) {
 	for i := range docs {
 		docs[i] = "a project description of about sixty words, typical of what WAYWO stores for one project " + string(rune('a'+i))
 	}
-	job := Job{RequestID: "req", ReplyTo: "_INBOX.embed.x.req.0", Deadline: time.Now(), Documents: docs}
+	job := Job{RequestID: "req", ReplyTo: "embed.reply.x.req.0", Deadline: time.Now(), Documents: docs}
 	b.Run("JobEncode", func(b *testing.B) {
 		for b.Loop() {
 			_ = job.Msg(JobsSubject)

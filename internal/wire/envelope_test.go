@@ -16,7 +16,7 @@ func TestJobRoundTrip(t *testing.T) {
 	t.Parallel()
 	j := Job{
 		RequestID: "req1",
-		ReplyTo:   "_INBOX.embed.abc.req1.64",
+		ReplyTo:   "embed.reply.abc.req1.64",
 		Deadline:  time.UnixMilli(1_800_000_000_123),
 		InputType: InputQuery,
 		Offset:    64,
@@ -29,7 +29,7 @@ func TestJobRoundTrip(t *testing.T) {
 	require.Equal(t, j, got)
 
 	// A document job without deadline leaves the optional headers out.
-	j2 := Job{RequestID: "r", ReplyTo: "a.b", Offset: 0, Documents: []string{"x"}}
+	j2 := Job{RequestID: "r", ReplyTo: "embed.reply.b", Offset: 0, Documents: []string{"x"}}
 	m2 := j2.Msg(JobsSubject)
 	require.Empty(t, m2.Header.Get(HeaderDeadline))
 	got2, err := DecodeJob(m2.Header, m2.Data)
@@ -40,7 +40,7 @@ func TestJobRoundTrip(t *testing.T) {
 
 func TestDecodeJobRejects(t *testing.T) {
 	t.Parallel()
-	good := Job{RequestID: "r", ReplyTo: "a.b", Documents: []string{"x"}}.Msg(JobsSubject)
+	good := Job{RequestID: "r", ReplyTo: "embed.reply.b", Documents: []string{"x"}}.Msg(JobsSubject)
 	for name, mutate := range map[string]func(m *nats.Msg){
 		"NoRequestID":   func(m *nats.Msg) { m.Header.Del(HeaderRequestID) },
 		"NoReply":       func(m *nats.Msg) { m.Header.Del(HeaderReply) },

@@ -113,8 +113,8 @@ func DecodeJob(h nats.Header, data []byte) (Job, error) {
 	if j.RequestID == "" {
 		errs = append(errs, errors.New("no request id"))
 	}
-	if !ValidSubject(j.ReplyTo) {
-		errs = append(errs, fmt.Errorf("bad reply subject %q", j.ReplyTo))
+	if !IsReplySubject(j.ReplyTo) {
+		errs = append(errs, fmt.Errorf("bad reply subject %q: not a subject under %s", j.ReplyTo, ReplyPrefix))
 	}
 	if j.InputType != InputDocument && j.InputType != InputQuery {
 		errs = append(errs, fmt.Errorf("unknown input type %q", j.InputType))

@@ -160,7 +160,7 @@ func (w *Worker) accept(m jetstream.Msg, lane wire.Lane) *pending {
 	if err != nil {
 		w.log.Error("terminating malformed job", zap.String("request_id", job.RequestID), zap.String("lane", string(lane)),
 			zap.Int("bytes", len(m.Data())), zap.Error(err))
-		if wire.ValidSubject(job.ReplyTo) {
+		if wire.IsReplySubject(job.ReplyTo) {
 			w.reply(job.ReplyTo, wire.Reply{Err: &wire.ReplyError{Code: wire.StatusBadJob, Message: err.Error(), Index: -1}})
 		}
 		w.deadLetter(m, "malformed job: "+err.Error())

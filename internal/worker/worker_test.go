@@ -170,12 +170,12 @@ func TestMalformedJobIsTerminatedAndAnswered(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
-	replies, err := b.NC.SubscribeSync("test.reply")
+	replies, err := b.NC.SubscribeSync(wire.ReplyPrefix + ".test.reply")
 	require.NoError(t, err)
 
 	m := nats.NewMsg(wire.JobsSubject)
 	m.Header.Set(wire.HeaderRequestID, "r1")
-	m.Header.Set(wire.HeaderReply, "test.reply")
+	m.Header.Set(wire.HeaderReply, wire.ReplyPrefix+".test.reply")
 	m.Header.Set(wire.HeaderOffset, "0")
 	m.Data = []byte("not a job body")
 	_, err = b.JS.PublishMsg(context.Background(), m)
@@ -204,7 +204,7 @@ func TestExpiredJobIsDroppedUncomputed(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
 	fake := &fakeOllama{fn: func(_ int64, req *api.EmbedRequest) (*api.EmbedResponse, error) { return vectorsFor(req), nil }}
-	job := wire.Job{RequestID: "late", ReplyTo: "test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
+	job := wire.Job{RequestID: "late", ReplyTo: wire.ReplyPrefix + ".test.late", Deadline: time.Now().Add(-time.Second), Documents: []string{"x"}}
 	_, err := b.JS.PublishMsg(context.Background(), job.Msg(wire.JobsSubject))
 	require.NoError(t, err)
 	startWorker(b, wopts{fake: fake})
@@ -273,7 +273,7 @@ func TestUnreadyEndpointTakesNoWork(t *testing.T) {
 		return n == 0 && len(b.Workers.Live()) == 1 && reason != "" && strings.Contains(reason, "connection refused")
 	}, 5*time.Second, 5*time.Millisecond)
 
-	job := wire.Job{RequestID: "r", ReplyTo: "test.r", Documents: []string{"x"}}
+	job := wire.Job{RequestID: "r", ReplyTo: wire.ReplyPrefix + ".test.r", Documents: []string{"x"}}
 	_, err := b.JS.PublishMsg(context.Background(), job.Msg(wire.JobsSubject))
 	require.NoError(t, err)
 	down.Store(false)

@@ -118,7 +118,7 @@ func (p *process) connect(context.Context) (func(), error) {
 	if p.cfg.NATSURL == "" {
 		return nil, errors.New("NATS_URL is required: a worker joins the queue of an api or a nats-server (the api's embedded one listens on EMBED_NATS_ADDR, default nats://127.0.0.1:4222)")
 	}
-	nc, err := broker.Connect(broker.Dial{URL: p.cfg.NATSURL, Name: "embed-worker-" + p.cfg.WorkerID, Auth: p.cfg.NATSAuth, Wait: true, Log: p.log})
+	nc, err := broker.Connect(broker.Dial{URL: p.cfg.NATSURL, Name: "embed-worker-" + p.cfg.WorkerID, Auth: p.cfg.NATSAuth, Role: wire.RoleWorker, Wait: true, Log: p.log})
 	if err != nil {
 		return nil, err
 	}
