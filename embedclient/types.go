@@ -41,6 +41,10 @@ type Health struct {
 	ModelDigest   string `json:"model_digest,omitempty"`
 	OllamaVersion string `json:"ollama_version,omitempty"`
 	Reason        string `json:"reason,omitempty"`
+	// Degraded, on a healthy api, says what works with less redundancy
+	// than configured (a stream's copy on a NATS server that is not
+	// current): nothing fails, but one more fault might.
+	Degraded string `json:"degraded,omitempty"`
 }
 
 // ProjectQueued is the answer of POST /projects/{id}/changed (202).

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,10 @@ type StreamHealth struct {
 	pubSince time.Time // first of the failing publishes
 	pubLast  time.Time // the latest failing publish
 	storeErr error     // the embedded store cannot write
+	// behind are the stream's copies not current at the latest look;
+	// degraded names those not current at two looks running.
+	behind   map[string]string
+	degraded string
 }
 
 // publishFailureCounts is how long a failed publish keeps /health at 503
@@ -105,12 +111,60 @@ func (h *StreamHealth) Check(ctx context.Context, js jetstream.JetStream) error 
 	return err
 }
 
+// Degraded names the stream's copies that are not current (offline, or
+// behind their leader) at two looks running, or is empty: the stream still
+// serves, with fewer copies than it has. A nats-server whose disk filled
+// disables JetStream until it is restarted, and stays behind.
+func (h *StreamHealth) Degraded() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.degraded
+}
+
+// lookAtCopies records which copies are not current now.
+func (h *StreamHealth) lookAtCopies(ci *jetstream.ClusterInfo) {
+	now := map[string]string{}
+	if ci != nil {
+		for _, r := range ci.Replicas {
+			switch {
+			case r.Offline:
+				now[r.Name] = "offline"
+			case !r.Current:
+				now[r.Name] = fmt.Sprintf("behind by %d operations", r.Lag)
+			}
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var still []string
+	for name, state := range now {
+		if _, ok := h.behind[name]; ok {
+			still = append(still, name+" ("+state+")")
+		}
+	}
+	h.behind = now
+	slices.Sort(still)
+	degraded := ""
+	if len(still) > 0 {
+		degraded = fmt.Sprintf("%s %s has copies that are not current, on %s; it serves from the others (a nats-server whose disk filled stays so until it is restarted)",
+			h.label, h.stream, strings.Join(still, ", "))
+	}
+	switch {
+	case degraded != "" && h.degraded == "":
+		h.log.Warn("stream copies not current", zap.String("stream", h.stream), zap.Strings("copies", still))
+	case degraded == "" && h.degraded != "":
+		h.log.Info("stream copies current again", zap.String("stream", h.stream))
+	}
+	h.degraded = degraded
+}
+
 func (h *StreamHealth) check(ctx context.Context, js jetstream.JetStream) error {
 	s, err := js.Stream(ctx, h.stream)
 	if err != nil {
 		return fmt.Errorf("%s %s does not answer: %w", h.label, h.stream, err)
 	}
 	ci := s.CachedInfo().Cluster
+	h.lookAtCopies(ci)
 	if ci != nil && ci.Leader == "" && len(ci.Replicas) > 0 {
 		return fmt.Errorf("%s %s has no leader (an election is under way, or too few of its %d servers are up)", h.label, h.stream, len(ci.Replicas)+1)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 )
@@ -30,4 +31,23 @@ func TestStreamHealthForgetsAnOldPublishFailure(t *testing.T) {
 	require.Error(t, h.StoreFault())
 	h.SetStoreFault(nil)
 	require.NoError(t, h.Err())
+}
+
+// A copy not current at two looks running degrades the stream, which
+// still serves; one look is a copy catching up. The copy current again
+// ends it.
+func TestCopiesNotCurrentDegrade(t *testing.T) {
+	h := NewStreamHealth("jobs stream", "EMBED_JOBS", zap.NewNop())
+	behind := &jetstream.ClusterInfo{Leader: "n1", Replicas: []*jetstream.PeerInfo{{Name: "n2", Current: true}, {Name: "n3", Lag: 7042}}}
+	h.lookAtCopies(behind)
+	require.Empty(t, h.Degraded(), "one look: catching up")
+	h.lookAtCopies(behind)
+	require.Contains(t, h.Degraded(), "copies that are not current, on n3 (behind by 7042 operations)")
+	require.NoError(t, h.Err(), "it still serves")
+	h.lookAtCopies(&jetstream.ClusterInfo{Leader: "n1", Replicas: []*jetstream.PeerInfo{{Name: "n2", Current: true}, {Name: "n3", Offline: true}}})
+	require.Contains(t, h.Degraded(), "n3 (offline)")
+	h.lookAtCopies(&jetstream.ClusterInfo{Leader: "n1", Replicas: []*jetstream.PeerInfo{{Name: "n2", Current: true}, {Name: "n3", Current: true}}})
+	require.Empty(t, h.Degraded())
+	h.lookAtCopies(nil) // one server: no copies
+	require.Empty(t, h.Degraded())
 }

@@ -106,6 +106,7 @@ type cluster struct {
 	api      *proctest.Process
 	apiURL   string
 	workers  []*proctest.Process
+	wenv     []map[string]string // each worker's settings, to start it again
 	dbPath   string
 	raw      *sql.DB // the backend's connection to the file
 	roles    proctest.Roles
@@ -117,10 +118,12 @@ type cluster struct {
 }
 
 type clusterOptions struct {
-	ollamaURL      string        // the workers' OLLAMA_HOST; default the real Ollama
-	requestTimeout time.Duration // EMBED_REQUEST_TIMEOUT; default 10s
-	projects       int           // rows in waywo_projects; default 20
-	natsNodes      int           // nats-servers: 1 (default), or 3 in a JetStream cluster
+	ollamaURL      string         // the workers' OLLAMA_HOST; default the real Ollama
+	ollamaURLs     []string       // each worker's own OLLAMA_HOST instead
+	requestTimeout time.Duration  // EMBED_REQUEST_TIMEOUT; default 10s
+	projects       int            // rows in waywo_projects; default 20
+	natsNodes      int            // nats-servers: 1 (default), or 3 in a JetStream cluster
+	nodeStores     map[int]string // node i's store directory, when not under the test's
 	// embeddedStore, when set, runs the api's embedded nats-server (no
 	// nats-server process) with EMBED_DATA_DIR there.
 	embeddedStore string
@@ -131,6 +134,7 @@ type clusterOptions struct {
 type natsNode struct {
 	name, conf string
 	port       int
+	profPort   int // its Go profiles (goroutines)
 	proc       *proctest.Process
 }
 
@@ -171,16 +175,19 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	routes := make([]int, o.natsNodes)
 	for i := range o.natsNodes {
-		n := natsNode{name: "faults", port: proctest.Port(t), conf: filepath.Join(c.dir, "nats.conf")}
-		conf := fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\njetstream { store_dir: %q, sync_interval: 10s }\n",
-			n.port, n.name, filepath.Join(c.dir, "jetstream"))
+		n := natsNode{name: "faults", port: proctest.Port(t), profPort: proctest.Port(t), conf: filepath.Join(c.dir, "nats.conf")}
+		store := filepath.Join(c.dir, "jetstream")
 		if o.natsNodes > 1 {
 			routes[i] = proctest.Port(t)
 			n.name = fmt.Sprintf("n%d", i+1)
 			n.conf = filepath.Join(c.dir, n.name+".conf")
-			conf = fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\njetstream { store_dir: %q, sync_interval: 10s }\n",
-				n.port, n.name, filepath.Join(c.dir, n.name, "jetstream"))
+			store = filepath.Join(c.dir, n.name, "jetstream")
 		}
+		if d, ok := o.nodeStores[i]; ok {
+			store = filepath.Join(d, "jetstream")
+		}
+		conf := fmt.Sprintf("listen: 127.0.0.1:%d\nserver_name: %s\nprof_port: %d\njetstream { store_dir: %q, sync_interval: 10s }\n",
+			n.port, n.name, n.profPort, store)
 		c.nodes = append(c.nodes, n)
 		c.nodes[i].conf = n.conf
 		require.NoError(t, os.WriteFile(n.conf, []byte(conf+"include \"nats-roles.conf\"\n"), 0o644))
@@ -275,13 +282,18 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		}, 60*time.Second, 20*time.Millisecond, "the api's nats-server listens\n%s", c.api.Tail(3000))
 	}
 	for i := 1; i <= 2; i++ {
+		url := o.ollamaURL
+		if len(o.ollamaURLs) > 0 {
+			url = o.ollamaURLs[i-1]
+		}
 		env := map[string]string{
-			"OLLAMA_HOST": o.ollamaURL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i), "EMBED_BATCH_SIZE": "8",
+			"OLLAMA_HOST": url, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i), "EMBED_BATCH_SIZE": "8",
 			"EMBED_METRICS_ADDR": fmt.Sprintf("127.0.0.1:%d", proctest.Port(t)), "EMBED_SHUTDOWN_TIMEOUT": "20s",
 			"EMBED_MODEL_TIMEOUT": "30s",
 		}
-		proctest.With(env, common, c.roles.As(wire.RoleWorker))
-		c.workers = append(c.workers, startProc(t, c.dir, "worker", fmt.Sprintf("worker%d", i), env))
+		c.wenv = append(c.wenv, proctest.With(env, common, c.roles.As(wire.RoleWorker)))
+		c.workers = append(c.workers, nil)
+		c.startWorker(i - 1)
 	}
 
 	// The backend's NATS connection: reconnects for ever.
@@ -334,6 +346,11 @@ func (c *cluster) startAPI() {
 	c.api = startProc(c.t, c.dir, "api", "api", c.apiEnv)
 }
 
+// startWorker starts worker i (again).
+func (c *cluster) startWorker(i int) {
+	c.workers[i] = startProc(c.t, c.dir, "worker", fmt.Sprintf("worker%d", i+1), c.wenv[i])
+}
+
 // health returns /health's status and reason (0 when unreachable).
 func (c *cluster) health() (int, string) {
 	client := http.Client{Timeout: 2 * time.Second}
@@ -347,6 +364,21 @@ func (c *cluster) health() (int, string) {
 	}
 	_ = json.NewDecoder(resp.Body).Decode(&h)
 	return resp.StatusCode, h.Reason
+}
+
+// degraded is /health's degraded, or "".
+func (c *cluster) degraded() string {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(c.apiURL + "/health")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Degraded string `json:"degraded"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	return h.Degraded
 }
 
 func (c *cluster) waitHealthy(limit time.Duration) {

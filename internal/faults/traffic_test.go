@@ -34,6 +34,16 @@ type tally struct {
 	mu                             sync.Mutex
 	reasons                        map[string]int
 	took                           []timed // every answered request
+	// check, when set, says whether a 200's vectors are the model's of
+	// its documents (otherwise only their count and length are checked).
+	check func(docs []string, vecs [][]float32) bool
+	// resend, when set, sends a request again, once, whose connection
+	// closed before any answer, as the Go client does: at an api's stop a
+	// connection the kernel accepted but the api never read is closed
+	// unanswered (the race every TCP server has when it closes its
+	// listener). resent counts them; a second such failure is lost.
+	resend bool
+	resent atomic.Int64
 }
 
 // timed is one request: when it was sent and how long its answer took.
@@ -48,6 +58,13 @@ type timed struct {
 func (ty *tally) slowestRefusal(t time.Time) (longest time.Duration) {
 	ty.mu.Lock()
 	defer ty.mu.Unlock()
+	return ty.slowestRefusalSince(t)
+}
+
+// slowestRefusalLocked is slowestRefusal of every request, with mu held.
+func (ty *tally) slowestRefusalLocked() time.Duration { return ty.slowestRefusalSince(time.Time{}) }
+
+func (ty *tally) slowestRefusalSince(t time.Time) (longest time.Duration) {
 	for _, r := range ty.took {
 		if !r.ok && r.at.After(t) {
 			longest = max(longest, r.took)
@@ -118,22 +135,35 @@ func (c *cluster) traffic(ctx context.Context, clients int) (ty *tally, wait fun
 // embedOnce sends one request, counts its outcome and says how long to
 // wait before the next.
 func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Duration {
+	return c.embedAs(hc, ty, docs, "")
+}
+
+// embedAs is embedOnce in a lane: priority "" (interactive) or "bulk".
+func (c *cluster) embedAs(hc *http.Client, ty *tally, docs []string, priority string) time.Duration {
 	ty.sent.Add(1)
-	body, _ := json.Marshal(map[string]any{"documents": docs})
+	return c.send(hc, ty, docs, priority, ty.resend)
+}
+
+func (c *cluster) send(hc *http.Client, ty *tally, docs []string, priority string, resend bool) time.Duration {
+	req := map[string]any{"documents": docs}
+	if priority != "" {
+		req["priority"] = priority
+	}
+	body, _ := json.Marshal(req)
 	start := time.Now()
-	req, err := http.NewRequest(http.MethodPost, c.apiURL+"/embed", strings.NewReader(string(body)))
+	hreq, err := http.NewRequest(http.MethodPost, c.apiURL+"/embed", strings.NewReader(string(body)))
 	if err != nil {
 		panic(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Content-Type", "application/json")
 	// Embedding is idempotent, and says so as HTTP clients expect: Go's
 	// transport then sends a request again when the keep-alive connection
 	// it reused was closed by a stopping api before the request was read
 	// (the race every HTTP/1.1 server has). A connection that dies under a
 	// request on a fresh connection, or after the api read it, still
 	// counts as a lost request.
-	req.Header.Set("Idempotency-Key", strconv.FormatInt(ty.sent.Load(), 10))
-	resp, err := hc.Do(req)
+	hreq.Header.Set("Idempotency-Key", strconv.FormatInt(ty.sent.Load(), 10))
+	resp, err := hc.Do(hreq)
 	if err == nil {
 		defer func() {
 			ty.mu.Lock()
@@ -151,6 +181,9 @@ func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Dura
 		ty.refused.Add(1)
 		ty.note("unreachable")
 		return 200 * time.Millisecond
+	case err != nil && resend:
+		ty.resent.Add(1)
+		return c.send(hc, ty, docs, priority, false)
 	case err != nil: // sent, and the connection died under it: a lost request
 		ty.wrong.Add(1)
 		ty.note("dropped: " + err.Error())
@@ -168,7 +201,8 @@ func (c *cluster) embedOnce(hc *http.Client, ty *tally, docs []string) time.Dura
 		return 0
 	}
 	switch {
-	case resp.StatusCode == http.StatusOK && len(out.Embeddings) == len(docs) && len(out.Embeddings[0]) == c.ollama.Dims:
+	case resp.StatusCode == http.StatusOK && len(out.Embeddings) == len(docs) && len(out.Embeddings[0]) == c.ollama.Dims &&
+		(ty.check == nil || ty.check(docs, out.Embeddings)):
 		ty.ok.Add(1)
 	case resp.StatusCode == http.StatusOK:
 		ty.wrong.Add(1)
@@ -206,10 +240,15 @@ func (c *cluster) steady(clients int, ok, sent int64, limit time.Duration) (*tal
 // during an outage the backend retries, as a careful one would.
 type events struct {
 	sent atomic.Int64
+	mu   sync.Mutex
+	// texts are the descriptions each project was given, in order; acked
+	// counts each project's events JetStream stored.
+	texts map[int][]string
+	acked map[int]int
 }
 
 func (c *cluster) events(ctx context.Context, every time.Duration) (ev *events, wait func()) {
-	ev = &events{}
+	ev = &events{texts: map[int][]string{}, acked: map[int]int{}}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		version := uint64(1000)
@@ -222,15 +261,22 @@ func (c *cluster) events(ctx context.Context, every time.Duration) (ev *events, 
 			case <-tick.C:
 			}
 			version++
-			if _, err := c.raw.ExecContext(ctx, "UPDATE waywo_projects SET description = ? WHERE id = ?", ollamatest.Sentence(version, 10), id); err != nil {
+			text := ollamatest.Sentence(version, 10)
+			if _, err := c.raw.ExecContext(ctx, "UPDATE waywo_projects SET description = ? WHERE id = ?", text, id); err != nil {
 				continue // ctx ended while the file was locked
 			}
+			ev.mu.Lock()
+			ev.texts[id] = append(ev.texts[id], text)
+			ev.mu.Unlock()
 			for ctx.Err() == nil {
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				_, err := c.js.Publish(pctx, fmt.Sprintf("waywo.projects.changed.%d", id), nil)
 				cancel()
 				if err == nil {
 					ev.sent.Add(1)
+					ev.mu.Lock()
+					ev.acked[id]++
+					ev.mu.Unlock()
 					break
 				}
 			}
@@ -244,12 +290,19 @@ func (c *cluster) events(ctx context.Context, every time.Duration) (ev *events, 
 // limit passes.
 func (c *cluster) settle(limit time.Duration) (lost int) {
 	c.t.Helper()
+	return len(c.unsettled(limit))
+}
+
+// unsettled is settle's list: the projects that do not hold the model's
+// vector of their current text once limit passes.
+func (c *cluster) unsettled(limit time.Duration) (lost []int) {
+	c.t.Helper()
 	refs := map[string][]float32{}
 	deadline := time.After(limit)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		lost = 0
+		lost = lost[:0]
 		for id := 1; id <= c.projects; id++ {
 			var title, desc, tags string
 			var blob []byte
@@ -264,11 +317,11 @@ func (c *cluster) settle(limit time.Duration) (lost int) {
 			}
 			v, err := vector.Decode(blob, c.ollama.Dims)
 			if blob == nil || err != nil || ollamatest.Cosine(v, ref) < 0.9999 {
-				lost++
+				lost = append(lost, id)
 			}
 		}
-		if lost == 0 {
-			return 0
+		if len(lost) == 0 {
+			return nil
 		}
 		select {
 		case <-deadline:

@@ -84,6 +84,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if fp, ok := s.fingerprint(); ok {
 		h.ModelDigest, h.OllamaVersion = fp.Digest, fp.OllamaVersion
 	}
+	if s.opts.Degraded != nil {
+		h.Degraded = s.opts.Degraded()
+	}
 	if !h.ModelLoaded {
 		s.log.Debug("unhealthy", zap.String("reason", h.Reason))
 	}

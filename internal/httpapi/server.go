@@ -50,6 +50,9 @@ type Options struct {
 	// Broker reports whether NATS is usable; nil error means it is. Left
 	// nil, there is no broker to ask.
 	Broker func() error
+	// Degraded, when set, says what serves with less redundancy than
+	// configured ("" when nothing); /health shows it.
+	Degraded func() string
 	// Cache, when set, answers repeated texts without a model call.
 	Cache *Cache
 	// APIKey, when set, is required as "Authorization: Bearer <key>" on
@@ -237,7 +240,10 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
 		_, _ = w.Write(buf)
 	}
-	s.log.Info("embedded", zap.String("request_id", requestID(r)), zap.Int("documents", len(req.Documents)),
+	// Debug: a line per successful request would grow the logs with the
+	// load (the requests are counted in /metrics); failures log at info
+	// and above.
+	s.log.Debug("embedded", zap.String("request_id", requestID(r)), zap.Int("documents", len(req.Documents)),
 		zap.Int("cached", res.cached), zap.Int("jobs", res.Jobs), zap.String("input_type", req.InputType), zap.String("lane", string(ln)),
 		zap.Duration("took", time.Since(start)))
 }

@@ -130,6 +130,9 @@ func (p *Process) Alive() bool {
 	}
 }
 
+// LogPath is the file its output is appended to.
+func (p *Process) LogPath() string { return p.logPath }
+
 // Stdin is the process's standard input (with Spec.Stdin).
 func (p *Process) Stdin() io.Writer { return p.stdin }
 
@@ -185,13 +188,14 @@ func (p *Process) Tail(n int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// Usage is a process's CPU time and peak memory, read from /proc.
+// Usage is a process's CPU time and memory, read from /proc.
 type Usage struct {
 	CPUSeconds float64 `json:"cpu_s"`
 	PeakRSSMB  float64 `json:"peak_rss_mb"`
+	RSSMB      float64 `json:"rss_mb"` // now
 }
 
-// Usage reads its CPU time and high-water RSS so far.
+// Usage reads its CPU time, high-water RSS so far and RSS now.
 func (p *Process) Usage() Usage {
 	var u Usage
 	pid := strconv.Itoa(p.cmd.Process.Pid)
@@ -209,6 +213,10 @@ func (p *Process) Usage() Usage {
 			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 				u.PeakRSSMB = kb / 1024
+			}
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				u.RSSMB = kb / 1024
 			}
 		}
 	}

@@ -132,6 +132,7 @@ func (s *System) startHTTP(context.Context) (func(), error) {
 			}
 			return s.Health.Err()
 		},
+		Degraded: s.Health.Degraded,
 	}, s.Log)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
