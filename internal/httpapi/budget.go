@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 
 	"golang.org/x/sync/semaphore"
@@ -76,6 +77,25 @@ func (s *Server) admitBody(r *http.Request) (*hold, error) {
 		size = s.opts.Limits.MaxBodyBytes
 	}
 	return h, h.take(bodyCopies * size)
+}
+
+// refuseUnread answers a request refused before its body was read (err),
+// then reads and drops the body a client sends anyway. Go's server would
+// otherwise close the connection under a client still uploading, whose
+// write then fails with a broken pipe before it reads the answer: the
+// refusal would be lost. A client that sent Expect: 100-continue uploads
+// nothing, so there is nothing to drop. Dropping costs bandwidth, not
+// memory, and the server's read timeout bounds it.
+func (s *Server) refuseUnread(w http.ResponseWriter, r *http.Request, err error, write func(http.ResponseWriter, *http.Request, error)) {
+	rc := http.NewResponseController(w)
+	duplex := r.Header.Get("Expect") == "" && r.ContentLength != 0 && rc.EnableFullDuplex() == nil
+	write(w, r, err)
+	if !duplex {
+		return
+	}
+	if rc.Flush() == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, s.opts.Limits.MaxBodyBytes+1))
+	}
 }
 
 // admitDocuments trims the body's share to what was read, then takes the

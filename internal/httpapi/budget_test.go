@@ -110,3 +110,45 @@ func TestInflightBytesAreBounded(t *testing.T) {
 	require.Zero(t, s.budget.sem.TryAcquire(bound+1), "nothing leaks")
 	require.True(t, s.budget.sem.TryAcquire(bound), "every byte is back")
 }
+
+// A client that uploads its body without waiting for 100 Continue reads
+// its 429 whole, and its connection serves the next request: the server
+// drops the refused body instead of closing the connection under the
+// upload, where the client's write would fail with a broken pipe before
+// it read the answer (seen once in 600 refusals under load).
+func TestRefusedUploadKeepsItsAnswer(t *testing.T) {
+	t.Parallel()
+	const dims = 16
+	q := fakeQueue(func(ctx context.Context, req dispatch.Request) (dispatch.Result, error) {
+		out := make([][]float32, len(req.Documents))
+		for i := range out {
+			out[i] = make([]float32, dims)
+		}
+		return dispatch.Result{Vectors: out}, nil
+	})
+	limits := Limits{MaxDocuments: 64, MaxDocumentBytes: 64 << 10, MaxBodyBytes: 4 << 20}
+	s := New(q, fixedReadiness{n: 1}, Options{Model: "m", Dims: dims, Limits: limits, RequestTimeout: 10 * time.Second,
+		MaxInflightBytes: 1 << 20}, zap.NewNop())
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+
+	large := `{"documents":["` + strings.Repeat("x", 3<<20) + `"]}` // 4 × 3 MiB: over the bound
+	body := &countingBody{r: strings.NewReader(large)}
+	req, err := http.NewRequest(http.MethodPost, srv.URL+"/embed", body)
+	require.NoError(t, err)
+	req.ContentLength = int64(len(large))
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", raw)
+	require.Contains(t, string(raw), "EMBED_MAX_INFLIGHT_BYTES")
+	require.Empty(t, resp.Header.Get("Connection"), "the connection is kept, not closed under the upload")
+	require.Equal(t, int64(len(large)), body.read.Load(), "the client sent its whole body")
+
+	resp, err = client.Post(srv.URL+"/embed", "application/json", strings.NewReader(`{"documents":["a"]}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the same connection serves the next request")
+}

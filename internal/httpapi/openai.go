@@ -142,7 +142,7 @@ func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
 	h, err := s.admitBody(r)
 	defer h.release()
 	if err != nil {
-		s.writeOpenAIError(w, r, err)
+		s.refuseUnread(w, r, err, s.writeOpenAIError)
 		return
 	}
 	body, err := s.readJSONBody(w, r)

@@ -199,7 +199,7 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	h, err := s.admitBody(r)
 	defer h.release()
 	if err != nil {
-		s.writeError(w, r, err)
+		s.refuseUnread(w, r, err, s.writeError)
 		return
 	}
 	body, err := s.readJSONBody(w, r)
