@@ -301,6 +301,7 @@ type Project struct {
 	Title       sql.NullString `db:"title"`
 	Description sql.NullString `db:"description"`
 	Hashtags    sql.NullString `db:"hashtags"`
+	Valid       sql.NullBool   `db:"is_valid_project"`
 	// BlobBytes is the length of description_embedding: NULL when there is
 	// none, -1 when it holds something other than a blob.
 	BlobBytes sql.NullInt64 `db:"blob_bytes"`
@@ -314,7 +315,7 @@ type Project struct {
 }
 
 const selectProjects = `
-SELECT p.id, p.title, p.description, p.hashtags,
+SELECT p.id, p.title, p.description, p.hashtags, p.is_valid_project,
 	CASE typeof(p.description_embedding) WHEN 'null' THEN NULL WHEN 'blob' THEN length(p.description_embedding) ELSE -1 END AS blob_bytes,
 	s.content_hash, s.model, s.dims, s.model_digest, s.failed_hash, s.last_error
 FROM waywo_projects p LEFT JOIN embed_sync_state s ON s.project_id = p.id`
