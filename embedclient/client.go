@@ -161,6 +161,36 @@ func (v *vectors) decode(resp *http.Response, raw []byte) error {
 	return nil
 }
 
+// Search answers the k projects nearest to query (embedded with the
+// model's query instruction), best first, among valid projects (k 0: 10).
+func (c *Client) Search(ctx context.Context, query string, k int) (SearchResponse, error) {
+	return c.SearchWith(ctx, SearchRequest{Query: query, K: k})
+}
+
+// SearchWith is Search with every option of POST /search, such as
+// ValidOnly false to search every project.
+func (c *Client) SearchWith(ctx context.Context, req SearchRequest) (SearchResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return SearchResponse{}, err
+	}
+	var out SearchResponse
+	err = c.do(ctx, http.MethodPost, "/search", body, &out)
+	return out, err
+}
+
+// Similar answers the k valid projects nearest to project id, itself left
+// out (k 0: 5). A project without a vector yet is a *StatusError 404.
+func (c *Client) Similar(ctx context.Context, id int64, k int) (SearchResponse, error) {
+	path := fmt.Sprintf("/projects/%d/similar", id)
+	if k > 0 {
+		path += "?k=" + strconv.Itoa(k)
+	}
+	var out SearchResponse
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
 // Health asks whether the service can embed now. An unhealthy service
 // answers 503: the error is a *StatusError and Health still carries the
 // reason.

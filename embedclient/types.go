@@ -71,6 +71,8 @@ type SyncStatus struct {
 	// SyncError says why the sync is not running (its database cannot be
 	// opened); /embed serves regardless.
 	SyncError string `json:"sync_error,omitempty"`
+	// Search is the search index over the stored vectors.
+	Search *SearchIndex `json:"search,omitempty"`
 	// Failures cannot be embedded as they stand; each waits for a change.
 	Failures []FailedProject `json:"failed_projects"`
 	// Retrying are pending or stale projects whose last attempt failed for
@@ -93,4 +95,49 @@ type Page struct {
 type FailedProject struct {
 	ID     int64  `json:"id"`
 	Reason string `json:"reason"`
+}
+
+// SearchRequest is the body of POST /search.
+type SearchRequest struct {
+	Query string `json:"query"`
+	// K is how many results to answer: 1 to 100, 10 when left out.
+	K int `json:"k,omitempty"`
+	// ValidOnly leaves out projects whose is_valid_project is not set; true
+	// when left out.
+	ValidOnly *bool `json:"valid_only,omitempty"`
+}
+
+// SearchResponse is the answer of POST /search and GET
+// /projects/{id}/similar: the nearest projects, best first, by cosine
+// similarity of their stored vectors (exactly as a scan of every vector
+// would rank them).
+type SearchResponse struct {
+	Results []SearchResult `json:"results"`
+	// ModelDigest is the model whose vectors were searched: rows with a
+	// vector of another (Stale of them) were left out until the sync
+	// re-embeds them.
+	ModelDigest string `json:"model_digest,omitempty"`
+	Searched    int    `json:"searched"` // rows that matched the filters
+	Stale       int    `json:"stale"`
+	// Rescored is how many rows were scored exactly from their stored
+	// vectors after the first, compact pass.
+	Rescored int `json:"rescored"`
+}
+
+// SearchResult is one project found.
+type SearchResult struct {
+	ID    int64   `json:"id"`
+	Score float32 `json:"score"` // cosine similarity, -1 to 1
+	Title string  `json:"title"`
+}
+
+// SearchIndex is the search index as GET /projects/sync-status reports it.
+type SearchIndex struct {
+	State string `json:"state"` // "loading", "ready" or "failed"
+	Rows  int    `json:"rows"`  // indexed
+	// Stale rows hold a vector of another model than the workers serve now.
+	Stale       int     `json:"stale"`
+	Loaded      int     `json:"loaded,omitempty"` // while loading: rows so far
+	LoadSeconds float64 `json:"load_seconds,omitempty"`
+	Error       string  `json:"error,omitempty"` // why its load failed (tried again at the next reconcile)
 }

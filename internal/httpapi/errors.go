@@ -7,6 +7,7 @@ import (
 
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/dispatch"
+	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -39,6 +40,10 @@ func statusOf(err error) (int, string) {
 			return re.status, "overloaded"
 		}
 		return re.status, "bad_request"
+	case errors.Is(err, search.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, search.ErrLoading), errors.Is(err, search.ErrUnreadable):
+		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, dispatch.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, wire.ErrRejected):

@@ -23,6 +23,7 @@ import (
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -77,6 +78,11 @@ type Projects interface {
 	// Status counts projects by state and lists a page of the failed and
 	// retrying ones.
 	Status(ctx context.Context, page embedclient.Page) (embedclient.SyncStatus, error)
+	// Search answers the k projects nearest to a query's vector (valid
+	// ones only with validOnly); Similar those nearest to project id's own
+	// vector, itself left out.
+	Search(ctx context.Context, v []float32, k int, validOnly bool) (search.Result, error)
+	Similar(ctx context.Context, id int64, k int, validOnly bool) (search.Result, error)
 }
 
 // Server serves the HTTP API.
@@ -102,6 +108,8 @@ func New(q Queue, ready Readiness, opts Options, log *zap.Logger) *Server {
 	s.mux.HandleFunc("GET /health", s.handleHealth)
 	s.mux.HandleFunc("POST /projects/{id}/changed", s.handleProjectChanged)
 	s.mux.HandleFunc("GET /projects/sync-status", s.handleSyncStatus)
+	s.mux.HandleFunc("POST /search", s.handleSearch)
+	s.mux.HandleFunc("GET /projects/{id}/similar", s.handleSimilar)
 	// Errors are JSON everywhere, including for unknown routes and methods.
 	s.mux.HandleFunc("/embed", s.methodNotAllowed("POST"))
 	s.mux.HandleFunc("/v1/embeddings", s.methodNotAllowed("POST"))
@@ -109,6 +117,8 @@ func New(q Queue, ready Readiness, opts Options, log *zap.Logger) *Server {
 	s.mux.HandleFunc("/health", s.methodNotAllowed("GET"))
 	s.mux.HandleFunc("/projects/{id}/changed", s.methodNotAllowed("POST"))
 	s.mux.HandleFunc("/projects/sync-status", s.methodNotAllowed("GET"))
+	s.mux.HandleFunc("/search", s.methodNotAllowed("POST"))
+	s.mux.HandleFunc("/projects/{id}/similar", s.methodNotAllowed("GET"))
 	if opts.MetricsHandler != nil {
 		s.mux.Handle("GET /metrics", opts.MetricsHandler)
 	}

@@ -34,6 +34,7 @@ type API struct {
 	documents *prometheus.CounterVec
 	cache     *prometheus.CounterVec
 	errors    *prometheus.CounterVec
+	search    *prometheus.HistogramVec
 }
 
 // Workers reports live and ready workers at scrape time.
@@ -63,8 +64,13 @@ func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func(wire.Lan
 			Namespace: ns, Subsystem: "http", Name: "errors_total",
 			Help: "Failed HTTP requests by error kind.",
 		}, []string{"kind"}),
+		search: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: "search", Name: "duration_seconds",
+			Help:    "Time a search took over the index, the query already embedded, by kind (search or similar).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.documents, m.cache, m.errors)
+	reg.MustRegister(m.requests, m.latency, m.documents, m.cache, m.errors, m.search)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "workers_live", Help: "Workers heard from within their heartbeat TTL.",
 	}, func() float64 { live, _ := workers(); return float64(live) }))
@@ -82,6 +88,14 @@ func (m *API) Request(route string, code int, d time.Duration) {
 	}
 	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Search counts one search over the index and how long it took.
+func (m *API) Search(kind string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.search.WithLabelValues(kind).Observe(d.Seconds())
 }
 
 // Documents counts documents asked for.

@@ -303,10 +303,21 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // Reconcile queues every project whose vector is missing or stale (all:
-// every project) as a project event, and forgets the state of deleted
-// projects. It returns how many it queued and the model changes it found
+// every project) as a project event, forgets the state of deleted
+// projects, and brings the search index, when there is one, in line with
+// the file (its first load, at start). It returns how many it queued and the model changes it found
 // (see ModelChange).
 func Reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, []ModelChange, error) {
+	n, changes, err := reconcile(ctx, s, js, all)
+	if s.Index != nil && ctx.Err() == nil {
+		if _, ierr := s.Index.Refresh(ctx, s.Store, s.Log); ierr != nil {
+			err = errors.Join(err, ierr)
+		}
+	}
+	return n, changes, err
+}
+
+func reconcile(ctx context.Context, s *Syncer, js jetstream.JetStream, all bool) (int, []ModelChange, error) {
 	if _, err := s.Store.ForgetDeleted(ctx); err != nil {
 		return 0, nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -62,6 +63,7 @@ type Runner struct {
 	dead    *deadletter.Writer
 	obs     Observer
 	log     *zap.Logger
+	index   *search.Index // over whichever file is open
 
 	mu     sync.Mutex
 	syncer *Syncer // nil while WAYWO_DB is not open
@@ -74,7 +76,7 @@ func NewRunner(ctx context.Context, o Options, js jetstream.JetStream, q Queue, 
 	if o.OpenRetry <= 0 {
 		o.OpenRetry = 10 * time.Second
 	}
-	r := &Runner{opts: o, js: js, queue: q, workers: workers, dead: dead, obs: obs, log: log}
+	r := &Runner{opts: o, js: js, queue: q, workers: workers, dead: dead, obs: obs, log: log, index: search.New(o.Dims)}
 	r.syncer, r.err = r.open(ctx)
 	return r
 }
@@ -94,7 +96,11 @@ func NewSyncer(ctx context.Context, o Options, q Queue, workers Workers, log *za
 }
 
 func (r *Runner) open(ctx context.Context) (*Syncer, error) {
-	return NewSyncer(ctx, r.opts, r.queue, r.workers, r.log)
+	s, err := NewSyncer(ctx, r.opts, r.queue, r.workers, r.log)
+	if err == nil {
+		s.Index = r.index
+	}
+	return s, err
 }
 
 // Run makes sure the events stream and its consumer exist (trying again
@@ -164,21 +170,32 @@ func (r *Runner) Changed(ctx context.Context, id int64) error {
 	return PublishProjectChanged(ctx, r.js, id, "http")
 }
 
+// running is the syncer over the open file, or ErrNotRunning naming why
+// there is none.
+func (r *Runner) running() (*Syncer, error) {
+	r.mu.Lock()
+	s, why := r.syncer, r.err
+	r.mu.Unlock()
+	if s == nil {
+		return nil, fmt.Errorf("%w (WAYWO_DB=%s; tried every %s): %v", ErrNotRunning, r.opts.DBPath, r.opts.OpenRetry, why)
+	}
+	return s, nil
+}
+
 // Status counts projects by state, with the events waiting
 // (GET /projects/sync-status), or fails with ErrNotRunning naming why.
 // The backlog is asked for at most 2 s: with its stream unavailable the
 // answer says why instead of hanging.
 func (r *Runner) Status(ctx context.Context, page Page) (Status, error) {
-	r.mu.Lock()
-	s, why := r.syncer, r.err
-	r.mu.Unlock()
-	if s == nil {
-		return Status{}, fmt.Errorf("%w (WAYWO_DB=%s; tried every %s): %v", ErrNotRunning, r.opts.DBPath, r.opts.OpenRetry, why)
+	s, err := r.running()
+	if err != nil {
+		return Status{}, err
 	}
 	st, err := s.Status(ctx, page)
 	if err != nil {
 		return Status{}, err
 	}
+	st.Search = r.indexStatus()
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if st.Queued, err = ProjectsBacklog(qctx, r.js); err != nil {

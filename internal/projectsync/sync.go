@@ -25,6 +25,7 @@ import (
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/prompt"
+	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -46,8 +47,12 @@ type Syncer struct {
 	// now (ok false while none is known). A row whose vector was computed
 	// under another digest is stale.
 	Fingerprint func() (fp vector.Fingerprint, ok bool)
-	Now         func() time.Time
-	Log         *zap.Logger
+	// Index, when set, is told of every vector as its transaction commits
+	// (a search sees it at once), and brought in line with the file at
+	// every reconcile.
+	Index *search.Index
+	Now   func() time.Time
+	Log   *zap.Logger
 }
 
 // Outcome is what a sync did with one project.
@@ -308,6 +313,15 @@ func (s *Syncer) embedAndSave(ctx context.Context, rows []db.Project, texts, key
 		es[i] = db.Embedding{ID: p.ID, Source: p, Blob: vector.Append(nil, res.Vectors[i]), Hash: keys[i]}
 		if i < len(res.Fingerprints) {
 			es[i].Digest, es[i].OllamaVersion = res.Fingerprints[i].Digest, res.Fingerprints[i].OllamaVersion
+		}
+	}
+	// Indexed before the transaction, so that a search sees each vector
+	// from the moment it commits. A vector that is then not stored (its
+	// row changed or went) is judged by what the file holds whenever a
+	// search finds it, and reloaded from the file at the next reconcile.
+	for i, p := range rows {
+		if s.Index != nil {
+			s.Index.Put(search.Row{ID: p.ID, Vector: res.Vectors[i], Valid: p.Valid.Bool, Hash: keys[i], Digest: es[i].Digest})
 		}
 	}
 	saved, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())

@@ -20,6 +20,7 @@ import (
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/projectsync"
+	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/stage"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -77,6 +78,7 @@ func (s *System) startSync(ctx context.Context) (func(), error) {
 		return projectsync.ProjectsBacklog(ctx, s.JS)
 	})
 	r := projectsync.NewRunner(ctx, s.syncOptions(), s.JS, s.Client, s.Workers, s.DeadLetters, obs, s.Log)
+	metrics.RegisterSearchIndex(s.Registry, r.IndexStats)
 	s.Sync = r
 	running := stage.Go(ctx, func(ctx context.Context) error {
 		if err := r.Run(ctx); err != nil {
@@ -166,8 +168,23 @@ type projects struct{ *projectsync.Runner }
 
 func (p projects) Status(ctx context.Context, page projectsync.Page) (projectsync.Status, error) {
 	st, err := p.Runner.Status(ctx, page)
+	return st, unavailable(err)
+}
+
+func (p projects) Search(ctx context.Context, v []float32, k int, validOnly bool) (search.Result, error) {
+	res, err := p.Runner.Search(ctx, v, k, validOnly)
+	return res, unavailable(err)
+}
+
+func (p projects) Similar(ctx context.Context, id int64, k int, validOnly bool) (search.Result, error) {
+	res, err := p.Runner.Similar(ctx, id, k, validOnly)
+	return res, unavailable(err)
+}
+
+// unavailable makes a sync that is not running a 503.
+func unavailable(err error) error {
 	if errors.Is(err, projectsync.ErrNotRunning) {
-		err = fmt.Errorf("%w: %w", httpapi.ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", httpapi.ErrUnavailable, err)
 	}
-	return st, err
+	return err
 }
