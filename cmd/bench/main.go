@@ -59,7 +59,7 @@ func main() {
 	dur := flag.Duration("duration", 6*time.Second, "measuring time per load level (after a 0.3 s warm-up); levels on the real model run twice as long")
 	out := flag.String("out", "bench-out", "directory for bench.json, bench.png and process logs")
 	flag.BoolVar(&profile, "pprof", false, "take a CPU profile of the api and the first worker during every pipeline level (in -out/work)")
-	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners, reindex, lanes")
+	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners, reindex, lanes, search")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -130,6 +130,7 @@ func run(ctx context.Context, d time.Duration, out string) error {
 		{"runners", b.runners},
 		{"reindex", b.reindex},
 		{"lanes", b.lanes},
+		{"search", b.search},
 	} {
 		if want(g.name) {
 			if err := g.fn(); err != nil {
@@ -185,6 +186,7 @@ type bench struct {
 	reindexDone           bool
 	reindexUnchangedCalls int
 	laneTargets           []target
+	searches              []searchRun
 }
 
 func (b *bench) add(r row) {
@@ -398,6 +400,7 @@ func (b *bench) targets() {
 	if len(b.runs) > 0 {
 		add("one worker, 2 Ollamas / 1 Ollama", b.runs[1].Ratio, "> 1", b.runs[1].Ratio > 1)
 	}
+	b.searchTargets(add)
 	if b.reindexDone {
 		add("reindex of 1,000 unchanged projects: model calls", float64(b.reindexUnchangedCalls), "= 0", b.reindexUnchangedCalls == 0)
 	}

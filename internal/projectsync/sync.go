@@ -141,6 +141,13 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// ContentKey is the content_hash the sync records for a row embedded from
+// its current title, description and hashtags.
+func ContentKey(p db.Project, maxTextBytes int) string {
+	text, err := Text(p, maxTextBytes)
+	return contentKey(p, text, err)
+}
+
 // contentKey identifies what a row would be embedded from: the hash of its
 // text, or, when no text can be built, of its raw columns.
 func contentKey(p db.Project, text string, textErr error) string {

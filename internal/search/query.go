@@ -324,8 +324,11 @@ func (x *Index) Similar(ctx context.Context, src Source, id int64, k int, validO
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: project %d's vector is not one of this model's (%v); the sync re-embeds it", ErrNotFound, id, err)
 	}
-	if digest == "" {
-		digest = stored[0].Digest.String
+	switch own := stored[0].Digest.String; {
+	case digest == "":
+		digest = own
+	case own != digest:
+		return Result{}, fmt.Errorf("%w: project %d's vector is of another model than the workers serve; the sync re-embeds it", ErrNotFound, id)
 	}
 	return x.Search(ctx, src, Query{Vector: v, K: k, ValidOnly: validOnly, Digest: digest, Exclude: id})
 }

@@ -155,6 +155,8 @@ func TestIndexFollowsTheFile(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Stale)
 	require.Equal(t, 599, x.Len())
+	_, err = x.Similar(ctx, store, 9, 5, false, searchtest.Digest)
+	require.ErrorIs(t, err, search.ErrNotFound, "a vector of another model has no neighbours in this one's")
 }
 
 // Below the rows the centre is taken from, every row is scored exactly.

@@ -146,6 +146,15 @@ type Hit struct {
 // computed in float64 from the blobs, row by row: the answer a search must
 // give.
 func Exact(ctx context.Context, path string, q []float32, k int, validOnly bool, digest string, exclude int64) ([]Hit, error) {
+	out, err := ExactMany(ctx, path, [][]float32{q}, k, validOnly, digest, exclude)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// ExactMany is Exact for several queries in one pass over the file.
+func ExactMany(ctx context.Context, path string, qs [][]float32, k int, validOnly bool, digest string, exclude int64) ([][]Hit, error) {
 	raw, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=10000")
 	if err != nil {
 		return nil, err
@@ -157,11 +166,17 @@ func Exact(ctx context.Context, path string, q []float32, k int, validOnly bool,
 		return nil, err
 	}
 	defer rows.Close()
-	var qn float64
-	for _, f := range q {
-		qn += float64(f) * float64(f)
+	if len(qs) == 0 {
+		return nil, nil
 	}
-	var out []Hit
+	dims := len(qs[0])
+	qn := make([]float64, len(qs))
+	for j, q := range qs {
+		for _, f := range q {
+			qn[j] += float64(f) * float64(f)
+		}
+	}
+	out := make([][]Hit, len(qs))
 	for rows.Next() {
 		var id int64
 		var valid bool
@@ -172,27 +187,35 @@ func Exact(ctx context.Context, path string, q []float32, k int, validOnly bool,
 		if (validOnly && !valid) || id == exclude {
 			continue
 		}
-		v, err := vector.Decode(blob, len(q))
+		v, err := vector.Decode(blob, dims)
 		if err != nil {
 			continue
 		}
-		var dot, vn float64
-		for i, f := range v {
-			dot += float64(f) * float64(q[i])
+		var vn float64
+		for _, f := range v {
 			vn += float64(f) * float64(f)
 		}
-		out = append(out, Hit{ID: id, Score: dot / math.Sqrt(qn*vn)})
+		for j, q := range qs {
+			var dot float64
+			for i, f := range v {
+				dot += float64(f) * float64(q[i])
+			}
+			out[j] = append(out[j], Hit{ID: id, Score: dot / math.Sqrt(qn[j]*vn)})
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b Hit) int {
-		if c := cmp.Compare(b.Score, a.Score); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
-	return out[:min(len(out), k)], nil
+	for j := range out {
+		slices.SortFunc(out[j], func(a, b Hit) int {
+			if c := cmp.Compare(b.Score, a.Score); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.ID, b.ID)
+		})
+		out[j] = out[j][:min(len(out[j]), k)]
+	}
+	return out, nil
 }
 
 // Recall is the share of want's ids in got.
