@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+	"go.uber.org/zap"
 )
 
 // VectorRow is a row as the search index tracks it, without its blob.
@@ -67,6 +68,40 @@ func (s *Store) EachVectorRow(ctx context.Context, fn func(VectorRow) error) err
 // StoredVectors reads the vectors of the given rows; rows without one, or
 // with no such id, are absent.
 func (s *Store) StoredVectors(ctx context.Context, ids []int64) ([]StoredVector, error) {
+	r, err := s.VectorReader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.StoredVectors(ctx, ids)
+}
+
+// VectorReader reads stored vectors on one connection until it is closed:
+// the reads of one search share that connection's page cache (the table's
+// inner pages), where each read on a fresh connection would read them from
+// the file again. Close it when the search ends; like every connection
+// here, it is not kept between uses.
+type VectorReader struct {
+	conn *sqlx.Conn
+	log  *zap.Logger
+}
+
+// VectorReader opens a reader on the file now at the path.
+func (s *Store) VectorReader(ctx context.Context) (*VectorReader, error) {
+	p, err := s.pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := p.r.Connx(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read vectors: %w", err)
+	}
+	return &VectorReader{conn: conn, log: s.log}, nil
+}
+
+// StoredVectors reads the vectors of the given rows; rows without one, or
+// with no such id, are absent.
+func (r *VectorReader) StoredVectors(ctx context.Context, ids []int64) ([]StoredVector, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -74,17 +109,16 @@ func (s *Store) StoredVectors(ctx context.Context, ids []int64) ([]StoredVector,
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.pools(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []StoredVector
-	err = retryBusy(ctx, s.log, "read vectors", func() error {
+	err = retryBusy(ctx, r.log, "read vectors", func() error {
 		out = out[:0]
-		return p.r.SelectContext(ctx, &out, q, args...)
+		return r.conn.SelectContext(ctx, &out, q, args...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read vectors: %w", err)
 	}
 	return out, nil
 }
+
+// Close returns the connection, which closes it.
+func (r *VectorReader) Close() error { return r.conn.Close() }

@@ -70,6 +70,7 @@ type Refreshed struct {
 // Rows is the file a refresh reads (a *db.Store).
 type Rows interface {
 	Source
+	vectorSource
 	EachVectorRow(ctx context.Context, fn func(db.VectorRow) error) error
 }
 
@@ -155,7 +156,7 @@ func (x *Index) Refresh(ctx context.Context, src Rows, log *zap.Logger) (Refresh
 
 // loadRows reads ids' vectors and indexes those not Put since; it returns
 // how many it indexed.
-func (x *Index) loadRows(ctx context.Context, src Source, ids []int64, since uint64) (int, error) {
+func (x *Index) loadRows(ctx context.Context, src vectorSource, ids []int64, since uint64) (int, error) {
 	stored, err := src.StoredVectors(ctx, ids)
 	if err != nil {
 		return 0, err
