@@ -19,11 +19,15 @@ import (
 
 	"github.com/mattn/go-sqlite3"
 	"go.uber.org/zap"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/db"
-	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/proctest"
+	"github.com/waywo/embed/internal/projectsync"
 	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/search/searchtest"
 	"github.com/waywo/embed/internal/vector"
@@ -44,6 +48,7 @@ type searchRun struct {
 	rows                      int
 	ours, full, quant         sample
 	oursRecall, fullRecall    float64
+	oursFirst, oursRest       time.Duration // the first query after the load; the slowest after it
 	quantRecall               float64
 	quantOK                   bool
 	loadSeconds, quantSeconds float64
@@ -53,6 +58,9 @@ type searchRun struct {
 func (b *bench) search() error {
 	ext, err := sqliteVector()
 	if err != nil {
+		return err
+	}
+	if err := loadLibm(); err != nil {
 		return err
 	}
 	fmt.Printf("search: the api's index against sqlite-vector %s (%s), %d queries, k=%d, 4096-d\n", sqliteVectorVersion, ext, searchQueries, searchK)
@@ -67,7 +75,35 @@ func (b *bench) search() error {
 		}
 		b.searches = append(b.searches, r)
 	}
-	return nil
+	return searchChart(filepath.Join(filepath.Dir(b.work), "search.png"), b.searches)
+}
+
+// searchChart draws each method's p50 against the table's size, on a log
+// scale: the full scan is two orders of magnitude above the index.
+func searchChart(path string, runs []searchRun) error {
+	p := plot.New()
+	p.Title.Text = "Search p50, one query already embedded (k=10, 4096-d)"
+	p.X.Label.Text = "rows in waywo_projects"
+	p.Y.Label.Text = "p50, ms (log scale)"
+	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+	line := func(p50 func(searchRun) time.Duration) plotter.XYs {
+		var xy plotter.XYs
+		for _, r := range runs {
+			if d := p50(r); d > 0 {
+				xy = append(xy, plotter.XY{X: float64(r.rows), Y: ms(d)})
+			}
+		}
+		return xy
+	}
+	if err := plotutil.AddLinePoints(p,
+		"api index (sign bits + exact rescoring)", line(func(r searchRun) time.Duration { return r.ours.P50 }),
+		"sqlite-vector vector_quantize_scan", line(func(r searchRun) time.Duration { return r.quant.P50 }),
+		"sqlite-vector vector_full_scan", line(func(r searchRun) time.Duration { return r.full.P50 }),
+	); err != nil {
+		return err
+	}
+	p.Legend.Top, p.Legend.Left = true, true
+	return p.Save(7*vg.Inch, 4*vg.Inch, path)
 }
 
 // sqliteVector installs sqlite-vector's Linux x86-64 build with npm into
@@ -184,6 +220,7 @@ func (b *bench) searchAt(n int, ext string, emptyRSS float64) (searchRun, error)
 		}
 	}
 	run.ours = latencies(lat)
+	run.oursFirst, run.oursRest = lat[0], slices.Max(lat[1:])
 
 	// sqlite-vector's full scan (the backend's), then its quantized scan.
 	vdb, err := openVector(ctx, path, ext)
@@ -243,8 +280,8 @@ func (b *bench) searchAt(n int, ext string, emptyRSS float64) (searchRun, error)
 	if run.quantOK {
 		b.add(row{Group: "search", Scenario: label + ": sqlite-vector vector_quantize_scan", Sample: run.quant, Ratio: ratio(run.full.P50, run.quant.P50)})
 	}
-	fmt.Printf("  %d rows: recall@%d ours %.3f, full scan %.3f, quantized %.3f; p50 full scan / ours %.0f×; index load %.1f s; quantize+preload %.1f s; api RSS +%.0f bytes per row\n",
-		n, searchK, run.oursRecall, run.fullRecall, run.quantRecall, ratio(run.full.P50, run.ours.P50), run.loadSeconds, run.quantSeconds, run.bytesPerRow)
+	fmt.Printf("  %d rows: recall@%d ours %.3f, full scan %.3f, quantized %.3f; p50 full scan / ours %.0f×; index load %.1f s; quantize+preload %.1f s; api RSS +%.0f bytes per row; ours: first query %.1f ms, slowest after it %.1f ms\n",
+		n, searchK, run.oursRecall, run.fullRecall, run.quantRecall, ratio(run.full.P50, run.ours.P50), run.loadSeconds, run.quantSeconds, run.bytesPerRow, ms(run.oursFirst), ms(run.oursRest))
 	key := strconv.Itoa(n)
 	b.rep.Extra["search_"+key+"_load_s"] = run.loadSeconds
 	b.rep.Extra["search_"+key+"_api_bytes_per_row"] = run.bytesPerRow
