@@ -24,7 +24,7 @@ import (
 // reported, not crashed on.
 const looseSchema = `CREATE TABLE waywo_projects (
 	id INTEGER PRIMARY KEY, title TEXT, description TEXT, hashtags TEXT,
-	description_embedding BLOB, short_description TEXT, idea_score INTEGER)`
+	description_embedding BLOB, short_description TEXT, idea_score INTEGER, is_valid_project BOOLEAN)`
 
 // Every kind of malformed outside input, across HTTP, NATS and database
 // rows, gets its expected status or dead-letter reason, and good input

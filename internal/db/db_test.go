@@ -94,7 +94,7 @@ func TestOpenChecksAnExistingTable(t *testing.T) {
 	_, err = raw.Exec("CREATE TABLE waywo_projects (id INTEGER PRIMARY KEY, title TEXT, description TEXT)")
 	require.NoError(t, err)
 	_, err = Open(context.Background(), path, zap.NewNop())
-	require.ErrorContains(t, err, "lacks column(s) hashtags, description_embedding")
+	require.ErrorContains(t, err, "lacks column(s) hashtags, description_embedding, is_valid_project")
 	var ddl string
 	require.NoError(t, raw.QueryRow("SELECT sql FROM sqlite_master WHERE name = 'waywo_projects'").Scan(&ddl))
 	require.Equal(t, "CREATE TABLE waywo_projects (id INTEGER PRIMARY KEY, title TEXT, description TEXT)", ddl)

@@ -81,8 +81,10 @@ CREATE TABLE IF NOT EXISTS embed_sync_state (
 // release: a file from then gets them at open (the table is ours).
 var addedStateColumns = []string{"model_digest TEXT", "ollama_version TEXT"}
 
-// requiredColumns are the waywo_projects columns the sync reads or writes.
-var requiredColumns = []string{"id", "title", "description", "hashtags", "description_embedding"}
+// requiredColumns are the waywo_projects columns the sync reads or writes
+// (is_valid_project: the search's filter, which the sync carries into the
+// index).
+var requiredColumns = []string{"id", "title", "description", "hashtags", "description_embedding", "is_valid_project"}
 
 func addColumns(ctx context.Context, tx *sqlx.Tx) error {
 	var cols []string

@@ -7,13 +7,16 @@ import (
 
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/dispatch"
-	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/wire"
 )
 
 // ErrUnavailable is a part of the api that cannot serve now (503), such as
 // a project sync whose database cannot be opened.
 var ErrUnavailable = errors.New("unavailable")
+
+// ErrNotFound is a thing the request names that does not exist, such as
+// a project without a vector to search from (404).
+var ErrNotFound = errors.New("not found")
 
 // errNoWorker means no live worker can embed now.
 var errNoWorker = errors.New("no worker can serve")
@@ -40,10 +43,8 @@ func statusOf(err error) (int, string) {
 			return re.status, "overloaded"
 		}
 		return re.status, "bad_request"
-	case errors.Is(err, search.ErrNotFound):
+	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound, "not_found"
-	case errors.Is(err, search.ErrLoading), errors.Is(err, search.ErrUnreadable):
-		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, dispatch.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, wire.ErrRejected):

@@ -16,7 +16,6 @@ import (
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/prompt"
-	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -60,7 +59,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.answerSearch(w, r, "search", func(ctx context.Context) (search.Result, error) {
+	s.answerSearch(w, r, "search", func(ctx context.Context) (embedclient.SearchResponse, error) {
 		return s.opts.Projects.Search(ctx, q.Vectors[0], req.K, *req.ValidOnly)
 	})
 }
@@ -81,30 +80,28 @@ func (s *Server) handleSimilar(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.answerSearch(w, r, "similar", func(ctx context.Context) (search.Result, error) {
+	s.answerSearch(w, r, "similar", func(ctx context.Context) (embedclient.SearchResponse, error) {
 		return s.opts.Projects.Similar(ctx, id, k, validOnly)
 	})
 }
 
 // answerSearch runs a search within the request's deadline, counts how
 // long it took, and answers it.
-func (s *Server) answerSearch(w http.ResponseWriter, r *http.Request, kind string, find func(context.Context) (search.Result, error)) {
+func (s *Server) answerSearch(w http.ResponseWriter, r *http.Request, kind string, find func(context.Context) (embedclient.SearchResponse, error)) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := find(ctx)
+	out, err := find(ctx)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.opts.Metrics.Search(kind, time.Since(start))
-	out := embedclient.SearchResponse{Results: make([]embedclient.SearchResult, len(res.Hits)),
-		ModelDigest: res.Digest, Searched: res.Searched, Stale: res.Stale, Rescored: res.Rescored}
-	for i, h := range res.Hits {
-		out.Results[i] = embedclient.SearchResult{ID: h.ID, Score: h.Score, Title: h.Title}
+	if out.Results == nil {
+		out.Results = []embedclient.SearchResult{} // [] in JSON, never null
 	}
 	s.log.Debug("searched", zap.String("request_id", requestID(r)), zap.String("kind", kind), zap.Int("results", len(out.Results)),
-		zap.Int("searched", res.Searched), zap.Int("stale", res.Stale), zap.Int("rescored", res.Rescored), zap.Duration("took", time.Since(start)))
+		zap.Int("searched", out.Searched), zap.Int("stale", out.Stale), zap.Int("rescored", out.Rescored), zap.Duration("took", time.Since(start)))
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -16,7 +16,6 @@ import (
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/dispatch"
-	"github.com/waywo/embed/internal/search"
 )
 
 // projectsWith is a sync whose searches all fail with err.
@@ -26,11 +25,11 @@ func (p projectsWith) Changed(context.Context, int64) error { return p.err }
 func (p projectsWith) Status(context.Context, embedclient.Page) (embedclient.SyncStatus, error) {
 	return embedclient.SyncStatus{}, p.err
 }
-func (p projectsWith) Search(context.Context, []float32, int, bool) (search.Result, error) {
-	return search.Result{}, p.err
+func (p projectsWith) Search(context.Context, []float32, int, bool) (embedclient.SearchResponse, error) {
+	return embedclient.SearchResponse{}, p.err
 }
-func (p projectsWith) Similar(context.Context, int64, int, bool) (search.Result, error) {
-	return search.Result{}, p.err
+func (p projectsWith) Similar(context.Context, int64, int, bool) (embedclient.SearchResponse, error) {
+	return embedclient.SearchResponse{}, p.err
 }
 
 // While the index loads, or the file cannot be read, both search routes
@@ -41,10 +40,9 @@ func TestSearchUnavailable(t *testing.T) {
 		return dispatch.Result{Vectors: [][]float32{{1, 0, 0, 0}}}, nil
 	})
 	for err, want := range map[error]int{
-		fmt.Errorf("%w: 120 rows so far", search.ErrLoading):              http.StatusServiceUnavailable,
-		fmt.Errorf("%w: WAYWO_DB is gone", search.ErrUnreadable):          http.StatusServiceUnavailable,
-		fmt.Errorf("%w: the project sync is not running", ErrUnavailable): http.StatusServiceUnavailable,
-		fmt.Errorf("%w: project 3 has no vector yet", search.ErrNotFound): http.StatusNotFound,
+		fmt.Errorf("%w: the search index is loading: 120 rows so far", ErrUnavailable): http.StatusServiceUnavailable,
+		fmt.Errorf("%w: the project sync is not running", ErrUnavailable):              http.StatusServiceUnavailable,
+		fmt.Errorf("%w: project 3 has no vector yet", ErrNotFound):                     http.StatusNotFound,
 		errors.New("boom"): http.StatusInternalServerError,
 	} {
 		s := New(q, fixedReadiness{n: 1}, Options{Model: "m", Dims: 4, Limits: Limits{MaxDocuments: 8, MaxDocumentBytes: 1 << 10, MaxBodyBytes: 1 << 16},

@@ -23,7 +23,6 @@ import (
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/metrics"
-	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -80,9 +79,13 @@ type Projects interface {
 	Status(ctx context.Context, page embedclient.Page) (embedclient.SyncStatus, error)
 	// Search answers the k projects nearest to a query's vector (valid
 	// ones only with validOnly); Similar those nearest to project id's own
-	// vector, itself left out.
-	Search(ctx context.Context, v []float32, k int, validOnly bool) (search.Result, error)
-	Similar(ctx context.Context, id int64, k int, validOnly bool) (search.Result, error)
+	// vector, itself left out. An unknown project, or one without a
+	// vector, is ErrNotFound; an index loading or a file unreadable,
+	// ErrUnavailable. The answer is the wire type: this package serves
+	// searches without importing the index, which reads SQLite, so that
+	// a worker (which serves /health from here) is built without cgo.
+	Search(ctx context.Context, v []float32, k int, validOnly bool) (embedclient.SearchResponse, error)
+	Similar(ctx context.Context, id int64, k int, validOnly bool) (embedclient.SearchResponse, error)
 }
 
 // Server serves the HTTP API.

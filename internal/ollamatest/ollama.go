@@ -327,10 +327,12 @@ func RunTests(m *testing.M) {
 }
 
 // Exclusive makes the suites that run many processes at once (the fault
-// suite, the compose end-to-end test) take turns on this machine: on two
-// cores one's load distorts the other's timing (the fault suite, run beside
-// the compose test's image builds and containers, once saw a connection
-// reset at an api's shutdown). It blocks until no other such suite runs and
+// suite, the compose end-to-end test), and the tests that keep both cores
+// busy for a minute (the search's scans of 4096-d files under -race), take
+// turns on this machine: on two cores one's load distorts the other's
+// timing (the fault suite, run beside the compose test's image builds and
+// containers, once saw a connection reset at an api's shutdown; run beside
+// the search tests, its sync fell behind the backend's edits). It blocks until no other such suite runs and
 // holds the machine-wide lock until the test ends. Other tests are not
 // affected.
 func Exclusive(tb testing.TB) {

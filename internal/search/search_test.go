@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/search"
 	"github.com/waywo/embed/internal/search/searchtest"
 	"github.com/waywo/embed/internal/vector"
@@ -52,6 +53,7 @@ func exactIDs(hs []searchtest.Hit) []int64 {
 // asked otherwise; a project's neighbours leave it out.
 func TestSearchIsTheExactScan(t *testing.T) {
 	t.Parallel()
+	ollamatest.Exclusive(t) // loads both cores for a minute under -race
 	ctx := context.Background()
 	x, store, path, d := open(t, 3000)
 	_, err := x.Search(ctx, store, search.Query{Vector: d.Query(), K: 10, Digest: searchtest.Digest})
@@ -61,13 +63,27 @@ func TestSearchIsTheExactScan(t *testing.T) {
 	require.Equal(t, 3000, r.Loaded)
 	require.Equal(t, "ready", x.Status().State)
 
-	for i := range 30 {
-		q := d.Query()
+	// Every third query asks for all rows, the others for valid rows
+	// only; the exact answers of each kind come from one pass over the
+	// file.
+	qs := make([][]float32, 30)
+	var kind [2][][]float32 // [0]: all rows, [1]: valid only
+	for i := range qs {
+		qs[i] = d.Query()
+		kind[b2i(i%3 != 0)] = append(kind[b2i(i%3 != 0)], qs[i])
+	}
+	var exact [2][][]searchtest.Hit
+	for v := range kind {
+		exact[v], err = searchtest.ExactMany(ctx, path, kind[v], 10, v == 1, searchtest.Digest, 0)
+		require.NoError(t, err)
+	}
+	var seen [2]int
+	for i, q := range qs {
 		valid := i%3 != 0
 		got, err := x.Search(ctx, store, search.Query{Vector: q, K: 10, ValidOnly: valid, Digest: searchtest.Digest})
 		require.NoError(t, err)
-		want, err := searchtest.Exact(ctx, path, q, 10, valid, searchtest.Digest, 0)
-		require.NoError(t, err)
+		want := exact[b2i(valid)][seen[b2i(valid)]]
+		seen[b2i(valid)]++
 		require.Equal(t, exactIDs(want), ids(got), "query %d", i)
 		for j, h := range got.Hits {
 			require.InDelta(t, want[j].Score, h.Score, 1e-5)
@@ -190,6 +206,7 @@ func TestRecallOnGeneratedData(t *testing.T) {
 		t.Skip("writes 10,000 vectors of 4096 dimensions")
 	}
 	t.Parallel()
+	ollamatest.Exclusive(t) // loads both cores for a minute under -race
 	ctx := context.Background()
 	x, store, path, d := open(t, 10000)
 	_, err := x.Refresh(ctx, store, zap.NewNop())
@@ -285,4 +302,11 @@ func TestBoundRescoresWhatBitsCannotTell(t *testing.T) {
 		require.Equal(t, exactIDs(want), ids(got))
 		require.Greater(t, got.Rescored, rows/2, "the bound widened the exact pass")
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

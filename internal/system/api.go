@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/dispatch"
@@ -171,14 +172,31 @@ func (p projects) Status(ctx context.Context, page projectsync.Page) (projectsyn
 	return st, unavailable(err)
 }
 
-func (p projects) Search(ctx context.Context, v []float32, k int, validOnly bool) (search.Result, error) {
-	res, err := p.Runner.Search(ctx, v, k, validOnly)
-	return res, unavailable(err)
+func (p projects) Search(ctx context.Context, v []float32, k int, validOnly bool) (embedclient.SearchResponse, error) {
+	return answer(p.Runner.Search(ctx, v, k, validOnly))
 }
 
-func (p projects) Similar(ctx context.Context, id int64, k int, validOnly bool) (search.Result, error) {
-	res, err := p.Runner.Similar(ctx, id, k, validOnly)
-	return res, unavailable(err)
+func (p projects) Similar(ctx context.Context, id int64, k int, validOnly bool) (embedclient.SearchResponse, error) {
+	return answer(p.Runner.Similar(ctx, id, k, validOnly))
+}
+
+// answer is a search's result as the HTTP API writes it, its errors as
+// the HTTP API knows them.
+func answer(res search.Result, err error) (embedclient.SearchResponse, error) {
+	switch {
+	case errors.Is(err, search.ErrNotFound):
+		return embedclient.SearchResponse{}, fmt.Errorf("%w: %w", httpapi.ErrNotFound, err)
+	case errors.Is(err, search.ErrLoading), errors.Is(err, search.ErrUnreadable):
+		return embedclient.SearchResponse{}, fmt.Errorf("%w: %w", httpapi.ErrUnavailable, err)
+	case err != nil:
+		return embedclient.SearchResponse{}, unavailable(err)
+	}
+	out := embedclient.SearchResponse{Results: make([]embedclient.SearchResult, len(res.Hits)),
+		ModelDigest: res.Digest, Searched: res.Searched, Stale: res.Stale, Rescored: res.Rescored}
+	for i, h := range res.Hits {
+		out.Results[i] = embedclient.SearchResult{ID: h.ID, Score: h.Score, Title: h.Title}
+	}
+	return out, nil
 }
 
 // unavailable makes a sync that is not running a 503.
