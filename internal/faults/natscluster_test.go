@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/broker"
@@ -54,8 +55,15 @@ func logLines(path string) int {
 func natsClusterFaults(t *testing.T) {
 	c := newCluster(t, clusterOptions{natsNodes: 3})
 	for _, name := range []string{wire.JobsStream, wire.ProjectsStream, wire.DeadLetterStream} {
-		info, err := c.streamInfo(name)
-		require.NoError(t, err)
+		// The sync creates its events stream in the background while the
+		// api already serves /embed; on a forming cluster that can come
+		// after the api is healthy.
+		var info *jetstream.StreamInfo
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			var err error
+			info, err = c.streamInfo(name)
+			require.NoError(ct, err)
+		}, 30*time.Second, 100*time.Millisecond, "stream %s created", name)
 		require.Equal(t, 3, info.Config.Replicas, "%s replicas", name)
 	}
 	// An api told 1 replica does not lower an existing stream's 3.
