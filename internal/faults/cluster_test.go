@@ -333,13 +333,19 @@ func (c *cluster) startNode(i int) {
 	if i == 0 {
 		c.nats = n.proc
 	}
-	require.Eventually(c.t, func() bool {
+	// A server that exits (its port taken since it was chosen, say) or
+	// never listens fails the test with its log, which says why.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), 200*time.Millisecond)
 		if err == nil {
 			conn.Close()
+			return
 		}
-		return err == nil
-	}, 30*time.Second, 20*time.Millisecond, "nats-server did not start")
+		if !n.proc.Alive() || time.Now().After(deadline) {
+			c.t.Fatalf("nats-server %s did not start listening on port %d (exited: %v); its log ends:\n%s",
+				n.name, n.port, !n.proc.Alive(), n.proc.Tail(4000))
+		}
+	}
 }
 
 func (c *cluster) startAPI() {
