@@ -335,15 +335,21 @@ func (c *cluster) startNode(i int) {
 	}
 	// A server that exits (its port taken since it was chosen, say) or
 	// never listens fails the test with its log, which says why.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), 200*time.Millisecond)
-		if err == nil {
+	addr := fmt.Sprintf("127.0.0.1:%d", n.port)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	limit := time.After(30 * time.Second)
+	for {
+		if conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 			conn.Close()
 			return
 		}
-		if !n.proc.Alive() || time.Now().After(deadline) {
-			c.t.Fatalf("nats-server %s did not start listening on port %d (exited: %v); its log ends:\n%s",
-				n.name, n.port, !n.proc.Alive(), n.proc.Tail(4000))
+		select {
+		case <-tick.C:
+		case <-n.proc.Done():
+			c.t.Fatalf("nats-server %s exited before listening on %s; its log ends:\n%s", n.name, addr, n.proc.Tail(4000))
+		case <-limit:
+			c.t.Fatalf("nats-server %s did not listen on %s within 30 s; its log ends:\n%s", n.name, addr, n.proc.Tail(4000))
 		}
 	}
 }
