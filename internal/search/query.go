@@ -87,13 +87,18 @@ func (x *Index) Search(ctx context.Context, src Source, q Query) (Result, error)
 	if len(q.Vector) != x.dims || u == nil {
 		return Result{}, fmt.Errorf("the query's vector has %d dimensions, or no length; want %d", len(q.Vector), x.dims)
 	}
-	c, res := x.candidates(u, q)
-	res.Digest = q.Digest
 	rd, err := src.VectorReader(ctx)
 	if err != nil {
 		return Result{}, unreadable(ctx, err)
 	}
 	defer rd.Close()
+	return x.search(ctx, rd, u, q)
+}
+
+// search answers q, u its unit vector, reading rows on rd.
+func (x *Index) search(ctx context.Context, rd vectorSource, u []float32, q Query) (Result, error) {
+	c, res := x.candidates(u, q)
+	res.Digest = q.Digest
 	var scored []scoredRow
 	done, want := 0, c.upTo(max(q.K*CandidatesPerResult, MinCandidates))
 	for done < want {
@@ -339,8 +344,8 @@ func (x *Index) Similar(ctx context.Context, src Source, id int64, k int, validO
 	if err != nil {
 		return Result{}, unreadable(ctx, err)
 	}
+	defer rd.Close() // the project's own row and its neighbours, on one connection
 	stored, err := read(ctx, rd, []int64{id})
-	rd.Close()
 	if err != nil {
 		return Result{}, err
 	}
@@ -357,5 +362,9 @@ func (x *Index) Similar(ctx context.Context, src Source, id int64, k int, validO
 	case own != digest:
 		return Result{}, fmt.Errorf("%w: project %d's vector is of another model than the workers serve; the sync re-embeds it", ErrNotFound, id)
 	}
-	return x.Search(ctx, src, Query{Vector: v, K: k, ValidOnly: validOnly, Digest: digest, Exclude: id})
+	u := unit(v)
+	if u == nil {
+		return Result{}, fmt.Errorf("%w: project %d's vector has no length; the sync re-embeds it", ErrNotFound, id)
+	}
+	return x.search(ctx, rd, u, Query{Vector: v, K: k, ValidOnly: validOnly, Digest: digest, Exclude: id})
 }
