@@ -275,7 +275,10 @@ func sqliteLocked(t *testing.T) {
 func sigterm(t *testing.T) {
 	c := newCluster(t, clusterOptions{})
 	ctx, stop := context.WithCancel(context.Background())
-	ty, waitTraffic := c.traffic(ctx, 6)
+	// Clients that send again, once, a request whose connection closed
+	// unanswered, as embedclient does: at the api's stop the kernel resets
+	// connections it accepted that the api had not read yet.
+	ty, waitTraffic := c.trafficOf(ctx, 6, &tally{resend: true})
 	ev, waitEvents := c.events(ctx, 50*time.Millisecond)
 	require.Eventually(t, func() bool { return ty.ok.Load() > 5 && c.ackPending() > 0 }, 30*time.Second, 5*time.Millisecond)
 	c.workers[0].Signal(syscall.SIGTERM)
@@ -293,7 +296,8 @@ func sigterm(t *testing.T) {
 	stop()
 	waitTraffic()
 	waitEvents()
-	record(t, "SIGTERM worker, then api", ty, ev, c.projects, c.settle(60*time.Second))
+	record(t, "SIGTERM worker, then api", ty, ev, c.projects, c.settle(60*time.Second),
+		fmt.Sprintf("%d requests whose connection the stopping api's kernel reset unread were sent again, once", ty.resent.Load()))
 }
 
 // 6. A slow Ollama: requests end with 504 at EMBED_REQUEST_TIMEOUT, and the

@@ -94,6 +94,13 @@ BEGIN INSERT INTO vector_writes VALUES (NEW.id); END;`)
 			"OLLAMA_HOST": ol.URL, "EMBED_WORKER_ID": fmt.Sprintf("w%d", i+1), "EMBED_METRICS_ADDR": proctest.Addr(t), "EMBED_BATCH_SIZE": "8",
 		}), roles.As(wire.RoleWorker))))
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range append([]*proctest.Process{api}, workers...) {
+				t.Logf("--- %s log, its warnings and hand-backs:\n%s", p.Name, notable(p.Tail(1<<20)))
+			}
+		}
+	})
 	base := "http://" + httpAddr
 	workersReady := func() int {
 		hc := http.Client{Timeout: 2 * time.Second}
@@ -200,6 +207,12 @@ BEGIN INSERT INTO vector_writes VALUES (NEW.id); END;`)
 	worst := during[len(during)-1]
 	t.Logf("requests: before the stall p99 %s (the last %d), in flight during it %d (p50 %s, worst %s)",
 		usual, len(before), len(during), during[len(during)/2], worst)
+	for _, d := range done {
+		if d.took == worst {
+			t.Logf("the slowest began %s after the pause; the pause ended %s after it began",
+				d.at.Sub(pausedAt).Round(time.Millisecond), resumedAt.Sub(d.at).Round(time.Millisecond))
+		}
+	}
 	require.Less(t, worst, usual+5*time.Second, "no request waits past a few seconds beyond its usual time")
 	require.Contains(t, workers[0].Tail(20000), "model server stalled")
 
@@ -234,4 +247,17 @@ BEGIN INSERT INTO vector_writes VALUES (NEW.id); END;`)
 		require.NoError(t, err)
 		require.InDeltaSlice(t, out.Vectors[0], got, 1e-6, "project %d holds its latest text's vector", id)
 	}
+}
+
+// notable is the lines of a process's log that tell what happened to its
+// endpoints and jobs: warnings, errors and hand-backs.
+func notable(log string) string {
+	var out []string
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) ||
+			strings.Contains(line, "handed back") || strings.Contains(line, "answers again") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }

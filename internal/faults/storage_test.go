@@ -104,6 +104,12 @@ func replacedDatabase(t *testing.T) {
 	require.NoError(t, raw.Close())
 	restored := time.Now()
 	require.NoError(t, os.Rename(backup, c.dbPath))
+	// The backend starts again once the api has let go of the old file: a
+	// connection opened while one of the api's was still open on it would
+	// pair the new file with the old one's -wal and -shm (SQLite's "How to
+	// corrupt", 1.3), which is why docs/operations.md orders a restore so.
+	require.Eventually(t, func() bool { return strings.Contains(c.api.Tail(1<<20), "WAYWO_DB was replaced") },
+		30*time.Second, 20*time.Millisecond, "the api notices the restored file on its next use")
 
 	c.raw, err = sql.Open("sqlite3", "file:"+c.dbPath+"?_busy_timeout=30000")
 	require.NoError(t, err)

@@ -106,7 +106,11 @@ func (ty *tally) note(reason string) {
 // traffic drives /embed with clients looping until ctx ends; wait returns
 // once every request in flight has its outcome.
 func (c *cluster) traffic(ctx context.Context, clients int) (ty *tally, wait func()) {
-	ty = &tally{}
+	return c.trafficOf(ctx, clients, &tally{})
+}
+
+// trafficOf is traffic counted in ty, whose settings it keeps.
+func (c *cluster) trafficOf(ctx context.Context, clients int, ty *tally) (*tally, func()) {
 	hc := &http.Client{Timeout: c.opts.requestTimeout + 10*time.Second}
 	var wg sync.WaitGroup
 	for i := range clients {

@@ -224,15 +224,28 @@ func (w *Worker) learn(r *runner, took time.Duration, n int) {
 
 // callContext is the context of one model call on r: it ends with parent,
 // or when r is found stalled (the call's batch then goes back to the
-// queue). stall says which of the two.
+// queue). stall says which of the two. A call that begins on a runner
+// already found stalled (its batch was handed over just before the stall
+// was seen) gets a stall that has ended: its batch goes back at once,
+// rather than waiting on a server nothing would cancel it from again.
 func (w *Worker) callContext(r *runner, parent context.Context) (ctx, stall context.Context, done func()) {
 	w.mu.Lock()
 	stall = r.stall
+	if r.stalled {
+		stall = stalledAlready
+	}
 	w.mu.Unlock()
 	ctx, cancel := context.WithCancel(parent)
 	stop := context.AfterFunc(stall, cancel)
 	return ctx, stall, func() { stop(); cancel() }
 }
+
+// stalledAlready is the stall context of a call begun on a stalled runner.
+var stalledAlready = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // stalled marks r's server stalled: its calls in flight give their batches
 // back, it takes no jobs, and it is ready again only once a test embedding

@@ -36,8 +36,13 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	// vectors are recorded under the old digest and so re-embedded later,
 	// never the other way round.
 	fp := r.model.Fingerprint()
-	stop := w.keepInProgress(jobs)
 	callCtx, stall, done := w.callContext(r, workCtx)
+	if stall.Err() != nil {
+		done()
+		w.giveBack(jobs)
+		return
+	}
+	stop := w.keepInProgress(jobs)
 	var watchdog *time.Timer
 	if w.opts.StallTimeout > 0 {
 		after := w.stallAfter(r, len(in.texts))
@@ -55,10 +60,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	if stall.Err() != nil {
 		// Stalled during the call: its jobs go to another worker now, and
 		// what the call returns, if it ever does, is not used.
-		w.handBack(jobs)
-		for range jobs {
-			w.opts.Observer.JobError("handed_back")
-		}
+		w.giveBack(jobs)
 		return
 	}
 	w.observe(r, jobs, in, b.reason, out, took, err)
@@ -84,6 +86,14 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		w.answer(p, r.model.Name(), fp, ollama.Output{Vectors: out.Vectors[at : at+n], Rejected: out.Rejected[at : at+n]},
 			tokenShare(out.Tokens, n, len(in.texts), len(jobs)))
 		at += n
+	}
+}
+
+// giveBack returns a batch found on a stalled server to the queue.
+func (w *Worker) giveBack(jobs []*pending) {
+	w.handBack(jobs)
+	for range jobs {
+		w.opts.Observer.JobError("handed_back")
 	}
 }
 
