@@ -30,12 +30,15 @@ type Config struct {
 	NATSRoles broker.Roles
 	APIKey    string // EMBED_API_KEY; never logged
 
-	OllamaHost   *url.URL   // OLLAMA_HOST
-	OllamaHosts  []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
-	CallsPerHost int        // EMBED_CALLS_PER_HOST
-	Model        string     // EMBED_MODEL
-	Dimensions   int        // EMBED_DIMENSIONS
-	DataDir      string     // EMBED_DATA_DIR
+	OllamaHost    *url.URL   // OLLAMA_HOST
+	OllamaHosts   []*url.URL // EMBED_OLLAMA_HOSTS, or OLLAMA_HOST alone
+	Backend       string     // EMBED_BACKEND: ollama or openai
+	BackendURLs   []*url.URL // EMBED_BACKEND_URLS, with openai
+	BackendAPIKey string     // EMBED_BACKEND_API_KEY; never logged
+	CallsPerHost  int        // EMBED_CALLS_PER_HOST, resolved from auto
+	Model         string     // EMBED_MODEL
+	Dimensions    int        // EMBED_DIMENSIONS
+	DataDir       string     // EMBED_DATA_DIR
 
 	RequestTimeout   time.Duration
 	MaxDocuments     int
@@ -44,6 +47,7 @@ type Config struct {
 	MaxInflightBytes int64 // EMBED_MAX_INFLIGHT_BYTES
 
 	BatchSize    int
+	BatchTokens  int // EMBED_BATCH_TOKENS, resolved from auto; 0 counts documents only
 	BatchWait    time.Duration
 	ModelTimeout time.Duration
 	StallTimeout time.Duration // EMBED_STALL_TIMEOUT
@@ -97,6 +101,7 @@ var redacted = map[string]func(string) string{
 	"EMBED_NATS_WORKER_PASSWORD":    isSet,
 	"EMBED_NATS_PUBLISHER_PASSWORD": isSet,
 	"EMBED_API_KEY":                 isSet,
+	"EMBED_BACKEND_API_KEY":         isSet,
 	"NATS_URL":                      broker.RedactURL,
 	"EMBED_MODEL_SOURCE":            broker.RedactURL,
 }
@@ -136,8 +141,20 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"EMBED_CALLS_PER_HOST", "1", "model calls a worker keeps in flight to each Ollama; 2 queues a second, full batch in Ollama while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", intIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 16)},
-	{"EMBED_MODEL", "llama-embed-nemotron-8b", "Ollama model name", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
+	{"EMBED_BACKEND", "ollama", "what the workers call: ollama (Ollama's /api/embed at OLLAMA_HOST or EMBED_OLLAMA_HOSTS) or openai (any OpenAI-compatible /v1/embeddings at EMBED_BACKEND_URLS: vLLM, llama-server, TEI, Infinity)", func(c *Config, v string) error {
+		if v != "ollama" && v != "openai" {
+			return errors.New("want ollama or openai")
+		}
+		c.Backend = v
+		return nil
+	}},
+	{"EMBED_BACKEND_URLS", "", "with EMBED_BACKEND=openai: comma-separated base URLs of the engines one worker drives, each where its /embeddings and /models are (http://vllm:8000/v1)", func(c *Config, v string) (err error) {
+		c.BackendURLs, err = parseBaseURLs(v)
+		return err
+	}},
+	{"EMBED_BACKEND_API_KEY", "", "with EMBED_BACKEND=openai: sent to the engines as Authorization: Bearer <key> when set", str(func(c *Config) *string { return &c.BackendAPIKey }, nil)},
+	{"EMBED_CALLS_PER_HOST", "auto", "model calls a worker keeps in flight to each model server; auto is 1 for Ollama, which computes one sequence at a time, and 4 for an openai engine, which packs the sequences of calls in flight into one forward pass. With Ollama, 2 queues a second, full batch while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", autoIntIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 64)},
+	{"EMBED_MODEL", "llama-embed-nemotron-8b", "the model: its Ollama name, or with EMBED_BACKEND=openai the engine's model id as its /v1/models lists it", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; checked at start and on every reply", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
 	{"EMBED_DATA_DIR", "./data", "data directory: the embedded JetStream store lives in jetstream/ under it. One api at a time: it holds embed.lock there, and a second api on the same directory refuses to start, naming the first (two would lose acknowledged events)", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
 	{"EMBED_REQUEST_TIMEOUT", "60s", "longest an /embed request waits for its vectors before 504", durationIn(func(c *Config) *time.Duration { return &c.RequestTimeout }, time.Millisecond, 24*time.Hour)},
@@ -145,7 +162,8 @@ var settings = []setting{
 	{"EMBED_MAX_DOCUMENT_BYTES", "131072", "bytes per document (413 above); must fit one NATS message", intIn(func(c *Config) *int { return &c.MaxDocumentBytes }, 1, 64<<20)},
 	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", positive64(func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"EMBED_MAX_INFLIGHT_BYTES", "268435456", "bytes the api's requests in flight may hold together (bodies read and decoded, vectors awaiting their answer); past it a request is refused at once with 429 and Retry-After, before its body is read when Content-Length says so. Must hold one largest request (EMBED_MAX_BODY_BYTES, EMBED_MAX_DOCUMENTS, EMBED_DIMENSIONS); without GOMEMLIMIT, the api's Go memory limit is set to this plus 192 MiB", positive64(func(c *Config) *int64 { return &c.MaxInflightBytes })},
-	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to Ollama in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
+	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to the model in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
+	{"EMBED_BATCH_TOKENS", "auto", "most tokens (estimated from bytes, at a ratio learned from what the model server reports) a worker puts in one batch, besides EMBED_BATCH_SIZE, so that one long text does not hold a batch of short ones back; a job larger alone goes alone. auto is 8192 for an openai engine (size it to the engine's tokens per forward pass, vLLM's --max-num-batched-tokens) and 0, no token limit, for Ollama", autoIntIn(func(c *Config) *int { return &c.BatchTokens }, 0, 1<<24)},
 	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
 	{"EMBED_STALL_TIMEOUT", "5s", "a model call running this long, beyond 8 times what its inputs took in earlier calls, or an Ollama that does not answer its probe, counts as stalled: the worker gives the batch back to the queue for another worker and takes no jobs for that Ollama until a test embedding answers again; 0 leaves it to the probes", durationIn(func(c *Config) *time.Duration { return &c.StallTimeout }, 0, time.Hour)},
 	{"EMBED_MODEL_TIMEOUT", "2m", "deadline of one Ollama call, time waiting in Ollama's queue included", durationIn(func(c *Config) *time.Duration { return &c.ModelTimeout }, time.Millisecond, time.Hour)},
@@ -263,6 +281,12 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if len(c.OllamaHosts) == 0 {
 		c.OllamaHosts = []*url.URL{c.OllamaHost}
 	}
+	if c.CallsPerHost < 0 {
+		c.CallsPerHost = map[string]int{"ollama": 1, "openai": 4}[c.Backend]
+	}
+	if c.BatchTokens < 0 {
+		c.BatchTokens = map[string]int{"ollama": 0, "openai": 8192}[c.Backend]
+	}
 	if err := c.validate(); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration: %w", err)
 	}
@@ -286,6 +310,12 @@ func (c Config) validate() error {
 	}
 	if c.OwnNATS() && c.StreamReplicas > 1 {
 		errs = append(errs, fmt.Errorf("EMBED_STREAM_REPLICAS=%d needs a NATS cluster (NATS_URL): the embedded nats-server is one server", c.StreamReplicas))
+	}
+	if c.Backend == "openai" && len(c.BackendURLs) == 0 {
+		errs = append(errs, errors.New("EMBED_BACKEND=openai needs EMBED_BACKEND_URLS, the engines' base URLs (http://vllm:8000/v1)"))
+	}
+	if c.Backend == "ollama" && len(c.BackendURLs) > 0 {
+		errs = append(errs, errors.New("EMBED_BACKEND_URLS is for EMBED_BACKEND=openai; Ollama's hosts are OLLAMA_HOST or EMBED_OLLAMA_HOSTS"))
 	}
 	if int64(c.MaxDocumentBytes) > c.MaxBodyBytes {
 		errs = append(errs, fmt.Errorf("EMBED_MAX_DOCUMENT_BYTES (%d) is larger than EMBED_MAX_BODY_BYTES (%d)", c.MaxDocumentBytes, c.MaxBodyBytes))
@@ -320,7 +350,8 @@ func (c Config) LogFields() []zap.Field {
 		}
 		fields = append(fields, zap.String(strings.ToLower(strings.TrimPrefix(kv[0], "EMBED_")), v))
 	}
-	return append(fields, zap.Stringers("ollama_hosts_resolved", c.OllamaHosts), zap.String("worker_id_resolved", c.WorkerID))
+	return append(fields, zap.Stringers("ollama_hosts_resolved", c.OllamaHosts), zap.String("worker_id_resolved", c.WorkerID),
+		zap.Int("calls_per_host_resolved", c.CallsPerHost), zap.Int("batch_tokens_resolved", c.BatchTokens))
 }
 
 // Usage prints every setting with its default and meaning.

@@ -116,6 +116,41 @@ func intIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
 	}
 }
 
+// autoIntIn is intIn that also takes "auto", stored as -1 for Load to
+// resolve from other settings.
+func autoIntIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
+	set := intIn(field, lo, hi)
+	return func(c *Config, v string) error {
+		if v == "auto" {
+			*field(c) = -1
+			return nil
+		}
+		return set(c, v)
+	}
+}
+
+// parseBaseURLs reads comma-separated http(s) base URLs.
+func parseBaseURLs(v string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("want an http(s) base URL such as http://vllm:8000/v1, got %q", s)
+		}
+		if u.User != nil {
+			return nil, fmt.Errorf("put the key in EMBED_BACKEND_API_KEY, not in the URL %q", u.Redacted())
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
 func durationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)

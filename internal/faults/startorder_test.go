@@ -85,7 +85,7 @@ func TestStartInAnyOrder(t *testing.T) {
 	})
 	startProc(t, dir, "nats-server", "nats-server", roles.Server(), "-c", conf)
 	waitFor("NATS up, no Ollama yet", func(s int, r string) bool {
-		return s == http.StatusServiceUnavailable && strings.Contains(r, "waiting for Ollama at "+ol.URL)
+		return s == http.StatusServiceUnavailable && strings.Contains(r, "waiting for the model server at "+ol.URL)
 	})
 	require.NoError(t, ol.Restart())
 	waitFor("everything up", func(s int, _ string) bool { return s == http.StatusOK })

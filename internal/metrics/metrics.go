@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/waywo/embed/internal/dispatch"
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
@@ -262,7 +262,7 @@ func (m *Worker) ModelCall(endpoint string, d time.Duration, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
-		if errors.Is(err, ollama.ErrRejected) {
+		if errors.Is(err, engine.ErrRejected) {
 			result = "rejected"
 		}
 	}

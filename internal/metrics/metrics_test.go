@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/waywo/embed/internal/dispatch"
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
@@ -34,7 +34,7 @@ func TestWorkerCounts(t *testing.T) {
 	w := NewWorker(reg)
 	w.Batch(worker.BatchInfo{Jobs: 2, Documents: 5, Rejected: 1, Tokens: 40, Reason: worker.FlushFull, Took: time.Millisecond})
 	w.Batch(worker.BatchInfo{Jobs: 1, Documents: 3, Reason: worker.FlushDrain, Err: errors.New("down")})
-	w.ModelCall("h", time.Millisecond, ollama.ErrRejected)
+	w.ModelCall("h", time.Millisecond, engine.ErrRejected)
 	w.ModelCall("h", time.Millisecond, nil)
 	w.JobError("retried")
 	require.Equal(t, 40.0, testutil.ToFloat64(w.tokens))

@@ -16,6 +16,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/vector"
 )
@@ -156,7 +157,7 @@ func fit(ctx context.Context, client *api.Client, o Options) (fitState, string, 
 	case errors.As(err, &se) && se.StatusCode == http.StatusNotFound:
 		return fitNo, "it is not in Ollama", nil
 	case err != nil:
-		return fitNo, "", fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST): %w", ollama.ErrUnavailable, o.Ollama, err)
+		return fitNo, "", fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST): %w", engine.ErrUnavailable, o.Ollama, err)
 	}
 	s, err := ollama.CheckServed(show, o.Model, o.Ollama.String(), o.Dims)
 	if err != nil {

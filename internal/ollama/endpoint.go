@@ -2,8 +2,8 @@
 // checks the model before the first job (present, fit to serve our vectors,
 // of the right length), records its fingerprint, embeds batches through
 // /api/embed with a parser of its own for the floats, isolates an input the
-// model refuses, and probes that the model is still served as it was. The
-// verdict on a served model and the errors callers test for live here too.
+// model refuses (engine.EmbedAll), and probes that the model is still
+// served as it was. The verdict on a served model lives here too.
 package ollama
 
 import (
@@ -18,19 +18,8 @@ import (
 	"github.com/ollama/ollama/api"
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/vector"
-)
-
-var (
-	// ErrRejected means the model refused an input (Ollama answered 4xx, for
-	// example an input over the context length with truncation off).
-	// Retrying the same input cannot help.
-	ErrRejected = errors.New("input rejected by the model")
-	// ErrUnavailable means the call failed for a reason that may pass:
-	// Ollama unreachable, 5xx, a deadline, or a reply that did not fit.
-	ErrUnavailable = errors.New("model unavailable")
-	// ErrModelNotFound means Ollama does not have the model.
-	ErrModelNotFound = errors.New("model not found")
 )
 
 // Embedder is the one call of Ollama's API a batch needs, POST /api/embed;
@@ -90,8 +79,8 @@ func (e *Endpoint) Name() string { return e.opts.Model }
 // Options.Pull, logging progress —, that it is fit to serve our vectors
 // (CheckServed), records its fingerprint, then loads it with one call and
 // checks the vector length. Its errors name the model and the host: an
-// Ollama that cannot be reached is ErrUnavailable (waiting may help), a
-// model missing or unfit is ErrModelNotFound or ErrModelUnfit (it cannot).
+// Ollama that cannot be reached is engine.ErrUnavailable (waiting may help), a
+// model missing or unfit is engine.ErrModelNotFound or ErrModelUnfit (it cannot).
 // Once it has succeeded it does nothing more: Probe keeps checking.
 func (e *Endpoint) Prepare(ctx context.Context) error {
 	if e.prepared.Load() {
@@ -106,7 +95,7 @@ func (e *Endpoint) Prepare(ctx context.Context) error {
 	case err == nil:
 	case errors.As(err, &se) && se.StatusCode == http.StatusNotFound:
 		if !pull {
-			return fmt.Errorf("%w: Ollama at %s (OLLAMA_HOST) has no model %q (EMBED_MODEL): run `api model install` (or `ollama pull %s` for a model from a registry), or set EMBED_PULL=1", ErrModelNotFound, e.host, e.opts.Model, e.opts.Model)
+			return fmt.Errorf("%w: Ollama at %s (OLLAMA_HOST) has no model %q (EMBED_MODEL): run `api model install` (or `ollama pull %s` for a model from a registry), or set EMBED_PULL=1", engine.ErrModelNotFound, e.host, e.opts.Model, e.opts.Model)
 		}
 		if err := e.pull(ctx); err != nil {
 			return err
@@ -115,7 +104,7 @@ func (e *Endpoint) Prepare(ctx context.Context) error {
 			return e.classify(err)
 		}
 	default:
-		return fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST) to check model %q: %w", ErrUnavailable, e.host, e.opts.Model, err)
+		return fmt.Errorf("%w: cannot reach Ollama at %s (OLLAMA_HOST) to check model %q: %w", engine.ErrUnavailable, e.host, e.opts.Model, err)
 	}
 	served, err := CheckServed(show, e.opts.Model, e.host, e.opts.Dims)
 	if err != nil {
@@ -178,7 +167,7 @@ func (e *Endpoint) Probe(ctx context.Context, full bool) (before vector.Fingerpr
 	}
 	digest := listedDigest(list, e.opts.Model)
 	if digest == "" {
-		return before, fmt.Errorf("%w: %q at %s: Ollama no longer lists it", ErrModelNotFound, e.opts.Model, e.host)
+		return before, fmt.Errorf("%w: %q at %s: Ollama no longer lists it", engine.ErrModelNotFound, e.opts.Model, e.host)
 	}
 	if !full && digest == before.Digest {
 		return before, nil

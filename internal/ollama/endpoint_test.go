@@ -12,6 +12,7 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/stretchr/testify/require"
 
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 )
@@ -54,12 +55,12 @@ func TestPrepareNamesAMissingModelAndTheHost(t *testing.T) {
 	t.Parallel()
 	m, _, ol := realModel(t, func(o *ollama.Options) { o.Model = "no-such-model" })
 	err := m.Prepare(context.Background())
-	require.ErrorIs(t, err, ollama.ErrModelNotFound)
+	require.ErrorIs(t, err, engine.ErrModelNotFound)
 	require.ErrorContains(t, err, `"no-such-model"`)
 	require.ErrorContains(t, err, ol.URL)
 	require.ErrorContains(t, err, "EMBED_PULL")
 	_, err = m.Probe(context.Background(), true)
-	require.ErrorIs(t, err, ollama.ErrModelNotFound)
+	require.ErrorIs(t, err, engine.ErrModelNotFound)
 }
 
 func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
@@ -67,7 +68,7 @@ func TestPrepareNamesAnUnreachableOllama(t *testing.T) {
 	u, _ := url.Parse("http://127.0.0.1:1")
 	m := ollama.NewEndpoint(u, ollama.Options{Model: "x", Dims: 4, Timeout: time.Second})
 	err := m.Prepare(context.Background())
-	require.ErrorIs(t, err, ollama.ErrUnavailable)
+	require.ErrorIs(t, err, engine.ErrUnavailable)
 	require.ErrorContains(t, err, "cannot reach Ollama at http://127.0.0.1:1")
 }
 
@@ -80,7 +81,7 @@ func TestEmbedAllIsolatesARejectedInputInRealOllama(t *testing.T) {
 	inputs := []string{"rust web", "garden", "kitchen recipe", strings.Repeat("word ", 600), "music synth", "a b c"}
 	out, err := m.EmbedAll(context.Background(), inputs)
 	require.NoError(t, err)
-	require.ErrorIs(t, out.Rejected[3], ollama.ErrRejected)
+	require.ErrorIs(t, out.Rejected[3], engine.ErrRejected)
 	require.ErrorContains(t, out.Rejected[3], "context length")
 	require.Nil(t, out.Vectors[3])
 	require.Greater(t, out.Calls, 1)
@@ -141,21 +142,21 @@ func TestEmbedAllChunksAndBisects(t *testing.T) {
 		return nil, api.StatusError{StatusCode: http.StatusInternalServerError, ErrorMessage: "oom"}
 	})})
 	_, err = down.EmbedAll(context.Background(), []string{"a", "b"})
-	require.ErrorIs(t, err, ollama.ErrUnavailable)
+	require.ErrorIs(t, err, engine.ErrUnavailable)
 	require.Len(t, sizes, 1)
 
 	nan := ollama.NewEndpoint(fakeURL("fake"), ollama.Options{Model: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second, Embedder: fakeClient(func(req *api.EmbedRequest) (*api.EmbedResponse, error) {
 		return &api.EmbedResponse{Embeddings: [][]float32{{float32(0) / float32(zero()), 1}}}, nil
 	})})
 	_, err = nan.EmbedAll(context.Background(), []string{"a"})
-	require.ErrorIs(t, err, ollama.ErrUnavailable)
+	require.ErrorIs(t, err, engine.ErrUnavailable)
 	require.ErrorContains(t, err, "non-finite")
 
 	missing := ollama.NewEndpoint(fakeURL("fake"), ollama.Options{Model: "m", Dims: 2, MaxBatch: 4, Timeout: time.Second, Embedder: fakeClient(func(*api.EmbedRequest) (*api.EmbedResponse, error) {
 		return nil, api.StatusError{StatusCode: http.StatusNotFound, ErrorMessage: `model "m" not found`}
 	})})
 	_, err = missing.EmbedAll(context.Background(), []string{"a"})
-	require.True(t, errors.Is(err, ollama.ErrModelNotFound))
+	require.True(t, errors.Is(err, engine.ErrModelNotFound))
 }
 
 func zero() float32 { return 0 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/vector"
 )
 
@@ -20,7 +21,7 @@ func ReadFingerprint(ctx context.Context, client *api.Client, name string) (vect
 	}
 	fp := vector.Fingerprint{Digest: listedDigest(list, name)}
 	if fp.Digest == "" {
-		return vector.Fingerprint{}, fmt.Errorf("%w: %q is not among the models Ollama lists", ErrModelNotFound, name)
+		return vector.Fingerprint{}, fmt.Errorf("%w: %q is not among the models Ollama lists", engine.ErrModelNotFound, name)
 	}
 	fp.OllamaVersion, err = client.Version(ctx)
 	return fp, err

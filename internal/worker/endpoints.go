@@ -5,13 +5,14 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/backoff"
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/engine"
 )
 
 // awaitIdle waits for a ready endpoint to take the batch — one with no call
@@ -181,14 +182,14 @@ func (w *Worker) prepare(ctx context.Context, r *runner) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !errors.Is(err, ollama.ErrUnavailable) {
+		if !errors.Is(err, engine.ErrUnavailable) {
 			return err
 		}
 		if since.IsZero() {
 			since = time.Now()
 			w.log.Warn("waiting for the model server: not reachable yet; trying again until it is", zap.String("ollama", r.model.Host()), zap.Error(err))
 		}
-		w.setReady(r, false, "waiting for Ollama at "+r.model.Host()+": "+err.Error())
+		w.setReady(r, false, "waiting for the model server at "+r.model.Host()+": "+err.Error())
 		t := time.NewTimer(prepareDelay.Delay(attempt))
 		select {
 		case <-ctx.Done():
@@ -238,6 +239,21 @@ func (w *Worker) callContext(r *runner, parent context.Context) (ctx, stall cont
 	ctx, cancel := context.WithCancel(parent)
 	stop := context.AfterFunc(stall, cancel)
 	return ctx, stall, func() { stop(); cancel() }
+}
+
+// rest takes r out of service for d, the Retry-After of its 429 (1 s when
+// it gave none): the heartbeat's probes leave it alone until then, and
+// make it ready again after.
+func (w *Worker) rest(r *runner, d time.Duration, err error) {
+	if d <= 0 {
+		d = time.Second
+	}
+	w.mu.Lock()
+	r.restUntil = w.opts.Now().Add(d)
+	w.mu.Unlock()
+	w.log.Warn("model server busy: resting it as it asked, its batch goes to another", zap.String("server", r.model.Host()),
+		zap.Duration("retry_after", d), zap.Error(err))
+	w.setReady(r, false, fmt.Sprintf("busy (429): resting %s as asked", d))
 }
 
 // stalledAlready is the stall context of a call begun on a stalled runner.

@@ -38,9 +38,10 @@ func (w *Worker) probeAll(ctx context.Context) {
 	for _, r := range w.runners {
 		w.mu.Lock()
 		ready, prepared, stalled, busy := r.ready, r.prepared, r.stalled, r.busy
+		resting := w.opts.Now().Before(r.restUntil)
 		w.mu.Unlock()
-		if !prepared {
-			continue // its prepare loop owns it
+		if !prepared || resting {
+			continue // its prepare loop owns it, or it asked to be left alone
 		}
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, w.opts.ProbeTimeout)

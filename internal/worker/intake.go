@@ -52,7 +52,7 @@ func (c consumers) fetchNow(lane wire.Lane, n int) ([]*pending, int, error) {
 // one.
 func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Consumer) {
 	src := consumers{w: w, cons: cons}
-	b := NewBatcher[*pending](w.opts.BatchSize, w.opts.BatchWait, w.opts.Now)
+	b := NewBatcher[*pending](w.opts.BatchSize, w.opts.BatchTokens, w.opts.BatchWait, w.opts.Now)
 	l := newLanes(src, w.opts.BatchSize, w.opts.Now)
 	defer func() { w.handBack(append(b.Flush(), l.release()...)) }()
 	outage := &broker.Outage{What: "fetching jobs", Log: w.log, Counted: func() { w.opts.Observer.JobError("fetch_failed") }}
@@ -74,7 +74,7 @@ func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Cons
 			// alone, three times in four; see lanes.fill).
 			p, behind, ferr := src.waitOne(wire.LaneInteractive, idleWait)
 			if err = ferr; err == nil && p != nil {
-				b.Add(p, len(p.job.Documents))
+				b.Add(p, len(p.job.Documents), p.tokens)
 				l.took(p)
 				err = l.fill(b, behind == 0)
 			}
@@ -144,7 +144,7 @@ func (c consumers) linger(b *Batcher[*pending], l *lanes, wait time.Duration) {
 		if p == nil {
 			continue
 		}
-		if len(l.held[wire.LaneInteractive]) == 0 && b.Add(p, len(p.job.Documents)) {
+		if len(l.held[wire.LaneInteractive]) == 0 && b.Add(p, len(p.job.Documents), p.tokens) {
 			l.took(p)
 			continue
 		}
@@ -179,7 +179,7 @@ func (w *Worker) accept(m jetstream.Msg, lane wire.Lane) *pending {
 		w.opts.Observer.JobError("cancelled")
 		return nil
 	}
-	p := &pending{msg: m, job: job, lane: lane}
+	p := &pending{msg: m, job: job, lane: lane, tokens: w.tokens.estimate(job, w.opts.QueryTask)}
 	if md, err := m.Metadata(); err == nil {
 		p.published = md.Timestamp
 	}

@@ -136,10 +136,10 @@ func (l *lanes) take(b *Batcher[*pending], lane wire.Lane, docs int) (empty bool
 	taken := 0
 	fits := func(p *pending) bool {
 		n := len(p.job.Documents)
-		return b.Len() == 0 || (taken+n <= docs && n <= b.Room())
+		return b.Len() == 0 || (taken+n <= docs && b.Fits(n, p.tokens))
 	}
 	add := func(p *pending) {
-		b.Add(p, len(p.job.Documents))
+		b.Add(p, len(p.job.Documents), p.tokens)
 		taken += len(p.job.Documents)
 		l.took(p)
 	}

@@ -64,7 +64,7 @@ func newTestLanes(interactive, bulk []*pending) (*lanes, *queued, *clock) {
 // formBatch fills a batch of 32 the way the dispatch loop does and sends it.
 func formBatch(t *testing.T, l *lanes, c *clock) map[wire.Lane]int {
 	t.Helper()
-	b := NewBatcher[*pending](32, 0, c.now)
+	b := NewBatcher[*pending](32, 0, 0, c.now)
 	require.NoError(t, l.fill(b, false))
 	items := b.Flush()
 	l.sent(items)
@@ -153,7 +153,7 @@ func TestHeldJobsGoFirst(t *testing.T) {
 	require.Equal(t, map[wire.Lane]int{wire.LaneInteractive: 20}, formBatch(t, l, c))
 	require.Equal(t, 1, l.heldCount(), "the second 20-document job did not fit the 24 left to interactive")
 	src.jobs[wire.LaneInteractive] = jobsOf(wire.LaneInteractive, 1, 4)
-	b := NewBatcher[*pending](32, 0, c.now)
+	b := NewBatcher[*pending](32, 0, 0, c.now)
 	require.NoError(t, l.fill(b, false))
 	items := b.Flush()
 	require.Equal(t, "interactive/1", items[0].job.RequestID, "the held job first")
@@ -168,7 +168,7 @@ func TestReformedBatchTakesNewQueriesFirst(t *testing.T) {
 	t.Parallel()
 	l, src, c := newTestLanes(nil, jobsOf(wire.LaneBulk, 8, 8))
 	l.lastInteractive = c.t.Add(-2 * busyWindow)
-	b := NewBatcher[*pending](32, 0, c.now)
+	b := NewBatcher[*pending](32, 0, 0, c.now)
 	require.NoError(t, l.fill(b, false))
 	require.Equal(t, map[wire.Lane]int{wire.LaneBulk: 32}, batchOf(b.Items()))
 	src.jobs[wire.LaneInteractive] = jobsOf(wire.LaneInteractive, 3, 1)
@@ -185,7 +185,7 @@ func TestFetchFailureIsReturned(t *testing.T) {
 	t.Parallel()
 	l, src, c := newTestLanes(jobsOf(wire.LaneInteractive, 1, 1), nil)
 	src.err = errors.New("no responders")
-	b := NewBatcher[*pending](32, 0, c.now)
+	b := NewBatcher[*pending](32, 0, 0, c.now)
 	require.ErrorContains(t, l.fill(b, false), "no responders")
 	require.Zero(t, b.Len())
 }

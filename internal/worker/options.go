@@ -6,26 +6,27 @@ import (
 	"context"
 	"time"
 
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
 
-// Model is one model server a worker drives; *ollama.Endpoint is one.
-// Ollama computes an embedding model's inputs one after another, so
-// throughput grows with servers, not with concurrent calls to one; a
-// second call in flight (Options.CallsPerHost) only lets the next batch
-// wait in the server's queue while the worker reads, checks and answers
-// the one before.
+// Model is one model server a worker drives: *ollama.Endpoint or
+// *openai.Endpoint. Ollama computes an embedding model's inputs one after
+// another, so its throughput grows with servers, not with concurrent calls
+// to one; a second call in flight (Options.CallsPerHost) only lets the next
+// batch wait in the server's queue while the worker reads, checks and
+// answers the one before. An engine that batches (vLLM, llama-server -np N)
+// packs the sequences of several calls in flight into one forward pass.
 type Model interface {
 	Host() string // for logs and metrics
 	Name() string // the model's name, reported in replies
 	// Prepare checks the server has the model fit to serve, and loads it;
-	// it fails with ollama.ErrUnavailable while the server cannot be
+	// it fails with engine.ErrUnavailable while the server cannot be
 	// reached (the worker waits), otherwise for good (the worker stops).
 	Prepare(ctx context.Context) error
 	// EmbedAll embeds inputs; a refused input fails alone (Output.Rejected).
-	EmbedAll(ctx context.Context, inputs []string) (ollama.Output, error)
+	EmbedAll(ctx context.Context, inputs []string) (engine.Output, error)
 	// Fingerprint is the model's as last read.
 	Fingerprint() vector.Fingerprint
 	// Probe checks the server answers and, with full, that it still serves
@@ -39,7 +40,11 @@ type Options struct {
 	Dims      int
 	QueryTask string // instruction for query inputs
 	BatchSize int
-	BatchWait time.Duration
+	// BatchTokens, when set, also limits a batch to about this many tokens
+	// (EMBED_BATCH_TOKENS), estimated from bytes at the ratio the servers
+	// report.
+	BatchTokens int
+	BatchWait   time.Duration
 	// CallsPerHost is how many model calls an endpoint has in flight at
 	// most (default 1). A batch goes to an endpoint with none in flight if
 	// there is one; it queues behind another call only when it is full, so

@@ -13,7 +13,7 @@ import (
 
 	"github.com/waywo/embed/internal/backoff"
 	"github.com/waywo/embed/internal/deadletter"
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
@@ -64,8 +64,16 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		return
 	}
 	w.observe(r, jobs, in, b.reason, out, took, err)
+	if d, busy := engine.RetryAfter(err); busy {
+		// The server asked to be left alone: its batch goes to another
+		// server now, and this one takes none until the time is up.
+		w.rest(r, d, err)
+		w.giveBack(jobs)
+		return
+	}
 	if err == nil {
 		w.learn(r, took, len(in.texts))
+		w.tokens.learn(out.Tokens, textBytes(in.texts))
 	}
 	if err != nil {
 		w.log.Warn("model call failed", zap.String("ollama", r.model.Host()), zap.Int("jobs", len(jobs)),
@@ -83,10 +91,17 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	at := 0
 	for _, p := range jobs {
 		n := len(p.job.Documents)
-		w.answer(p, r.model.Name(), fp, ollama.Output{Vectors: out.Vectors[at : at+n], Rejected: out.Rejected[at : at+n]},
+		w.answer(p, r.model.Name(), fp, engine.Output{Vectors: out.Vectors[at : at+n], Rejected: out.Rejected[at : at+n]},
 			tokenShare(out.Tokens, n, len(in.texts), len(jobs)))
 		at += n
 	}
+}
+
+func textBytes(texts []string) (n int) {
+	for _, t := range texts {
+		n += len(t)
+	}
+	return n
 }
 
 // giveBack returns a batch found on a stalled server to the queue.
@@ -147,7 +162,7 @@ func (w *Worker) modelInputs(jobs []*pending) inputs {
 }
 
 // observe tells the observer about the batch.
-func (w *Worker) observe(r *runner, jobs []*pending, in inputs, reason FlushReason, out ollama.Output, took time.Duration, err error) {
+func (w *Worker) observe(r *runner, jobs []*pending, in inputs, reason FlushReason, out engine.Output, took time.Duration, err error) {
 	rejected := 0
 	for _, e := range out.Rejected {
 		if e != nil {
@@ -171,7 +186,7 @@ func tokenShare(tokens, docs, inputs, jobs int) int {
 // answer replies to one job with its vectors, or with the first of its
 // documents the model refused, then acks it. A reply that cannot be sent
 // leaves the job unacked: JetStream redelivers it after the ack wait.
-func (w *Worker) answer(p *pending, model string, fp vector.Fingerprint, out ollama.Output, tokens int) {
+func (w *Worker) answer(p *pending, model string, fp vector.Fingerprint, out engine.Output, tokens int) {
 	rep := wire.Reply{Worker: w.opts.ID, Model: model, Fingerprint: fp, Vectors: out.Vectors, Tokens: tokens}
 	for i, rej := range out.Rejected {
 		if rej != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/vector"
 )
 
@@ -17,8 +17,8 @@ type idleModel struct{}
 func (idleModel) Host() string                  { return "http://gpu:1" }
 func (idleModel) Name() string                  { return "m" }
 func (idleModel) Prepare(context.Context) error { return nil }
-func (idleModel) EmbedAll(context.Context, []string) (ollama.Output, error) {
-	return ollama.Output{}, nil
+func (idleModel) EmbedAll(context.Context, []string) (engine.Output, error) {
+	return engine.Output{}, nil
 }
 func (idleModel) Fingerprint() vector.Fingerprint { return vector.Fingerprint{} }
 func (idleModel) Probe(context.Context, bool) (vector.Fingerprint, error) {

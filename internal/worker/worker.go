@@ -33,6 +33,7 @@ type Worker struct {
 	runners   []*runner
 	dead      *deadletter.Writer
 	cancelled *cancels
+	tokens    *tokenRate
 	idle      chan *runner // an endpoint with no call in flight
 	extra     chan *runner // an endpoint that can take one more call
 
@@ -57,6 +58,7 @@ type runner struct {
 	stall       context.Context
 	cancelStall context.CancelFunc
 	perInput    time.Duration // what an input took in recent calls (a moving average)
+	restUntil   time.Time     // a 429 asked to leave it alone until then
 }
 
 // pending is a fetched, decoded job not yet answered.
@@ -65,6 +67,7 @@ type pending struct {
 	job       wire.Job
 	lane      wire.Lane
 	published time.Time // when the api stored it (zero: unknown)
+	tokens    int       // estimated, for EMBED_BATCH_TOKENS
 }
 
 type batch struct {
@@ -93,6 +96,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, lo
 		changed: make(chan struct{}),
 	}
 	w.cancelled = newCancels(opts.Now)
+	w.tokens = newTokenRate()
 	w.dead = &deadletter.Writer{JS: js, Now: opts.Now, Log: w.log}
 	for _, m := range models {
 		r := &runner{model: m, work: make(chan batch, 1), reason: "preparing the model at " + m.Host()}

@@ -2,9 +2,13 @@ package worker_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -21,6 +25,7 @@ import (
 	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/openai"
 	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
@@ -632,4 +637,100 @@ func TestStalledCallIsHandedBack(t *testing.T) {
 	close(unstick) // the GPU recovers: the test embedding answers
 	require.Eventually(t, func() bool { n, _ := b.Workers.Ready(); return n == 2 }, 5*time.Second, 10*time.Millisecond,
 		"ready again once a test embedding answers")
+}
+
+// engineStandIn is an OpenAI-compatible engine for these tests: it lists
+// model "fake" and answers vectorsFor's vectors as base64, unless fault
+// answers first.
+func engineStandIn(t *testing.T, fault func(w http.ResponseWriter) bool) *url.URL {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/models":
+			_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"fake","object":"model","owned_by":"test"}]}`)
+		case "/v1/embeddings":
+			if fault != nil && fault(w) {
+				return
+			}
+			var req struct{ Input []string }
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			res := vectorsFor(&api.EmbedRequest{Input: req.Input})
+			data := make([]map[string]any, len(req.Input))
+			for i, v := range res.Embeddings {
+				data[i] = map[string]any{"index": i, "embedding": base64.StdEncoding.EncodeToString(vector.Append(nil, v))}
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"model": "fake", "data": data, "usage": map[string]int{"prompt_tokens": len(req.Input)}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL + "/v1")
+	require.NoError(t, err)
+	return u
+}
+
+// An engine that answers 429 is rested for its Retry-After: its batch goes
+// to another engine at once, and it gets no call before the time is up.
+func TestBusyEngineIsRestedAsItAsks(t *testing.T) {
+	t.Parallel()
+	b := systemtest.Setup(t, small)
+	var mu sync.Mutex
+	var busyAt, nextAt time.Time
+	calls := 0
+	busy := engineStandIn(t, func(w http.ResponseWriter) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if calls++; calls == 1 {
+			return false // Prepare's probe
+		}
+		if busyAt.IsZero() {
+			busyAt = time.Now()
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(w, `{"error":{"message":"too many requests"}}`)
+			return true
+		}
+		if nextAt.IsZero() {
+			nextAt = time.Now()
+		}
+		return false
+	})
+	var otherCalls atomic.Int64
+	other := engineStandIn(t, func(http.ResponseWriter) bool { otherCalls.Add(1); return false })
+	var handedBack atomic.Int64
+	models := []worker.Model{
+		openai.NewEndpoint(busy, openai.Options{Model: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second}),
+		openai.NewEndpoint(other, openai.Options{Model: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second}),
+	}
+	b.StartWorker(systemtest.WorkerOptions{ID: "w1", Models: models, HeartbeatInterval: 20 * time.Millisecond,
+		Observer: worker.ObserverFuncs{OnJobError: func(kind string) {
+			if kind == "handed_back" {
+				handedBack.Add(1)
+			}
+		}}})
+	b.WaitReady(1)
+	for i := range 40 {
+		res, err := b.Embed(10*time.Second, fmt.Sprintf("text %d", i))
+		require.NoError(t, err)
+		require.Equal(t, []float32{float32(len(fmt.Sprintf("text %d", i))), 1, 0, 0}, res.Vectors[0])
+	}
+	require.Positive(t, handedBack.Load(), "its batch went back to the queue")
+	require.Positive(t, otherCalls.Load(), "the other engine served meanwhile")
+	// Traffic goes on until the rested engine is called again.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		mu.Lock()
+		again := !nextAt.IsZero()
+		mu.Unlock()
+		if again {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the rested engine is called again after its rest")
+		_, err := b.Embed(10*time.Second, "more")
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, nextAt.Sub(busyAt), 2*time.Second, "no call before the Retry-After was up")
 }

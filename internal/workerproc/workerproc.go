@@ -25,6 +25,7 @@ import (
 	"github.com/waywo/embed/internal/httpapi"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/ollama"
+	"github.com/waywo/embed/internal/openai"
 	"github.com/waywo/embed/internal/stage"
 	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
@@ -37,6 +38,7 @@ func Options(cfg config.Config) worker.Options {
 		Dims:              cfg.Dimensions,
 		QueryTask:         cfg.QueryTask,
 		BatchSize:         cfg.BatchSize,
+		BatchTokens:       cfg.BatchTokens,
 		BatchWait:         cfg.BatchWait,
 		CallsPerHost:      cfg.CallsPerHost,
 		Consumer:          wire.ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
@@ -47,19 +49,45 @@ func Options(cfg config.Config) worker.Options {
 }
 
 // New builds the worker the configuration describes on nc: one endpoint
-// per Ollama host (EMBED_OLLAMA_HOSTS, or OLLAMA_HOST), which the worker
-// checks (and pulls, with EMBED_PULL) and warms before it takes jobs for
-// it. Its metrics go to reg.
+// per model server — with EMBED_BACKEND=ollama each Ollama host
+// (EMBED_OLLAMA_HOSTS, or OLLAMA_HOST), which the worker checks (and
+// pulls, with EMBED_PULL) and warms; with openai each engine of
+// EMBED_BACKEND_URLS, which it checks — before it takes jobs for it. Its
+// metrics go to reg.
 func New(nc *nats.Conn, cfg config.Config, reg prometheus.Registerer, log *zap.Logger) (*worker.Worker, error) {
 	js, err := broker.NewJetStream(nc)
 	if err != nil {
 		return nil, err
 	}
 	obs := metrics.NewWorker(reg)
-	models := make([]worker.Model, len(cfg.OllamaHosts))
-	for i, u := range cfg.OllamaHosts {
-		host := u.String()
-		models[i] = ollama.NewEndpoint(u, ollama.Options{
+	opts := Options(cfg)
+	opts.Observer = obs
+	return worker.New(nc, js, Models(cfg, obs, log), opts, log), nil
+}
+
+// Models are the model servers the configuration names, their calls
+// counted by obs.
+func Models(cfg config.Config, obs *metrics.Worker, log *zap.Logger) []worker.Model {
+	onCall := func(host string) func(int, time.Duration, error) {
+		return func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) }
+	}
+	var models []worker.Model
+	if cfg.Backend == "openai" {
+		for _, u := range cfg.BackendURLs {
+			models = append(models, openai.NewEndpoint(u, openai.Options{
+				Model:    cfg.Model,
+				Dims:     cfg.Dimensions,
+				APIKey:   cfg.BackendAPIKey,
+				MaxBatch: cfg.BatchSize,
+				Timeout:  cfg.ModelTimeout,
+				OnCall:   onCall(u.String()),
+				Log:      log,
+			}))
+		}
+		return models
+	}
+	for _, u := range cfg.OllamaHosts {
+		models = append(models, ollama.NewEndpoint(u, ollama.Options{
 			Model:     cfg.Model,
 			Dims:      cfg.Dimensions,
 			MaxBatch:  cfg.BatchSize,
@@ -67,13 +95,11 @@ func New(nc *nats.Conn, cfg config.Config, reg prometheus.Registerer, log *zap.L
 			KeepAlive: cfg.KeepAlive,
 			Truncate:  cfg.Truncate,
 			Pull:      cfg.Pull,
-			OnCall:    func(_ int, took time.Duration, err error) { obs.ModelCall(host, took, err) },
+			OnCall:    onCall(u.String()),
 			Log:       log,
-		})
+		}))
 	}
-	opts := Options(cfg)
-	opts.Observer = obs
-	return worker.New(nc, js, models, opts, log), nil
+	return models
 }
 
 // process is a worker process as its stages build it.
