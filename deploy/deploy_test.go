@@ -301,6 +301,86 @@ func TestComposeOverrides(t *testing.T) {
 	}
 }
 
+// The llama-server override runs llama.cpp's engine on the prepared GGUF
+// with what embedding needs (mean pooling, every input within one
+// micro-batch, a slot's context for each of its parallel sequences), and
+// the worker drives it as an openai engine with a call per slot; Ollama
+// does not start.
+func TestComposeLlamaServer(t *testing.T) {
+	p := load(t, nil, "compose.llama-server.yml")
+	ws := service(t, p, "worker")
+	w := configOf(t, ws)
+	require.Equal(t, "openai", w.Backend)
+	require.Len(t, w.BackendURLs, 1)
+	require.Equal(t, "/v1", w.BackendURLs[0].Path)
+	name, port, err := net.SplitHostPort(w.BackendURLs[0].Host)
+	require.NoError(t, err)
+	ls := service(t, p, name)
+	cmd := []string(ls.Command)
+	flag := func(f string) string {
+		i := slices.Index(cmd, f)
+		require.True(t, i >= 0 && i+1 < len(cmd), "llama-server has %s: %v", f, cmd)
+		return cmd[i+1]
+	}
+	num := func(f string) int {
+		n, err := strconv.Atoi(flag(f))
+		require.NoError(t, err, f)
+		return n
+	}
+	require.Contains(t, cmd, "--embedding")
+	require.Equal(t, "mean", flag("--pooling"))
+	require.Equal(t, w.Model, flag("--alias"), "its model id is EMBED_MODEL")
+	require.Equal(t, port, flag("--port"))
+	require.GreaterOrEqual(t, num("--ubatch-size"), w.Context, "an input of EMBED_CONTEXT tokens fits one micro-batch")
+	require.GreaterOrEqual(t, num("--batch-size"), num("--ubatch-size"))
+	require.GreaterOrEqual(t, num("--ctx-size"), num("--parallel")*w.Context, "every slot holds a whole input")
+	require.Equal(t, num("--parallel"), w.CallsPerHost, "one call in flight per slot")
+	require.Equal(t, "gpu", ls.Deploy.Resources.Reservations.Devices[0].Capabilities[0])
+	require.NotNil(t, ls.HealthCheck)
+
+	prep := service(t, p, "model-prepare")
+	require.Equal(t, []string{"model", "prepare"}, []string(prep.Command)[:2])
+	out := []string(prep.Command)[3]
+	require.Equal(t, "/prepared/"+filepath.Base(out), flag("--model"), "llama-server reads what model-prepare writes")
+	shared := func(s types.ServiceConfig, dir string) string {
+		for _, v := range s.Volumes {
+			if v.Target == dir {
+				return v.Source
+			}
+		}
+		t.Fatalf("%s mounts nothing at %s", s.Name, dir)
+		return ""
+	}
+	require.Equal(t, shared(prep, filepath.Dir(out)), shared(ls, "/prepared"))
+
+	requireDependsOn(t, ls, "model-prepare", "service_completed_successfully")
+	requireDependsOn(t, ws, name, "service_healthy")
+	require.NotContains(t, ws.DependsOn, "ollama")
+	require.NotContains(t, ws.DependsOn, "model")
+	require.NotContains(t, p.Services, "ollama", "Ollama does not start")
+	require.NotContains(t, p.Services, "model")
+}
+
+// The runners override puts three Ollamas on one GPU, sharing the model
+// store, all driven by the one worker.
+func TestComposeOllamaRunners(t *testing.T) {
+	p := load(t, nil, "compose.ollama-runners.yml")
+	ws := service(t, p, "worker")
+	w := configOf(t, ws)
+	require.Equal(t, "ollama", w.Backend)
+	require.Len(t, w.OllamaHosts, 3)
+	for _, h := range w.OllamaHosts {
+		name, _, err := net.SplitHostPort(h.Host)
+		require.NoError(t, err)
+		s := service(t, p, name)
+		require.Equal(t, []string{"0"}, s.Deploy.Resources.Reservations.Devices[0].IDs, "%s is on GPU 0", name)
+		requireVolumeAt(t, p, s, "/root/.ollama")
+		require.Equal(t, "ollama-models", s.Volumes[0].Source, "%s shares the model store", name)
+		requireDependsOn(t, ws, name, "service_healthy")
+	}
+	require.Equal(t, 1, w.CallsPerHost)
+}
+
 // envExample is every VAR=value line of .env.example, commented or not.
 func envExample(t *testing.T) map[string]string {
 	t.Helper()
