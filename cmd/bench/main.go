@@ -59,7 +59,7 @@ func main() {
 	dur := flag.Duration("duration", 6*time.Second, "measuring time per load level (after a 0.3 s warm-up); levels on the real model run twice as long")
 	out := flag.String("out", "bench-out", "directory for bench.json, bench.png and process logs")
 	flag.BoolVar(&profile, "pprof", false, "take a CPU profile of the api and the first worker during every pipeline level (in -out/work)")
-	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners, reindex, lanes, search")
+	flag.StringVar(&only, "only", "", "run only these groups, comma separated: direct, pipeline, alternating, transport, scale-out, runners, reindex, lanes, search, engines")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -131,6 +131,7 @@ func run(ctx context.Context, d time.Duration, out string) error {
 		{"reindex", b.reindex},
 		{"lanes", b.lanes},
 		{"search", b.search},
+		{"engines", b.engines},
 	} {
 		if want(g.name) {
 			if err := g.fn(); err != nil {
@@ -180,8 +181,10 @@ type bench struct {
 	trans2          []row // EMBED_CALLS_PER_HOST=2: 1 and 8 docs per request
 	scale, runs     []row
 	altRatio        float64
-	altP50Diff      float64 // ms
-	hostCalls       string  // EMBED_CALLS_PER_HOST for the workers, when set
+	altP50Diff      float64           // ms
+	hostCalls       string            // EMBED_CALLS_PER_HOST for the workers, when set
+	workerEnv       map[string]string // more settings for the workers, when set
+	engineRuns      []engineRun
 
 	reindexDone           bool
 	reindexUnchangedCalls int
@@ -401,6 +404,7 @@ func (b *bench) targets() {
 		add("one worker, 2 Ollamas / 1 Ollama", b.runs[1].Ratio, "> 1", b.runs[1].Ratio > 1)
 	}
 	b.searchTargets(add)
+	b.engineTargets(add)
 	if b.reindexDone {
 		add("reindex of 1,000 unchanged projects: model calls", float64(b.reindexUnchangedCalls), "= 0", b.reindexUnchangedCalls == 0)
 	}

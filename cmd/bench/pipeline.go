@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -85,6 +86,7 @@ func (b *bench) pipelineRow(name string, clients, docsPer int, d time.Duration, 
 		if b.hostCalls != "" {
 			env["EMBED_CALLS_PER_HOST"] = b.hostCalls
 		}
+		maps.Copy(env, b.workerEnv)
 		w, err := startProc(work, "worker", name+"-worker-"+strconv.Itoa(i), env)
 		if err != nil {
 			return row{}, err

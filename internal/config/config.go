@@ -153,7 +153,7 @@ var settings = []setting{
 		return err
 	}},
 	{"EMBED_BACKEND_API_KEY", "", "with EMBED_BACKEND=openai: sent to the engines as Authorization: Bearer <key> when set", str(func(c *Config) *string { return &c.BackendAPIKey }, nil)},
-	{"EMBED_CALLS_PER_HOST", "auto", "model calls a worker keeps in flight to each model server; auto is 1 for Ollama, which computes one sequence at a time, and 4 for an openai engine, which packs the sequences of calls in flight into one forward pass. With Ollama, 2 queues a second, full batch while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", autoIntIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 64)},
+	{"EMBED_CALLS_PER_HOST", "auto", "model calls a worker keeps in flight to each model server; auto is 1 for Ollama, which computes one sequence at a time, and 16 for an openai engine, which packs the sequences of all calls in flight into its forward passes: a pass of 8192 tokens holds some 400 short queries, and the engine needs the next pass's sequences waiting while it computes one. With Ollama, 2 queues a second, full batch while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", autoIntIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 64)},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "the model: its Ollama name, or with EMBED_BACKEND=openai the engine's model id as its /v1/models lists it", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; checked at start and on every reply", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
 	{"EMBED_DATA_DIR", "./data", "data directory: the embedded JetStream store lives in jetstream/ under it. One api at a time: it holds embed.lock there, and a second api on the same directory refuses to start, naming the first (two would lose acknowledged events)", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
@@ -162,7 +162,7 @@ var settings = []setting{
 	{"EMBED_MAX_DOCUMENT_BYTES", "131072", "bytes per document (413 above); must fit one NATS message", intIn(func(c *Config) *int { return &c.MaxDocumentBytes }, 1, 64<<20)},
 	{"EMBED_MAX_BODY_BYTES", "10485760", "bytes per HTTP request body (413 above)", positive64(func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"EMBED_MAX_INFLIGHT_BYTES", "268435456", "bytes the api's requests in flight may hold together (bodies read and decoded, vectors awaiting their answer); past it a request is refused at once with 429 and Retry-After, before its body is read when Content-Length says so. Must hold one largest request (EMBED_MAX_BODY_BYTES, EMBED_MAX_DOCUMENTS, EMBED_DIMENSIONS); without GOMEMLIMIT, the api's Go memory limit is set to this plus 192 MiB", positive64(func(c *Config) *int64 { return &c.MaxInflightBytes })},
-	{"EMBED_BATCH_SIZE", "32", "most documents a worker sends to the model in one call", intIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
+	{"EMBED_BATCH_SIZE", "auto", "most documents a worker sends to the model in one call (and projects in one sync batch); auto is 32 for Ollama and 64 for an openai engine, whose calls' per-call costs (the worker's reading and answering) then stay small beside short inputs' passes", autoIntIn(func(c *Config) *int { return &c.BatchSize }, 1, 4096)},
 	{"EMBED_BATCH_TOKENS", "auto", "most tokens (estimated from bytes, at a ratio learned from what the model server reports) a worker puts in one batch, besides EMBED_BATCH_SIZE, so that one long text does not hold a batch of short ones back; a job larger alone goes alone. auto is 8192 for an openai engine (size it to the engine's tokens per forward pass, vLLM's --max-num-batched-tokens) and 0, no token limit, for Ollama", autoIntIn(func(c *Config) *int { return &c.BatchTokens }, 0, 1<<24)},
 	{"EMBED_BATCH_WAIT", "0s", "how long an idle worker waits for more documents before calling the model; 0 sends at once", durationIn(func(c *Config) *time.Duration { return &c.BatchWait }, 0, time.Minute)},
 	{"EMBED_STALL_TIMEOUT", "5s", "a model call running this long, beyond 8 times what its inputs took in earlier calls, or an Ollama that does not answer its probe, counts as stalled: the worker gives the batch back to the queue for another worker and takes no jobs for that Ollama until a test embedding answers again; 0 leaves it to the probes", durationIn(func(c *Config) *time.Duration { return &c.StallTimeout }, 0, time.Hour)},
@@ -281,8 +281,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if len(c.OllamaHosts) == 0 {
 		c.OllamaHosts = []*url.URL{c.OllamaHost}
 	}
+	if c.BatchSize < 0 {
+		c.BatchSize = map[string]int{"ollama": 32, "openai": 64}[c.Backend]
+	}
 	if c.CallsPerHost < 0 {
-		c.CallsPerHost = map[string]int{"ollama": 1, "openai": 4}[c.Backend]
+		c.CallsPerHost = map[string]int{"ollama": 1, "openai": 16}[c.Backend]
 	}
 	if c.BatchTokens < 0 {
 		c.BatchTokens = map[string]int{"ollama": 0, "openai": 8192}[c.Backend]
@@ -351,7 +354,7 @@ func (c Config) LogFields() []zap.Field {
 		fields = append(fields, zap.String(strings.ToLower(strings.TrimPrefix(kv[0], "EMBED_")), v))
 	}
 	return append(fields, zap.Stringers("ollama_hosts_resolved", c.OllamaHosts), zap.String("worker_id_resolved", c.WorkerID),
-		zap.Int("calls_per_host_resolved", c.CallsPerHost), zap.Int("batch_tokens_resolved", c.BatchTokens))
+		zap.Int("batch_size_resolved", c.BatchSize), zap.Int("calls_per_host_resolved", c.CallsPerHost), zap.Int("batch_tokens_resolved", c.BatchTokens))
 }
 
 // Usage prints every setting with its default and meaning.

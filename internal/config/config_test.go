@@ -82,6 +82,25 @@ func TestLoadOverrides(t *testing.T) {
 			require.True(t, c.Pull)
 			require.False(t, c.Truncate)
 		}},
+		{"OllamaAutoDefaults", nil, func(t *testing.T, c Config) {
+			require.Equal(t, "ollama", c.Backend)
+			require.Equal(t, 32, c.BatchSize)
+			require.Equal(t, 1, c.CallsPerHost)
+			require.Zero(t, c.BatchTokens, "no token limit")
+		}},
+		{"OpenAIEngines", map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "http://vllm:8000/v1, https://tei.example/v1", "EMBED_BACKEND_API_KEY": "sk-1"}, func(t *testing.T, c Config) {
+			require.Len(t, c.BackendURLs, 2)
+			require.Equal(t, "https://tei.example/v1", c.BackendURLs[1].String())
+			require.Equal(t, "sk-1", c.BackendAPIKey)
+			require.Equal(t, 64, c.BatchSize)
+			require.Equal(t, 16, c.CallsPerHost)
+			require.Equal(t, 8192, c.BatchTokens)
+		}},
+		{"AutoGivesWayToAValue", map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "http://e/v1", "EMBED_CALLS_PER_HOST": "3", "EMBED_BATCH_TOKENS": "0", "EMBED_BATCH_SIZE": "8"}, func(t *testing.T, c Config) {
+			require.Equal(t, 3, c.CallsPerHost)
+			require.Zero(t, c.BatchTokens)
+			require.Equal(t, 8, c.BatchSize)
+		}},
 		{"WhitespaceTrimmed", map[string]string{"EMBED_MODEL": "  nomic  "}, func(t *testing.T, c Config) {
 			require.Equal(t, "nomic", c.Model)
 		}},
@@ -116,6 +135,12 @@ func TestLoadRejects(t *testing.T) {
 		{map[string]string{"EMBED_OLLAMA_HOSTS": "a:1,ftp://b"}, "EMBED_OLLAMA_HOSTS"},
 		{map[string]string{"EMBED_WORKER_ID": "a b"}, "EMBED_WORKER_ID"},
 		{map[string]string{"EMBED_MAX_BODY_BYTES": "1000"}, "larger than EMBED_MAX_BODY_BYTES"},
+		{map[string]string{"EMBED_BACKEND": "tei"}, "want ollama or openai"},
+		{map[string]string{"EMBED_BACKEND": "openai"}, "needs EMBED_BACKEND_URLS"},
+		{map[string]string{"EMBED_BACKEND_URLS": "http://e/v1"}, "is for EMBED_BACKEND=openai"},
+		{map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "vllm:8000"}, "http(s) base URL"},
+		{map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "http://u:secret@e/v1"}, "EMBED_BACKEND_API_KEY"},
+		{map[string]string{"EMBED_CALLS_PER_HOST": "some"}, "EMBED_CALLS_PER_HOST"},
 	} {
 		_, err := Load(env(tc.env))
 		require.ErrorContains(t, err, tc.want, "%v", tc.env)
