@@ -24,7 +24,9 @@ import (
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/openai"
+	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/vector"
+	"github.com/waywo/embed/internal/worker"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
@@ -294,4 +296,27 @@ func TestRepliesAreChecked(t *testing.T) {
 		_, err := ep.EmbedAll(context.Background(), texts)
 		require.ErrorIs(t, err, engine.ErrUnavailable, m)
 	}
+}
+
+// Through the whole queue: a worker driving the real Ollama's /v1 as an
+// openai engine answers the vectors Ollama's /api/embed gives, for
+// requests sent concurrently (several calls in flight to the engine).
+func TestThroughTheQueue(t *testing.T) {
+	ol := ollamatest.Shared(t)
+	b := systemtest.Setup(t, systemtest.Options{Dims: ol.Dims})
+	ep := engineAt(t, ol.URL+"/v1", nil)
+	b.StartWorker(systemtest.WorkerOptions{ID: "openai", Models: []worker.Model{ep}, CallsPerHost: 4, BatchSize: 8})
+	b.WaitReady(1)
+	want := direct(t, texts)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			res, err := b.Embed(30*time.Second, texts[i%len(texts)])
+			require.NoError(t, err)
+			require.Equal(t, want[i%len(texts)], res.Vectors[0])
+			require.Equal(t, ep.Fingerprint(), res.Fingerprints[0], "the engine's fingerprint travels with the vector")
+			require.Positive(t, res.Tokens)
+		})
+	}
+	wg.Wait()
 }
