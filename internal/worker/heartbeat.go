@@ -59,10 +59,19 @@ func (w *Worker) probeAll(ctx context.Context) {
 				}
 				return
 			}
-			if stalled {
-				w.mu.Lock()
+			// What happened while the probe ran wins over its answer: a
+			// server that answered 429 meanwhile rests, and one found
+			// stalled meanwhile is ready again only after a test embedding.
+			w.mu.Lock()
+			overtaken := w.opts.Now().Before(r.restUntil) || (r.stalled && !stalled)
+			if stalled && !overtaken {
 				r.stalled = false
-				w.mu.Unlock()
+			}
+			w.mu.Unlock()
+			if overtaken {
+				return
+			}
+			if stalled {
 				w.log.Info("model server answers again", zap.String("ollama", r.model.Host()))
 			}
 			if after := r.model.Fingerprint(); before.Digest != "" && after.Digest != before.Digest {
