@@ -200,6 +200,67 @@ func (w *Worker) prepare(ctx context.Context, r *runner) error {
 	}
 }
 
+// watch is the stall watchdog of one call of n inputs on r: once the call
+// has run stallAfter, r counts stalled — unless r answered another call
+// meanwhile, which an engine with a deep queue of calls in flight does
+// while this one waits its turn: then the watch goes on from that answer.
+// end stops it; answered says the call succeeded, and counts as an answer.
+func (w *Worker) watch(r *runner, n int) (end func(answered bool)) {
+	if w.opts.StallTimeout <= 0 {
+		return func(answered bool) {
+			if answered {
+				w.noteAnswer(r)
+			}
+		}
+	}
+	after := w.stallAfter(r, n)
+	started := w.opts.Now()
+	var mu sync.Mutex
+	ended := false
+	var t *time.Timer
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return
+		}
+		if quiet := w.opts.Now().Sub(w.lastAnswer(r, started)); quiet < after {
+			t.Reset(after - quiet)
+			return
+		}
+		w.stalled(r, fmt.Sprintf("a call of %d inputs got no answer, nor did any other call on it, in %s", n, after.Round(time.Millisecond)))
+	}
+	mu.Lock()
+	t = time.AfterFunc(after, check)
+	mu.Unlock()
+	return func(answered bool) {
+		mu.Lock()
+		ended = true
+		t.Stop()
+		mu.Unlock()
+		if answered {
+			w.noteAnswer(r)
+		}
+	}
+}
+
+// noteAnswer records that r answered a call now.
+func (w *Worker) noteAnswer(r *runner) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r.answered = w.opts.Now()
+}
+
+// lastAnswer is when r last answered a call, or since if that was before.
+func (w *Worker) lastAnswer(r *runner, since time.Time) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r.answered.After(since) {
+		return r.answered
+	}
+	return since
+}
+
 // stallAfter is how long a call of n inputs on r may run before r counts
 // stalled: StallTimeout, plus 8 times what n inputs took lately.
 func (w *Worker) stallAfter(r *runner, n int) time.Duration {

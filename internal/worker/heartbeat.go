@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -49,6 +50,10 @@ func (w *Worker) probeAll(ctx context.Context) {
 			before, err := r.model.Probe(pctx, !ready)
 			if err == nil && stalled {
 				_, err = r.model.EmbedAll(pctx, []string{"probe"})
+			}
+			if d, asked := engine.RetryAfter(err); asked && ctx.Err() == nil {
+				w.rest(r, d, err) // busy, not stalled: its calls in flight go on
+				return
 			}
 			if err != nil {
 				if ctx.Err() == nil {

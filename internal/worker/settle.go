@@ -43,17 +43,9 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		return
 	}
 	stop := w.keepInProgress(jobs)
-	var watchdog *time.Timer
-	if w.opts.StallTimeout > 0 {
-		after := w.stallAfter(r, len(in.texts))
-		watchdog = time.AfterFunc(after, func() {
-			w.stalled(r, fmt.Sprintf("a call of %d inputs got no answer in %s", len(in.texts), after.Round(time.Millisecond)))
-		})
-	}
+	endWatch := w.watch(r, len(in.texts))
 	out, err := r.model.EmbedAll(callCtx, in.texts)
-	if watchdog != nil {
-		watchdog.Stop()
-	}
+	endWatch(err == nil)
 	done()
 	stop()
 	took := w.opts.Now().Sub(start)

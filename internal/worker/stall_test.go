@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -52,4 +53,31 @@ func TestCallsOnAStalledServerEnd(t *testing.T) {
 	_, after, doneAfter := w.callContext(r, context.Background())
 	defer doneAfter()
 	require.NoError(t, after.Err(), "calls run again once the server answers")
+}
+
+// A call waiting its turn in an engine that keeps answering its other
+// calls is not a stall; a server that answers nothing for the watch's
+// time is.
+func TestWatchCountsAnyAnswerAsProgress(t *testing.T) {
+	w := New(nil, nil, []Model{idleModel{}}, Options{StallTimeout: 60 * time.Millisecond}, zap.NewNop())
+	r := w.runners[0]
+	isStalled := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return r.stalled
+	}
+
+	end := w.watch(r, 1)
+	tick := time.NewTicker(20 * time.Millisecond)
+	for range 15 { // 300 ms, five times the watch's time
+		<-tick.C
+		w.noteAnswer(r) // another call on the same engine answered
+	}
+	tick.Stop()
+	require.False(t, isStalled(), "answers to other calls are progress")
+	end(true)
+
+	end = w.watch(r, 1)
+	defer end(false)
+	require.Eventually(t, isStalled, 5*time.Second, 5*time.Millisecond, "nothing answered: stalled")
 }

@@ -59,6 +59,7 @@ type runner struct {
 	cancelStall context.CancelFunc
 	perInput    time.Duration // what an input took in recent calls (a moving average)
 	restUntil   time.Time     // a 429 asked to leave it alone until then
+	answered    time.Time     // when it last answered a call
 }
 
 // pending is a fetched, decoded job not yet answered.
