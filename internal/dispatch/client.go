@@ -12,9 +12,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -108,7 +112,7 @@ type Result struct {
 
 // Embed publishes req as jobs and waits until every job is answered or ctx
 // ends. The vectors come back in input order.
-func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
+func (c *Client) Embed(ctx context.Context, req Request) (_ Result, err error) {
 	if req.ID == "" {
 		req.ID = nuid.Next()
 	}
@@ -153,6 +157,10 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	deadline, _ := ctx.Deadline()
+	ctx, span := tracing.Tracer().Start(ctx, "embed "+string(lane), trace.WithAttributes(
+		attribute.String("embed.request_id", req.ID), attribute.String("embed.lane", string(lane)),
+		attribute.Int("embed.documents", len(req.Documents)), attribute.Int("embed.jobs", len(spans))))
+	defer func() { endSpan(span, err) }()
 	for _, sp := range spans {
 		job := wire.Job{
 			RequestID: req.ID,
@@ -168,6 +176,10 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 		published++
 	}
 
+	// The wait for the replies, as its own span: the time the jobs spent
+	// queued, batched and computed.
+	_, wait := tracing.Tracer().Start(ctx, "await replies", trace.WithAttributes(attribute.Int("embed.jobs", len(spans))))
+	defer wait.End()
 	res := Result{Vectors: make([][]float32, len(req.Documents)), Fingerprints: make([]vector.Fingerprint, len(req.Documents)), Jobs: len(spans)}
 	done := make(map[int]bool, len(spans))
 	for len(done) < len(spans) {
@@ -206,11 +218,19 @@ func (c *Client) Embed(ctx context.Context, req Request) (Result, error) {
 	return res, nil
 }
 
-// publish stores one job, waiting at most PublishTimeout for the stream.
-func (c *Client) publish(ctx context.Context, lane wire.Lane, job wire.Job) error {
+// publish stores one job, waiting at most PublishTimeout for the stream,
+// in a producer span whose context travels with the job (traceparent).
+func (c *Client) publish(ctx context.Context, lane wire.Lane, job wire.Job) (err error) {
+	ctx, span := tracing.Tracer().Start(ctx, "send "+lane.Subject(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "send"),
+		attribute.String("messaging.destination.name", lane.Subject()), attribute.Int("embed.offset", job.Offset),
+		attribute.Int("embed.documents", len(job.Documents))))
+	defer func() { endSpan(span, err) }()
 	pctx, cancel := context.WithTimeout(ctx, broker.PublishTimeout)
 	defer cancel()
-	_, err := c.js.PublishMsg(pctx, job.Msg(lane.Subject()))
+	m := job.Msg(lane.Subject())
+	tracing.Inject(ctx, m.Header)
+	_, err = c.js.PublishMsg(pctx, m)
 	if err != nil {
 		err = broker.PublishError(ctx, err, "the jobs stream "+lane.Stream())
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
@@ -223,6 +243,15 @@ func (c *Client) publish(ctx context.Context, lane wire.Lane, job wire.Job) erro
 		c.Health.Published(err)
 	}
 	return err
+}
+
+// endSpan ends span with err as its status.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 func validToken(s string) bool {

@@ -142,13 +142,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) logError(r *http.Request, err error) (int, string) {
 	status, code := statusOf(err)
 	s.opts.Metrics.Error(code)
-	fields := []zap.Field{zap.String("request_id", requestID(r)), zap.String("path", r.URL.Path),
-		zap.Int("status", status), zap.String("code", code), zap.Error(err)}
+	fields := []zap.Field{zap.String("path", r.URL.Path), zap.Int("status", status), zap.String("code", code), zap.Error(err)}
 	switch {
 	case status >= 500:
-		s.log.Error("request failed", fields...)
+		s.logFor(r).Error("request failed", fields...)
 	default:
-		s.log.Info("request refused", fields...)
+		s.logFor(r).Info("request refused", fields...)
 	}
 	return status, code
 }

@@ -29,7 +29,7 @@ func (s *Server) handleProjectChanged(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
 	if err := s.opts.Projects.Changed(ctx, id); err != nil {
-		s.log.Warn("could not queue project sync", zap.String("request_id", requestID(r)), zap.Int64("project_id", id), zap.Error(err))
+		s.logFor(r).Warn("could not queue project sync", zap.Int64("project_id", id), zap.Error(err))
 		s.writeError(w, r, err)
 		return
 	}
@@ -50,7 +50,7 @@ func (s *Server) handleSyncStatus(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	st, err := s.opts.Projects.Status(ctx, page)
 	if err != nil {
-		s.log.Error("sync status", zap.String("request_id", requestID(r)), zap.Error(err))
+		s.logFor(r).Error("sync status", zap.Error(err))
 		s.writeError(w, r, err)
 		return
 	}

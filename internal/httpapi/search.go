@@ -100,7 +100,7 @@ func (s *Server) answerSearch(w http.ResponseWriter, r *http.Request, kind strin
 	if out.Results == nil {
 		out.Results = []embedclient.SearchResult{} // [] in JSON, never null
 	}
-	s.log.Debug("searched", zap.String("request_id", requestID(r)), zap.String("kind", kind), zap.Int("results", len(out.Results)),
+	s.logFor(r).Debug("searched", zap.String("kind", kind), zap.Int("results", len(out.Results)),
 		zap.Int("searched", out.Searched), zap.Int("stale", out.Stale), zap.Int("rescored", out.Rescored), zap.Duration("took", time.Since(start)))
 	writeJSON(w, http.StatusOK, out)
 }

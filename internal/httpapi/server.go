@@ -18,11 +18,17 @@ import (
 	"time"
 
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/embedclient"
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/metrics"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -138,12 +144,29 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	id := nuid.Next()
 	w := &statusWriter{ResponseWriter: rw, status: http.StatusOK}
 	w.Header().Set("X-Request-Id", id)
-	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	// The server span, continuing the caller's trace when it sent a
+	// traceparent; renamed for its route once the mux has matched it.
+	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := tracing.Tracer().Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+		attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path), attribute.String("embed.request_id", id)))
+	r = r.WithContext(context.WithValue(ctx, requestIDKey{}, id))
 	defer func() {
 		route := r.Pattern // set by the mux on this request
 		if route == "" {
 			route = "unmatched"
+		} else {
+			span.SetName(route) // "POST /embed"
+			path := route
+			if _, p, ok := strings.Cut(route, " "); ok {
+				path = p
+			}
+			span.SetAttributes(attribute.String("http.route", path))
 		}
+		span.SetAttributes(attribute.Int("http.response.status_code", w.status))
+		if w.status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(w.status))
+		}
+		span.End()
 		s.opts.Metrics.Request(route, w.status, time.Since(start))
 	}()
 	defer func() {
@@ -151,7 +174,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
-			s.log.Error("panic serving request", zap.String("request_id", id), zap.String("path", r.URL.Path), zap.Any("panic", p), zap.Stack("stack"))
+			s.logFor(r).Error("panic serving request", zap.String("path", r.URL.Path), zap.Any("panic", p), zap.Stack("stack"))
 			s.writeError(w, r, fmt.Errorf("internal error"))
 		}
 	}()
@@ -201,6 +224,12 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type requestIDKey struct{}
+
+// logFor is the logger of one request: every line carries its request
+// id and, with tracing on, its trace and span ids.
+func (s *Server) logFor(r *http.Request) *zap.Logger {
+	return s.log.With(append([]zap.Field{zap.String("request_id", requestID(r))}, tracing.Fields(r.Context())...)...)
+}
 
 func requestID(r *http.Request) string {
 	id, _ := r.Context().Value(requestIDKey{}).(string)
@@ -256,7 +285,7 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	// Debug: a line per successful request would grow the logs with the
 	// load (the requests are counted in /metrics); failures log at info
 	// and above.
-	s.log.Debug("embedded", zap.String("request_id", requestID(r)), zap.Int("documents", len(req.Documents)),
+	s.logFor(r).Debug("embedded", zap.Int("documents", len(req.Documents)),
 		zap.Int("cached", res.cached), zap.Int("jobs", res.Jobs), zap.String("input_type", req.InputType), zap.String("lane", string(ln)),
 		zap.Duration("took", time.Since(start)))
 }

@@ -69,6 +69,9 @@ func NewEndpoint(base *url.URL, o Options) *Endpoint {
 	return &Endpoint{client: api.NewClient(base, hc), embedder: o.Embedder, opts: o, host: base.String()}
 }
 
+// Provider is the server's kind, for traces.
+func (e *Endpoint) Provider() string { return "ollama" }
+
 // Host is the Ollama this endpoint calls.
 func (e *Endpoint) Host() string { return e.host }
 

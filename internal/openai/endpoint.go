@@ -80,6 +80,9 @@ func NewEndpoint(base *url.URL, o Options) *Endpoint {
 	return &Endpoint{base: strings.TrimRight(base.String(), "/"), opts: o, hc: o.HTTP}
 }
 
+// Provider is the server's kind, for traces.
+func (e *Endpoint) Provider() string { return "openai" }
+
 // Host is the engine's base URL, for logs and metrics.
 func (e *Endpoint) Host() string { return e.base }
 

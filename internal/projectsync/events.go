@@ -10,12 +10,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/backoff"
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -130,6 +133,18 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 	if len(ids) == 0 {
 		return
 	}
+	// The sync of a batch of events, linked to whoever announced each
+	// (the backend's or an HTTP request's trace, when it sent one).
+	var links []trace.Link
+	for _, m := range msgs {
+		if sc := trace.SpanContextFromContext(tracing.Extract(context.Background(), m.Headers())); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("messaging.destination.name", m.Subject())}})
+		}
+	}
+	ctx, span := tracing.Tracer().Start(ctx, "sync projects", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"),
+			attribute.Int("messaging.batch.message_count", len(msgs)), attribute.Int("embed.projects", len(ids))))
+	defer span.End()
 	start := time.Now()
 	results := c.Syncer.Sync(ctx, ids, false)
 	counts := map[Outcome]int{}
@@ -149,6 +164,9 @@ func (c *Consumer) handle(msgs []jetstream.Msg) {
 		for o, n := range counts {
 			c.Observer.Synced(o.String(), n)
 		}
+	}
+	for o, n := range counts {
+		span.SetAttributes(attribute.Int("embed.sync."+o.String(), n))
 	}
 	took := time.Since(start)
 	c.Log.Debug("synced projects", zap.Int("events", len(msgs)), zap.Int("projects", len(ids)),

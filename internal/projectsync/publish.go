@@ -11,6 +11,7 @@ import (
 
 	"github.com/waywo/embed/internal/broker"
 	"github.com/waywo/embed/internal/deadletter"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -50,6 +51,7 @@ func publishWindow(ctx context.Context, js jetstream.JetStream, ids []int64, ori
 		if origin != "" {
 			m.Header.Set(HeaderOrigin, origin)
 		}
+		tracing.Inject(ctx, m.Header) // the sync's span is linked to the request that announced it
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
 			return broker.PublishError(ctx, err, eventsStream)

@@ -19,6 +19,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/embedclient"
@@ -26,6 +29,7 @@ import (
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/prompt"
 	"github.com/waywo/embed/internal/search"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -331,7 +335,15 @@ func (s *Syncer) embedAndSave(ctx context.Context, rows []db.Project, texts, key
 			s.Index.Put(search.Row{ID: p.ID, Vector: res.Vectors[i], Valid: p.Valid.Bool, Hash: keys[i], Digest: es[i].Digest})
 		}
 	}
-	saved, err := s.Store.SaveEmbeddings(ctx, es, s.Model, s.Dims, s.Now())
+	wctx, write := tracing.Tracer().Start(ctx, "write waywo_projects", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("db.system.name", "sqlite"), attribute.String("db.collection.name", "waywo_projects"),
+		attribute.String("db.operation.name", "UPDATE"), attribute.Int("embed.rows", len(es))))
+	saved, err := s.Store.SaveEmbeddings(wctx, es, s.Model, s.Dims, s.Now())
+	if err != nil {
+		write.RecordError(err)
+		write.SetStatus(codes.Error, err.Error())
+	}
+	write.End()
 	for _, p := range rows {
 		switch {
 		case err != nil:

@@ -18,15 +18,16 @@ import (
 	"github.com/waywo/embed/internal/dispatch"
 	"github.com/waywo/embed/internal/metrics"
 	"github.com/waywo/embed/internal/stage"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/workerproc"
 )
 
-// apiStages are the api's, in order: profiling, the core (the queue's api
+// apiStages are the api's, in order: tracing (when OTEL_* ask for it), profiling, the core (the queue's api
 // side, with the embedded nats-server and an in-process worker when
 // NATS_URL is empty), then the sync and HTTP.
 func (s *System) apiStages() []stage.Stage {
-	return append(append([]stage.Stage{{Name: "pprof", Start: s.startPprof}}, s.coreStages()...),
+	return append(append([]stage.Stage{{Name: "tracing", Start: s.startTracing}, {Name: "pprof", Start: s.startPprof}}, s.coreStages()...),
 		stage.Stage{Name: "sync", Start: s.startSync},
 		stage.Stage{Name: "http", Start: s.startHTTP},
 	)
@@ -45,6 +46,11 @@ func (s *System) coreStages() []stage.Stage {
 		{Name: "dispatch", Start: s.startDispatch},
 		{Name: "in-process worker", Start: s.startInProcessWorker},
 	}
+}
+
+// startTracing starts tracing as the OTEL_* variables say.
+func (s *System) startTracing(ctx context.Context) (func(), error) {
+	return tracing.Start(ctx, "waywo-embed-api", s.Log)
 }
 
 func (s *System) startPprof(context.Context) (func(), error) {

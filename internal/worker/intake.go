@@ -11,9 +11,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/broker"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/wire"
 )
 
@@ -179,7 +181,8 @@ func (w *Worker) accept(m jetstream.Msg, lane wire.Lane) *pending {
 		w.opts.Observer.JobError("cancelled")
 		return nil
 	}
-	p := &pending{msg: m, job: job, lane: lane, tokens: w.tokens.estimate(job, w.opts.QueryTask)}
+	p := &pending{msg: m, job: job, lane: lane, tokens: w.tokens.estimate(job, w.opts.QueryTask),
+		trace: trace.SpanContextFromContext(tracing.Extract(context.Background(), m.Headers()))}
 	if md, err := m.Metadata(); err == nil {
 		p.published = md.Timestamp
 	}

@@ -19,8 +19,9 @@ import (
 // answers the one before. An engine that batches (vLLM, llama-server -np N)
 // packs the sequences of several calls in flight into one forward pass.
 type Model interface {
-	Host() string // for logs and metrics
-	Name() string // the model's name, reported in replies
+	Host() string     // for logs and metrics
+	Name() string     // the model's name, reported in replies
+	Provider() string // the server's kind in traces: ollama or openai
 	// Prepare checks the server has the model fit to serve, and loads it;
 	// it fails with engine.ErrUnavailable while the server cannot be
 	// reached (the worker waits), otherwise for good (the worker stops).

@@ -9,12 +9,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/backoff"
 	"github.com/waywo/embed/internal/deadletter"
 	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/prompt"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/vector"
 	"github.com/waywo/embed/internal/wire"
 )
@@ -31,6 +34,24 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 		return
 	}
 	in := w.modelInputs(jobs)
+	// One span per batch, linked to the publish of every job it carries
+	// (one batch serves many requests), each link with its job's wait.
+	links := make([]trace.Link, 0, len(jobs))
+	now := w.opts.Now()
+	for _, p := range jobs {
+		if p.trace.IsValid() {
+			l := trace.Link{SpanContext: p.trace, Attributes: []attribute.KeyValue{attribute.String("embed.request_id", p.job.RequestID), attribute.String("embed.lane", string(p.lane))}}
+			if !p.published.IsZero() {
+				l.Attributes = append(l.Attributes, attribute.Float64("embed.lane_wait_seconds", now.Sub(p.published).Seconds()))
+			}
+			links = append(links, l)
+		}
+	}
+	_, span := tracing.Tracer().Start(ctx, "embed batch", trace.WithLinks(links...), trace.WithAttributes(
+		attribute.String("embed.worker", w.opts.ID), attribute.String("embed.flush_reason", string(b.reason)),
+		attribute.Int("embed.jobs", len(jobs)), attribute.Int("embed.requests", in.requests),
+		attribute.Int("embed.documents", len(in.texts)), attribute.Int("embed.bulk_documents", in.bulk)))
+	defer span.End()
 	start := w.opts.Now()
 	// Read before the call: should the probe see a new model during it, the
 	// vectors are recorded under the old digest and so re-embedded later,
@@ -44,8 +65,10 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	}
 	stop := w.keepInProgress(jobs)
 	endWatch := w.watch(r, len(in.texts))
+	_, call := tracing.ModelCall(trace.ContextWithSpan(callCtx, span), r.model.Provider(), r.model.Name(), r.model.Host(), len(in.texts))
 	out, err := r.model.EmbedAll(callCtx, in.texts)
 	endWatch(err == nil)
+	tracing.EndModelCall(call, out.Tokens, w.opts.Dims, err)
 	done()
 	stop()
 	took := w.opts.Now().Sub(start)

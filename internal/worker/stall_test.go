@@ -17,6 +17,7 @@ type idleModel struct{}
 
 func (idleModel) Host() string                  { return "http://gpu:1" }
 func (idleModel) Name() string                  { return "m" }
+func (idleModel) Provider() string              { return "test" }
 func (idleModel) Prepare(context.Context) error { return nil }
 func (idleModel) EmbedAll(context.Context, []string) (engine.Output, error) {
 	return engine.Output{}, nil

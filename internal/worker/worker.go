@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/waywo/embed/internal/broker"
@@ -67,8 +68,9 @@ type pending struct {
 	msg       jetstream.Msg
 	job       wire.Job
 	lane      wire.Lane
-	published time.Time // when the api stored it (zero: unknown)
-	tokens    int       // estimated, for EMBED_BATCH_TOKENS
+	published time.Time         // when the api stored it (zero: unknown)
+	tokens    int               // estimated, for EMBED_BATCH_TOKENS
+	trace     trace.SpanContext // the publish's span, from the job's traceparent
 }
 
 type batch struct {

@@ -27,6 +27,7 @@ import (
 	"github.com/waywo/embed/internal/ollama"
 	"github.com/waywo/embed/internal/openai"
 	"github.com/waywo/embed/internal/stage"
+	"github.com/waywo/embed/internal/tracing"
 	"github.com/waywo/embed/internal/wire"
 	"github.com/waywo/embed/internal/worker"
 )
@@ -119,6 +120,7 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 	p := &process{cfg: cfg, log: log, reg: metrics.NewRegistry()}
 	stages := stage.Stack{Log: log}
 	err := stages.Up(ctx,
+		stage.Stage{Name: "tracing", Start: p.startTracing},
 		stage.Stage{Name: "pprof", Start: p.startPprof},
 		stage.Stage{Name: "nats", Start: p.connect},
 		stage.Stage{Name: "worker", Start: p.startWorker},
@@ -134,6 +136,11 @@ func Run(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 	}
 	stages.Stop()
 	return err
+}
+
+// startTracing starts tracing as the OTEL_* variables say.
+func (p *process) startTracing(ctx context.Context) (func(), error) {
+	return tracing.Start(ctx, "waywo-embed-worker", p.log)
 }
 
 func (p *process) startPprof(context.Context) (func(), error) {
