@@ -78,6 +78,9 @@ func NewAPI(reg prometheus.Registerer, workers Workers, queueStats func(wire.Lan
 		Namespace: ns, Name: "workers_ready", Help: "Live workers that can embed now.",
 	}, func() float64 { _, ready := workers(); return float64(ready) }))
 	reg.MustRegister(&queueCollector{stats: queueStats})
+	for _, k := range []string{"search", "similar"} {
+		m.search.WithLabelValues(k) // at 0 from the start
+	}
 	return m
 }
 
@@ -197,12 +200,12 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 		}),
 		modelCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: "model", Name: "call_duration_seconds",
-			Help:    "Latency of one Ollama /api/embed call, by endpoint and result.",
+			Help:    "Latency of one model call (Ollama's /api/embed, an engine's /v1/embeddings), by endpoint and result.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"endpoint", "result"}),
 		tokens: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "model", Name: "tokens_total",
-			Help: "Prompt tokens embedded, as Ollama reports them.",
+			Help: "Prompt tokens embedded, as the model server reports them.",
 		}),
 		embedded: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "model", Name: "documents_total",
@@ -210,7 +213,7 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "worker", Name: "errors_total",
-			Help: "Job failures by kind: retried, failed, rejected, bad_job, reply_failed, cancelled (dropped unstarted: its requester stopped waiting); and fetch_failed, a failed fetch of jobs (the stream unavailable; the worker backs off).",
+			Help: "Job failures by kind: retried, failed, rejected, bad_job, reply_failed, cancelled (dropped unstarted: its requester stopped waiting), handed_back (given back to the queue from a stalled or busy server); and fetch_failed, a failed fetch of jobs (the stream unavailable; the worker backs off).",
 		}, []string{"kind"}),
 		laneDocs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "batch", Name: "lane_documents_total",
@@ -223,6 +226,11 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 		}, []string{"lane"}),
 	}
 	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.tokens, m.embedded, m.errors, m.laneDocs, m.laneWait)
+	// Every kind at 0 from the start, so that rate() and alerts over them
+	// work before the first failure.
+	for _, k := range []string{"retried", "failed", "rejected", "bad_job", "reply_failed", "cancelled", "handed_back", "fetch_failed"} {
+		m.errors.WithLabelValues(k)
+	}
 	return m
 }
 
@@ -304,6 +312,9 @@ func NewSync(reg prometheus.Registerer, backlog func() (uint64, error)) *Sync {
 		}),
 	}
 	reg.MustRegister(m.projects, m.deadLetters, m.reconQueued, m.reconRounds, m.fetchFailed)
+	for _, o := range []string{"embedded", "unchanged", "missing", "superseded", "failed", "retry"} {
+		m.projects.WithLabelValues(o) // at 0 from the start, as the workers' errors
+	}
 	if backlog != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: "sync", Name: "events_pending",

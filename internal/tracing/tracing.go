@@ -43,6 +43,19 @@ func Enabled(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
+// Reads says whether the SDK, as this service sets it up, reads the
+// variable name: the OTLP exporter's, the sampler's, the batch
+// processor's, the resource's and the switches above.
+func Reads(name string) bool {
+	for _, p := range []string{"OTEL_EXPORTER_OTLP_", "OTEL_TRACES_SAMPLER", "OTEL_BSP_", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+		"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_SPAN_", "OTEL_ATTRIBUTE_", "OTEL_LINK_", "OTEL_EVENT_"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Start sets up tracing as the OTEL_* variables say, for a process whose
 // default service name is service (OTEL_SERVICE_NAME overrides it): the
 // OTLP exporter over http/protobuf (the default) or grpc
