@@ -146,7 +146,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (_ Result, err error) {
 		if answered < published {
 			// Nobody will read the rest: spare the model.
 			if err := c.nc.Publish(wire.CancelSubject, []byte(req.ID)); err != nil {
-				c.log.Debug("cancel not sent", zap.String("request_id", req.ID), zap.Error(err))
+				c.log.Debug("cancel not sent", append(tracing.Fields(ctx), zap.String("request_id", req.ID), zap.Error(err))...)
 			}
 		}
 	}()
@@ -197,7 +197,7 @@ func (c *Client) Embed(ctx context.Context, req Request) (_ Result, err error) {
 			}
 			r, err := wire.DecodeReply(m.Header, m.Data, end-off, c.dims)
 			if err != nil {
-				c.log.Error("bad reply", zap.String("request_id", req.ID), zap.String("worker", m.Header.Get(wire.HeaderWorker)), zap.Error(err))
+				c.log.Error("bad reply", append(tracing.Fields(ctx), zap.String("request_id", req.ID), zap.String("worker", m.Header.Get(wire.HeaderWorker)), zap.Error(err))...)
 				return Result{}, fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
 			}
 			if r.Err != nil {

@@ -112,6 +112,16 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	}
 }
 
+// jobLog is the logger of one job: its request id and, when the request
+// is traced, its trace id.
+func (w *Worker) jobLog(p *pending) *zap.Logger {
+	log := w.log.With(zap.String("request_id", p.job.RequestID))
+	if p.trace.IsValid() {
+		log = log.With(zap.String("trace_id", p.trace.TraceID().String()))
+	}
+	return log
+}
+
 func textBytes(texts []string) (n int) {
 	for _, t := range texts {
 		n += len(t)
@@ -206,7 +216,7 @@ func (w *Worker) answer(p *pending, model string, fp vector.Fingerprint, out eng
 	for i, rej := range out.Rejected {
 		if rej != nil {
 			rep = wire.Reply{Worker: w.opts.ID, Model: model, Err: &wire.ReplyError{Code: wire.StatusRejected, Message: rej.Error(), Index: i}}
-			w.log.Info("document rejected by the model", zap.String("request_id", p.job.RequestID),
+			w.jobLog(p).Info("document rejected by the model",
 				zap.Int("document", p.job.Offset+i), zap.Error(rej))
 			w.opts.Observer.JobError("rejected")
 			break
@@ -217,7 +227,7 @@ func (w *Worker) answer(p *pending, model string, fp vector.Fingerprint, out eng
 		return
 	}
 	if err := p.msg.Ack(); err != nil {
-		w.log.Warn("ack failed; the job may run again", zap.String("request_id", p.job.RequestID), zap.Error(err))
+		w.jobLog(p).Warn("ack failed; the job may run again", zap.Error(err))
 	}
 }
 
@@ -233,7 +243,7 @@ func (w *Worker) retry(p *pending, cause error, stopping bool) {
 	delay := retryDelay.Delay(int(delivered))
 	last := delivered >= uint64(w.opts.Consumer.MaxDeliver)
 	late := !p.job.Deadline.IsZero() && w.opts.Now().Add(delay).After(p.job.Deadline)
-	log := w.log.With(zap.String("request_id", p.job.RequestID), zap.Uint64("delivered", delivered))
+	log := w.jobLog(p).With(zap.Uint64("delivered", delivered))
 	switch {
 	case stopping:
 		_ = p.msg.Nak()
