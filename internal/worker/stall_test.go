@@ -60,7 +60,9 @@ func TestCallsOnAStalledServerEnd(t *testing.T) {
 // calls is not a stall; a server that answers nothing for the watch's
 // time is.
 func TestWatchCountsAnyAnswerAsProgress(t *testing.T) {
-	w := New(nil, nil, []Model{idleModel{}}, Options{StallTimeout: 60 * time.Millisecond}, zap.NewNop())
+	// The watch's time is 20 answers long, so that a loaded machine's
+	// late ticks do not look like silence.
+	w := New(nil, nil, []Model{idleModel{}}, Options{StallTimeout: 400 * time.Millisecond}, zap.NewNop())
 	r := w.runners[0]
 	isStalled := func() bool {
 		w.mu.Lock()
@@ -70,7 +72,7 @@ func TestWatchCountsAnyAnswerAsProgress(t *testing.T) {
 
 	end := w.watch(r, 1)
 	tick := time.NewTicker(20 * time.Millisecond)
-	for range 15 { // 300 ms, five times the watch's time
+	for range 60 { // 1.2 s, three times the watch's time
 		<-tick.C
 		w.noteAnswer(r) // another call on the same engine answered
 	}
