@@ -129,7 +129,8 @@ func textBytes(texts []string) (n int) {
 	return n
 }
 
-// giveBack returns a batch found on a stalled server to the queue.
+// giveBack returns a batch to the queue at once, for another server: one
+// found on a stalled server, or refused by a busy one (429).
 func (w *Worker) giveBack(jobs []*pending) {
 	w.handBack(jobs)
 	for range jobs {
