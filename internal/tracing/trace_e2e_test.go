@@ -4,96 +4,28 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/hex"
-	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/protobuf/proto"
 
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/waywo/embed/internal/config"
 	"github.com/waywo/embed/internal/db"
+	"github.com/waywo/embed/internal/jaegertest"
 	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/proctest"
 	"github.com/waywo/embed/internal/system"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
-
-// receiver is an OTLP/HTTP trace receiver on the official protobuf
-// definitions: what the service exports, as a collector would get it.
-type receiver struct {
-	mu    sync.Mutex
-	spans []*tracepb.Span
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil || r.URL.Path != "/v1/traces" {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	var req coltracepb.ExportTraceServiceRequest
-	if err := proto.Unmarshal(body, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	rc.mu.Lock()
-	for _, rs := range req.ResourceSpans {
-		for _, ss := range rs.ScopeSpans {
-			rc.spans = append(rc.spans, ss.Spans...)
-		}
-	}
-	rc.mu.Unlock()
-	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
-}
-
-// find is the first span received that matches.
-func (rc *receiver) find(match func(*tracepb.Span) bool) *tracepb.Span {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	for _, s := range rc.spans {
-		if match(s) {
-			return s
-		}
-	}
-	return nil
-}
-
-func attr(s *tracepb.Span, key string) *commonpb.AnyValue {
-	for _, kv := range s.Attributes {
-		if kv.Key == key {
-			return kv.Value
-		}
-	}
-	return nil
-}
-
-func linksTo(s *tracepb.Span, traceID []byte) bool {
-	for _, l := range s.Links {
-		if bytes.Equal(l.TraceId, traceID) {
-			return true
-		}
-	}
-	return false
-}
 
 // One /embed request sent with a traceparent yields one trace: the api's
 // server span, the publish of its job, the wait for its reply; the
@@ -102,10 +34,8 @@ func linksTo(s *tracepb.Span, traceID []byte) bool {
 // sync linked to the request that announced it, its embedding and its
 // write to waywo_projects.
 func TestOneRequestOneTrace(t *testing.T) {
-	rc := &receiver{}
-	srv := httptest.NewServer(rc)
-	defer srv.Close()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	jg := jaegertest.Start(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jg.OTLP)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50") // ms: export at once
 	t.Setenv("OTEL_SERVICE_NAME", "")
 
@@ -156,7 +86,6 @@ func TestOneRequestOneTrace(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond)
 
 	traceID := "4bf92f3577b34da6a3ce929d0e0e4736"
-	tid, _ := hex.DecodeString(traceID)
 	req, _ := http.NewRequest(http.MethodPost, base+"/embed", bytes.NewReader([]byte(`{"documents":["a traced request"]}`)))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
@@ -166,66 +95,92 @@ func TestOneRequestOneTrace(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	ev, _ := http.NewRequest(http.MethodPost, base+"/projects/1/changed", nil)
-	ev.Header.Set("traceparent", "00-"+fmt.Sprintf("%032x", 42)+"-00f067aa0ba902b7-01")
+	// (Jaeger writes a trace id whose upper half is zero in 16 digits: this
+	// one has no leading zeros.)
+	eventTrace := "0af7651916cd43dd8448eb211c80319c"
+	ev.Header.Set("traceparent", "00-"+eventTrace+"-00f067aa0ba902b7-01")
 	resp, err = http.DefaultClient.Do(ev)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Less(t, resp.StatusCode, 300)
-	eventTrace, _ := hex.DecodeString(fmt.Sprintf("%032x", 42))
 
-	inTrace := func(name string) func(*tracepb.Span) bool {
-		return func(s *tracepb.Span) bool { return bytes.Equal(s.TraceId, tid) && s.Name == name }
+	// What Jaeger shows: the request's trace, the batch that served it (a
+	// trace of its own, linked), and the sync's.
+	var reqTrace, batchTrace, syncTrace jaegertest.Trace
+	var batch, sync jaegertest.Span
+	linksTo := func(s jaegertest.Span, trace string) bool {
+		for _, r := range s.References {
+			if r.RefType == "FOLLOWS_FROM" && r.TraceID == trace {
+				return true
+			}
+		}
+		return false
 	}
-	var server, send, wait, batch, model, sync, write *tracepb.Span
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		server = rc.find(inTrace("POST /embed"))
-		send = rc.find(func(s *tracepb.Span) bool {
-			return bytes.Equal(s.TraceId, tid) && s.Kind == tracepb.Span_SPAN_KIND_PRODUCER
-		})
-		wait = rc.find(inTrace("await replies"))
-		batch = rc.find(func(s *tracepb.Span) bool { return s.Name == "embed batch" && linksTo(s, tid) })
-		sync = rc.find(func(s *tracepb.Span) bool { return s.Name == "sync projects" && linksTo(s, eventTrace) })
-		for _, s := range []*tracepb.Span{server, send, wait, batch, sync} {
-			assert.NotNil(c, s)
+		tr, ok, err := jg.Trace(traceID)
+		assert.NoError(c, err)
+		assert.True(c, ok, "the request's trace")
+		reqTrace = tr
+		for _, op := range []string{"POST /embed", "embed interactive", "await replies"} {
+			_, found := tr.Find(op)
+			assert.True(c, found, "%s in the request's trace", op)
 		}
-		if batch != nil {
-			model = rc.find(func(s *tracepb.Span) bool { return bytes.Equal(s.ParentSpanId, batch.SpanId) })
-			assert.NotNil(c, model)
+		batches, err := jg.Search("waywo-embed-api", "embed batch")
+		assert.NoError(c, err)
+		for _, b := range batches {
+			if s, ok := b.Find("embed batch"); ok && linksTo(s, traceID) {
+				batchTrace, batch = b, s
+			}
 		}
-		if sync != nil {
-			write = rc.find(func(s *tracepb.Span) bool {
-				return bytes.Equal(s.TraceId, sync.TraceId) && s.Name == "write waywo_projects"
-			})
-			assert.NotNil(c, write)
+		assert.NotEmpty(c, batch.SpanID, "a batch linked to the request")
+		syncs, err := jg.Search("waywo-embed-api", "sync projects")
+		assert.NoError(c, err)
+		for _, tr := range syncs {
+			if s, ok := tr.Find("sync projects"); ok && linksTo(s, eventTrace) {
+				syncTrace, sync = tr, s
+			}
 		}
-	}, 30*time.Second, 50*time.Millisecond, "spans received: %d", len(rc.spans))
+		assert.NotEmpty(c, sync.SpanID, "the sync linked to the event's request")
+	}, 30*time.Second, 100*time.Millisecond)
 
-	require.Equal(t, tracepb.Span_SPAN_KIND_SERVER, server.Kind)
-	require.Equal(t, []byte{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}, server.ParentSpanId, "the caller's traceparent is honoured")
-	require.Equal(t, "/embed", attr(server, "http.route").GetStringValue())
-	require.EqualValues(t, 200, attr(server, "http.response.status_code").GetIntValue())
-	require.NotEmpty(t, attr(server, "embed.request_id").GetStringValue())
-	require.Equal(t, "nats", attr(send, "messaging.system").GetStringValue())
-	require.Equal(t, tid, wait.TraceId)
-
-	require.Equal(t, "embeddings "+ol.Model, model.Name)
-	require.Equal(t, tracepb.Span_SPAN_KIND_CLIENT, model.Kind)
-	require.Equal(t, "embeddings", attr(model, "gen_ai.operation.name").GetStringValue())
-	require.Equal(t, "ollama", attr(model, "gen_ai.provider.name").GetStringValue())
-	require.Equal(t, ol.Model, attr(model, "gen_ai.request.model").GetStringValue())
-	require.Positive(t, attr(model, "gen_ai.usage.input_tokens").GetIntValue())
-	require.EqualValues(t, ol.Dims, attr(model, "gen_ai.embeddings.dimension.count").GetIntValue())
+	server, _ := reqTrace.Find("POST /embed")
+	require.Equal(t, "server", server.Tag("span.kind"))
+	require.Equal(t, "/embed", server.Tag("http.route"))
+	require.EqualValues(t, 200, server.Tag("http.response.status_code"))
+	require.NotEmpty(t, server.Tag("embed.request_id"))
+	var parent string
+	for _, r := range server.References {
+		if r.RefType == "CHILD_OF" {
+			parent = r.SpanID
+		}
+	}
+	require.Equal(t, "00f067aa0ba902b7", parent, "the caller's traceparent is honoured")
+	var send jaegertest.Span
+	for _, s := range reqTrace.Spans {
+		if s.Tag("span.kind") == "producer" {
+			send = s
+		}
+	}
+	require.Equal(t, "nats", send.Tag("messaging.system"), "the publish of the job")
 	var linked bool
-	for _, l := range batch.Links {
-		if bytes.Equal(l.TraceId, tid) {
-			linked = bytes.Equal(l.SpanId, send.SpanId)
-		}
+	for _, r := range batch.References {
+		linked = linked || (r.RefType == "FOLLOWS_FROM" && r.TraceID == traceID && r.SpanID == send.SpanID)
 	}
 	require.True(t, linked, "the batch links to the publish of the request's job")
 
-	require.Equal(t, tracepb.Span_SPAN_KIND_CONSUMER, sync.Kind)
-	require.NotNil(t, rc.find(func(s *tracepb.Span) bool {
-		return bytes.Equal(s.TraceId, sync.TraceId) && s.Name == "embed bulk"
-	}), "the sync's embedding is in its trace")
-	require.Equal(t, "sqlite", attr(write, "db.system.name").GetStringValue())
+	model, ok := batchTrace.Find("embeddings " + ol.Model)
+	require.True(t, ok, "the model call is in the batch's trace")
+	require.Equal(t, "client", model.Tag("span.kind"))
+	require.Equal(t, "embeddings", model.Tag("gen_ai.operation.name"))
+	require.Equal(t, "ollama", model.Tag("gen_ai.provider.name"))
+	require.Equal(t, ol.Model, model.Tag("gen_ai.request.model"))
+	require.Greater(t, model.Tag("gen_ai.usage.input_tokens"), float64(0))
+	require.EqualValues(t, ol.Dims, model.Tag("gen_ai.embeddings.dimension.count"))
+
+	require.Equal(t, "consumer", sync.Tag("span.kind"))
+	_, ok = syncTrace.Find("embed bulk")
+	require.True(t, ok, "the sync's embedding is in its trace")
+	write, ok := syncTrace.Find("write waywo_projects")
+	require.True(t, ok, "the sync's write is in its trace")
+	require.Equal(t, "sqlite", write.Tag("db.system.name"))
 }
