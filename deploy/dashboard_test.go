@@ -1,13 +1,10 @@
 package deploy
 
 import (
-	"context"
-	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,15 +13,10 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"gopkg.in/yaml.v3"
 
-	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/proctest"
-	"github.com/waywo/embed/internal/system"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
@@ -60,42 +52,8 @@ func dashboardQueries(t *testing.T) []string {
 // search.
 func TestDashboardQueriesNameServedSeries(t *testing.T) {
 	exprs := dashboardQueries(t)
-	ol := ollamatest.Shared(t)
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "waywo.db")
-	store, err := db.Open(context.Background(), dbPath, zap.NewNop())
-	require.NoError(t, err)
-	require.NoError(t, store.Close())
-	raw, err := sql.Open("sqlite3", "file:"+dbPath)
-	require.NoError(t, err)
-	_, err = raw.Exec(db.InsertProject, 1, "A dashboard", "watched while it syncs", `["grafana"]`)
-	require.NoError(t, err)
-	require.NoError(t, raw.Close())
-	cfg, err := config.Load(func(k string) (string, bool) {
-		v, ok := map[string]string{
-			"EMBED_HTTP_ADDR": "127.0.0.1:0", "EMBED_NATS_ADDR": proctest.Addr(t), "EMBED_DATA_DIR": filepath.Join(dir, "data"),
-			"WAYWO_DB": dbPath, "OLLAMA_HOST": ol.URL, "EMBED_MODEL": ol.Model, "EMBED_DIMENSIONS": strconv.Itoa(ol.Dims),
-			"EMBED_HEARTBEAT_INTERVAL": "50ms",
-		}[k]
-		return v, ok
-	})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	addr, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- system.RunAPI(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), func(a string) { addr <- a })
-	}()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("api stopped: %v", err)
-	}
+	base := systemtest.RunAPI(t, ollamatest.Shared(t), nil,
+		systemtest.Project{ID: 1, Title: "A dashboard", Description: "watched while it syncs", Hashtags: `["grafana"]`})
 	post := func(path, body string) int {
 		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
 		require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/waywo/embed/internal/ollamatest"
 	"github.com/waywo/embed/internal/vector"
 )
 
@@ -205,19 +206,7 @@ func (s *Server) ollamaEmbed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tokens := s.compute(req.Input)
-	buf := make([]byte, 0, len(req.Input)*(len(s.floats)+1)+64)
-	buf = append(buf, `{"model":`...)
-	buf = strconv.AppendQuote(buf, req.Model)
-	buf = append(buf, `,"embeddings":[`...)
-	for i := range req.Input {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, s.floats...)
-	}
-	buf = append(buf, `],"prompt_eval_count":`...)
-	buf = strconv.AppendInt(buf, int64(tokens), 10)
-	buf = append(buf, '}')
+	buf := ollamatest.AppendEmbedReply(nil, req.Model, s.floats, len(req.Input), tokens)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf)
 }

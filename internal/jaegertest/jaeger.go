@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,51 +34,29 @@ func Binary() (string, error) {
 	if p := os.Getenv(BinEnv); p != "" {
 		return p, nil
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("no cache directory: %w", err)
-	}
-	dir := filepath.Join(cache, "waywo-embed", "jaeger-"+Version)
-	bin := filepath.Join(dir, "jaeger")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", dir, err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil // another process built it while we waited
-	}
-	mod := filepath.Join(dir, "build")
-	if err := os.MkdirAll(mod, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(mod, "go.mod"), []byte("module jaegerbuild\n\ngo 1.26\n"), 0o644); err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	for _, args := range [][]string{
-		{"get", "-tool", "github.com/jaegertracing/jaeger/cmd/jaeger@" + Version},
-		{"build", "-o", bin + ".tmp", "github.com/jaegertracing/jaeger/cmd/jaeger"},
-	} {
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = mod
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go %v: %w\n%s", args, err, tail(out, 4000))
+	return proctest.Cached("jaeger-"+Version, "jaeger", func(dir, bin string) error {
+		mod := filepath.Join(dir, "build")
+		if err := os.MkdirAll(mod, 0o755); err != nil {
+			return err
 		}
-	}
-	return bin, os.Rename(bin+".tmp", bin)
+		if err := os.WriteFile(filepath.Join(mod, "go.mod"), []byte("module jaegerbuild\n\ngo 1.26\n"), 0o644); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		for _, args := range [][]string{
+			{"get", "-tool", "github.com/jaegertracing/jaeger/cmd/jaeger@" + Version},
+			{"build", "-o", bin + ".tmp", "github.com/jaegertracing/jaeger/cmd/jaeger"},
+		} {
+			cmd := exec.CommandContext(ctx, "go", args...)
+			cmd.Dir = mod
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("go %v: %w\n%s", args, err, tail(out, 4000))
+			}
+		}
+		return os.Rename(bin+".tmp", bin)
+	})
 }
 
 func tail(b []byte, n int) string {

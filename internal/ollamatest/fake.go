@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -100,21 +101,27 @@ func (f *Fake) embed(w http.ResponseWriter, r *http.Request) {
 			f.runner.Unlock()
 		}
 	}
-	buf := make([]byte, 0, len(req.Input)*(len(f.vector)+1)+64)
+	buf := AppendEmbedReply(nil, f.model, f.vector, len(req.Input), len(req.Input))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf)
+}
+
+// AppendEmbedReply appends to buf an /api/embed reply as Ollama writes
+// it: model, n copies of vector (one JSON array), the prompt tokens.
+func AppendEmbedReply(buf []byte, model string, vector []byte, n, tokens int) []byte {
+	buf = slices.Grow(buf, n*(len(vector)+1)+64)
 	buf = append(buf, `{"model":`...)
-	buf = strconv.AppendQuote(buf, f.model)
+	buf = strconv.AppendQuote(buf, model)
 	buf = append(buf, `,"embeddings":[`...)
-	for i := range req.Input {
+	for i := range n {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, f.vector...)
+		buf = append(buf, vector...)
 	}
 	buf = append(buf, `],"prompt_eval_count":`...)
-	buf = strconv.AppendInt(buf, int64(len(req.Input)), 10)
-	buf = append(buf, '}')
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf)
+	buf = strconv.AppendInt(buf, int64(tokens), 10)
+	return append(buf, '}')
 }
 
 // Stop shuts the fake down.

@@ -46,40 +46,17 @@ func Binary() (string, error) {
 	if p := os.Getenv(BinEnv); p != "" {
 		return p, nil
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("no cache directory: %w", err)
-	}
-	dir := filepath.Join(cache, "waywo-embed", "ollama-"+Version)
-	bin := filepath.Join(dir, "ollama")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", dir, err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil // another process built it while we waited
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install", "github.com/ollama/ollama@"+Version)
-	cmd.Dir = dir // outside any module, so go.mod of the caller is not consulted
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=1", "GOFLAGS=-mod=mod")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go install github.com/ollama/ollama@%s: %w\n%s", Version, err, tail(out, 4000))
-	}
-	return bin, nil
+	return proctest.Cached("ollama-"+Version, "ollama", func(dir, _ string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "install", "github.com/ollama/ollama@"+Version)
+		cmd.Dir = dir // outside any module, so go.mod of the caller is not consulted
+		cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=1", "GOFLAGS=-mod=mod")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go install github.com/ollama/ollama@%s: %w\n%s", Version, err, tail(out, 4000))
+		}
+		return nil
+	})
 }
 
 // Server is a running Ollama with the tiny model created.

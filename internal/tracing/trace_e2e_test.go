@@ -2,27 +2,18 @@ package tracing_test
 
 import (
 	"bytes"
-	"context"
-	"database/sql"
 	"net/http"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	_ "github.com/mattn/go-sqlite3"
 
-	"github.com/waywo/embed/internal/config"
-	"github.com/waywo/embed/internal/db"
 	"github.com/waywo/embed/internal/jaegertest"
 	"github.com/waywo/embed/internal/ollamatest"
-	"github.com/waywo/embed/internal/proctest"
-	"github.com/waywo/embed/internal/system"
+	"github.com/waywo/embed/internal/systemtest"
 )
 
 func TestMain(m *testing.M) { ollamatest.RunTests(m) }
@@ -40,42 +31,8 @@ func TestOneRequestOneTrace(t *testing.T) {
 	t.Setenv("OTEL_SERVICE_NAME", "")
 
 	ol := ollamatest.Shared(t)
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "waywo.db")
-	store, err := db.Open(context.Background(), dbPath, zap.NewNop())
-	require.NoError(t, err)
-	require.NoError(t, store.Close())
-	raw, err := sql.Open("sqlite3", "file:"+dbPath)
-	require.NoError(t, err)
-	_, err = raw.Exec(db.InsertProject, 1, "Traced project", "a project whose sync is traced", `["otel"]`)
-	require.NoError(t, err)
-	require.NoError(t, raw.Close())
-
-	cfg, err := config.Load(func(k string) (string, bool) {
-		v, ok := map[string]string{
-			"EMBED_HTTP_ADDR": "127.0.0.1:0", "EMBED_NATS_ADDR": proctest.Addr(t), "EMBED_DATA_DIR": filepath.Join(dir, "data"),
-			"WAYWO_DB": dbPath, "EMBED_RECONCILE_INTERVAL": "1h", "EMBED_CACHE_SIZE": "0",
-			"OLLAMA_HOST": ol.URL, "EMBED_MODEL": ol.Model, "EMBED_DIMENSIONS": strconv.Itoa(ol.Dims), "EMBED_HEARTBEAT_INTERVAL": "50ms",
-		}[k]
-		return v, ok
-	})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	addr, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- system.RunAPI(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), func(a string) { addr <- a })
-	}()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("api stopped: %v", err)
-	}
+	base := systemtest.RunAPI(t, ol, map[string]string{"EMBED_RECONCILE_INTERVAL": "1h", "EMBED_CACHE_SIZE": "0"},
+		systemtest.Project{ID: 1, Title: "Traced project", Description: "a project whose sync is traced", Hashtags: `["otel"]`})
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(base + "/health")
 		if err != nil {
