@@ -42,6 +42,27 @@ type laneRun struct {
 	ReindexTook time.Duration `json:"reindex_ns,omitempty"`
 	ProjectsPS  float64       `json:"reindex_projects_per_s,omitempty"`
 	ModelShare  float64       `json:"query_model_share,omitempty"` // of the model's time the queries used
+	// RunnerBusy is the share of the reindex's wall time the stand-in's
+	// runner spent on inputs; Calls the model calls it answered meanwhile.
+	// The rest, divided by Calls, is what each call cost the runner in
+	// waiting for the pipeline.
+	RunnerBusy float64 `json:"runner_busy,omitempty"`
+	Calls      int     `json:"model_calls,omitempty"`
+}
+
+// runnerUse fills r's runner figures from the stand-in's stats before and
+// after it.
+func (r *laneRun) runnerUse(before, after ollamatest.RunnerStats) {
+	r.RunnerBusy = (after.Busy - before.Busy).Seconds() / r.ReindexTook.Seconds()
+	r.Calls = after.Calls - before.Calls
+}
+
+// idlePerCall is how long the runner waited for the pipeline per call.
+func (r laneRun) idlePerCall() time.Duration {
+	if r.Calls == 0 {
+		return 0
+	}
+	return time.Duration((1 - r.RunnerBusy) * float64(r.ReindexTook) / float64(r.Calls))
 }
 
 // lanes measures, side by side against the stand-in backend that spends
@@ -71,16 +92,20 @@ func (b *bench) lanes() error {
 		if lanes {
 			idle := b.queries(sys.base, nil)
 			runs = append(runs, laneRun{Name: "idle", Queries: idle})
+			before := fake.Stats()
 			took, err := b.laneReindex(sys, path, lanes)
 			if err != nil {
 				sys.stop()
 				return err
 			}
-			runs = append(runs, laneRun{Name: "reindex alone", ReindexTook: took, ProjectsPS: laneProjects / took.Seconds()})
+			r := laneRun{Name: "reindex alone", ReindexTook: took, ProjectsPS: laneProjects / took.Seconds()}
+			r.runnerUse(before, fake.Stats())
+			runs = append(runs, r)
 		}
 		done := make(chan struct{})
 		var took time.Duration
 		var rerr error
+		before := fake.Stats()
 		go func() { defer close(done); took, rerr = b.laneReindex(sys, path, lanes) }()
 		q := b.queries(sys.base, done)
 		<-done
@@ -93,11 +118,13 @@ func (b *bench) lanes() error {
 			name = "reindex + queries, lanes off"
 		}
 		share := float64(q.Requests) * lanePerInput.Seconds() / took.Seconds()
-		runs = append(runs, laneRun{Name: name, Queries: q, ReindexTook: took, ProjectsPS: laneProjects / took.Seconds(), ModelShare: share})
+		r := laneRun{Name: name, Queries: q, ReindexTook: took, ProjectsPS: laneProjects / took.Seconds(), ModelShare: share}
+		r.runnerUse(before, fake.Stats())
+		runs = append(runs, r)
 	}
 
 	idle, alone := runs[0], runs[1]
-	fmt.Printf("  %-30s %9s %9s %9s %14s\n", "", "p50", "p99", "queries", "reindex")
+	fmt.Printf("  %-30s %9s %9s %9s %14s %12s %14s\n", "", "p50", "p99", "queries", "reindex", "runner busy", "idle per call")
 	for _, r := range runs {
 		q := "-"
 		if r.Queries.Requests > 0 {
@@ -111,7 +138,12 @@ func (b *bench) lanes() error {
 		if r.Queries.Requests > 0 {
 			p50, p99 = fmt.Sprintf("%.1fms", ms(r.Queries.P50)), fmt.Sprintf("%.1fms", ms(r.Queries.P99))
 		}
-		fmt.Printf("  %-30s %9s %9s %9s %14s\n", r.Name, p50, p99, q, rx)
+		busy, idle := "-", "-"
+		if r.Calls > 0 {
+			busy = fmt.Sprintf("%.3f", r.RunnerBusy)
+			idle = fmt.Sprintf("%.1fms (%d)", ms(r.idlePerCall()), r.Calls)
+		}
+		fmt.Printf("  %-30s %9s %9s %9s %14s %12s %14s\n", r.Name, p50, p99, q, rx, busy, idle)
 		b.rep.Rows = append(b.rep.Rows, row{Group: "lanes", Scenario: r.Name, Sample: r.Queries})
 		key := "lanes_" + slug(r.Name)
 		if r.Queries.Requests > 0 {
@@ -122,6 +154,9 @@ func (b *bench) lanes() error {
 		}
 		if r.ModelShare > 0 {
 			b.rep.Extra[key+"_query_model_share"] = r.ModelShare
+		}
+		if r.Calls > 0 {
+			b.rep.Extra[key+"_runner_busy"], b.rep.Extra[key+"_idle_ms_per_call"] = r.RunnerBusy, ms(r.idlePerCall())
 		}
 	}
 	with, without := runs[2], runs[3]

@@ -27,6 +27,7 @@ type Fake struct {
 	perInput time.Duration
 	vector   []byte // one vector, JSON-encoded
 	runner   sync.Mutex
+	stats    RunnerStats // guarded by runner
 	srv      *http.Server
 }
 
@@ -97,10 +98,15 @@ func (f *Fake) embed(w http.ResponseWriter, r *http.Request) {
 	if f.perInput > 0 {
 		for range req.Input {
 			f.runner.Lock()
+			start := time.Now()
 			time.Sleep(f.perInput) // the modelled GPU time of one input
+			f.stats.Busy += time.Since(start)
 			f.runner.Unlock()
 		}
 	}
+	f.runner.Lock()
+	f.stats.Calls++
+	f.runner.Unlock()
 	buf := AppendEmbedReply(nil, f.model, f.vector, len(req.Input), len(req.Input))
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf)
@@ -122,6 +128,22 @@ func AppendEmbedReply(buf []byte, model string, vector []byte, n, tokens int) []
 	buf = append(buf, `],"prompt_eval_count":`...)
 	buf = strconv.AppendInt(buf, int64(tokens), 10)
 	return append(buf, '}')
+}
+
+// RunnerStats is what the fake's runner has done: the time it spent on
+// inputs (the sleeps as they ran, a little over perInput each) and the
+// /api/embed calls it answered. Over an interval, the rest of the wall
+// time is the runner waiting for the pipeline.
+type RunnerStats struct {
+	Busy  time.Duration
+	Calls int
+}
+
+// Stats is what the runner has done so far.
+func (f *Fake) Stats() RunnerStats {
+	f.runner.Lock()
+	defer f.runner.Unlock()
+	return f.stats
 }
 
 // Stop shuts the fake down.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/stretchr/testify/require"
@@ -34,4 +35,21 @@ func TestFakeSpeaksTheOllamaAPI(t *testing.T) {
 	require.InDelta(t, 1.0, norm, 1e-5, "a unit vector")
 	require.NotEqual(t, resp.Embeddings[0][0], resp.Embeddings[0][1], "values vary, like a real embedding's")
 	require.Equal(t, 2, resp.PromptEvalCount)
+}
+
+func TestFakeRunnerStats(t *testing.T) {
+	t.Parallel()
+	f, err := StartFake("m", 8, 2*time.Millisecond)
+	require.NoError(t, err)
+	defer f.Stop()
+	u, _ := url.Parse(f.URL)
+	c := api.NewClient(u, http.DefaultClient)
+	for range 2 {
+		_, err := c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: []string{"a", "b", "c"}})
+		require.NoError(t, err)
+	}
+	s := f.Stats()
+	require.Equal(t, 2, s.Calls)
+	require.GreaterOrEqual(t, s.Busy, 12*time.Millisecond, "six inputs at 2 ms each")
+	require.Less(t, s.Busy, time.Second)
 }
