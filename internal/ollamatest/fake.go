@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,7 +28,8 @@ type Fake struct {
 	perInput time.Duration
 	vector   []byte // one vector, JSON-encoded
 	runner   sync.Mutex
-	stats    RunnerStats // guarded by runner
+	busy     time.Duration // guarded by runner
+	calls    atomic.Int64
 	srv      *http.Server
 }
 
@@ -100,13 +102,11 @@ func (f *Fake) embed(w http.ResponseWriter, r *http.Request) {
 			f.runner.Lock()
 			start := time.Now()
 			time.Sleep(f.perInput) // the modelled GPU time of one input
-			f.stats.Busy += time.Since(start)
+			f.busy += time.Since(start)
 			f.runner.Unlock()
 		}
 	}
-	f.runner.Lock()
-	f.stats.Calls++
-	f.runner.Unlock()
+	f.calls.Add(1) // not under runner: another call's input may hold it
 	buf := AppendEmbedReply(nil, f.model, f.vector, len(req.Input), len(req.Input))
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf)
@@ -143,7 +143,7 @@ type RunnerStats struct {
 func (f *Fake) Stats() RunnerStats {
 	f.runner.Lock()
 	defer f.runner.Unlock()
-	return f.stats
+	return RunnerStats{Busy: f.busy, Calls: int(f.calls.Load())}
 }
 
 // Stop shuts the fake down.
