@@ -84,7 +84,11 @@ func EmbedAll(ctx context.Context, inputs []string, maxBatch int, call Call) (Ou
 }
 
 func embedRange(ctx context.Context, call Call, inputs []string, lo, hi int, out *Output) error {
-	vecs, tokens, err := call(ctx, inputs[lo:hi])
+	callCtx := ctx
+	if hi < len(inputs) {
+		callCtx = WithComputed(ctx, nil) // more calls follow: the server is not done
+	}
+	vecs, tokens, err := call(callCtx, inputs[lo:hi])
 	out.Calls++
 	switch {
 	case err == nil:
@@ -122,4 +126,25 @@ func CheckReply(vecs [][]float32, n, dims int, what string) error {
 		}
 	}
 	return nil
+}
+
+// computedKey carries the function a call runs once the server has
+// finished computing its last input (see WithComputed).
+type computedKey struct{}
+
+// WithComputed returns ctx carrying fn, which the call covering the last
+// of EmbedAll's inputs runs once the server's answer begins (a 2xx
+// status): the server has finished computing by then, and only reading and
+// checking its reply remain. A serial runner is free for the next call
+// from that moment.
+func WithComputed(ctx context.Context, fn func()) context.Context {
+	return context.WithValue(ctx, computedKey{}, fn)
+}
+
+// Computed runs ctx's WithComputed function, if it has one. A backend's
+// call runs it when the server's answer begins.
+func Computed(ctx context.Context) {
+	if fn, ok := ctx.Value(computedKey{}).(func()); ok && fn != nil {
+		fn()
+	}
 }

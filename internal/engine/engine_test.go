@@ -61,3 +61,22 @@ func TestRepliesThatDoNotFitAreRefused(t *testing.T) {
 	nan /= nan
 	require.ErrorIs(t, engine.CheckReply([][]float32{{1, nan}}, 1, 2, "m"), engine.ErrUnavailable)
 }
+
+// The WithComputed function runs for the call that covers the last input,
+// and only when that call runs engine.Computed: calls that more follow do
+// not free the server.
+func TestComputedRunsForTheLastCallOnly(t *testing.T) {
+	var ranges [][]string
+	var computedIn []int
+	call := func(ctx context.Context, in []string) ([][]float32, int, error) {
+		ranges = append(ranges, in)
+		engine.Computed(ctx) // what a backend does when its answer begins
+		return make([][]float32, len(in)), 0, nil
+	}
+	ctx := engine.WithComputed(context.Background(), func() { computedIn = append(computedIn, len(ranges)-1) })
+	_, err := engine.EmbedAll(ctx, []string{"a", "b", "c", "d", "e"}, 2, call)
+	require.NoError(t, err)
+	require.Len(t, ranges, 3)
+	require.Equal(t, []int{2}, computedIn, "only the third call, [e], is the last")
+	engine.Computed(context.Background()) // no function: nothing happens
+}

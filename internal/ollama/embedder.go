@@ -15,6 +15,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 
+	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/vector"
 )
 
@@ -83,6 +84,9 @@ func (o *EmbedClient) Embed(ctx context.Context, req *api.EmbedRequest) (*api.Em
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode < http.StatusBadRequest {
+		engine.Computed(ctx)
+	}
 	buf := replyBuffers.Get().(*bytes.Buffer)
 	defer putReplyBuffer(buf)
 	buf.Reset()

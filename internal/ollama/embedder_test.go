@@ -1,11 +1,17 @@
 package ollama
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 
 	"github.com/ollama/ollama/api"
+
+	"github.com/waywo/embed/internal/engine"
 )
 
 // The whole reply, as Ollama writes it, decodes to what encoding/json and
@@ -73,4 +79,30 @@ func gaussianVectors(n, dims int) [][]float32 {
 		}
 	}
 	return out
+}
+
+// The client runs engine.Computed when Ollama's answer begins with a 2xx
+// status — the vectors are computed, only reading them remains — and not
+// when it answers an error.
+func TestEmbedRunsComputedOnAnAnswer(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if status != http.StatusOK {
+			http.Error(w, `{"error":"down"}`, status)
+			return
+		}
+		_, _ = w.Write([]byte(`{"model":"m","embeddings":[[1,2]],"prompt_eval_count":1}`))
+	}))
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	c := NewEmbedClient(base, srv.Client())
+	computed := 0
+	ctx := engine.WithComputed(context.Background(), func() { computed++ })
+	if _, err := c.Embed(ctx, &api.EmbedRequest{Model: "m", Input: []string{"x"}}); err != nil || computed != 1 {
+		t.Fatalf("answer: computed %d times, %v", computed, err)
+	}
+	status = http.StatusInternalServerError
+	if _, err := c.Embed(ctx, &api.EmbedRequest{Model: "m", Input: []string{"x"}}); err == nil || computed != 1 {
+		t.Fatalf("error: computed %d times, %v", computed, err)
+	}
 }

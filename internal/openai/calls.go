@@ -161,6 +161,9 @@ func (e *Endpoint) do(ctx context.Context, method, path string, body []byte) ([]
 		return nil, fmt.Errorf("%w: %s: %w", engine.ErrUnavailable, e.base, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode < http.StatusBadRequest {
+		engine.Computed(ctx)
+	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: reading the reply: %w", engine.ErrUnavailable, e.base, err)

@@ -162,9 +162,12 @@ func TestBusyAndFailingEngines(t *testing.T) {
 	ep := engineAt(t, srv.URL+"/v1", func(o *openai.Options) { o.Timeout = 300 * time.Millisecond })
 	require.NoError(t, ep.Prepare(context.Background()))
 
+	// engine.Computed runs when the engine answers 2xx, not on an error.
+	var computed atomic.Int64
+	ctx := engine.WithComputed(context.Background(), func() { computed.Add(1) })
 	calls.Store(0)
 	fail.Store(-1)
-	_, err := ep.EmbedAll(context.Background(), texts)
+	_, err := ep.EmbedAll(ctx, texts)
 	d, busy := engine.RetryAfter(err)
 	require.True(t, busy, "%v", err)
 	require.Equal(t, 7*time.Second, d)
@@ -173,19 +176,21 @@ func TestBusyAndFailingEngines(t *testing.T) {
 
 	calls.Store(0)
 	fail.Store(2) // two 503s, then the engine answers
-	out, err := ep.EmbedAll(context.Background(), texts)
+	out, err := ep.EmbedAll(ctx, texts)
 	require.NoError(t, err)
 	require.Equal(t, direct(t, texts), out.Vectors)
 	require.EqualValues(t, 3, calls.Load())
+	require.EqualValues(t, 1, computed.Load(), "the answer, not the 429 or the 503s")
 
 	calls.Store(0)
 	fail.Store(0)
 	slow.Store(true) // every attempt times out
-	_, err = ep.EmbedAll(context.Background(), texts)
+	_, err = ep.EmbedAll(ctx, texts)
 	require.ErrorIs(t, err, engine.ErrUnavailable)
 	_, busy = engine.RetryAfter(err)
 	require.False(t, busy)
 	require.EqualValues(t, 3, calls.Load(), "three attempts")
+	require.EqualValues(t, 1, computed.Load(), "no answer, nothing computed")
 }
 
 // Prepare tells a passing outage (ErrUnavailable: the worker waits) from
