@@ -32,16 +32,32 @@ func JobsStreamConfig(lane Lane, l StreamLimits) jetstream.StreamConfig {
 }
 
 // ConsumerOptions configure the shared durable pull consumer.
+//
+// Prioritized gives the interactive lane's consumer nats-server's
+// prioritized policy (2.12 and later): every pull on it names
+// WorkersPriorityGroup and a priority, and a query goes to the pull with
+// the lowest number that waits. Without it every pull is served in turn.
 type ConsumerOptions struct {
-	AckWait    time.Duration
-	MaxDeliver int
+	AckWait     time.Duration
+	MaxDeliver  int
+	Prioritized bool
 }
+
+// The priorities of pulls on the interactive lane's consumer when it is
+// prioritized: a worker with an endpoint free pulls at PullIdle, a worker
+// whose endpoints are all busy keeps a pull open at PullBusy, so that a
+// query goes to a busy worker only while no free one asks for it.
+const (
+	WorkersPriorityGroup = "workers"
+	PullIdle             = 0
+	PullBusy             = 1
+)
 
 // WorkersConsumerConfig is the durable pull consumer of a lane all workers
 // share. No BackOff: it would replace AckWait; workers nak with their own
 // delay.
 func WorkersConsumerConfig(lane Lane, o ConsumerOptions) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
+	c := jetstream.ConsumerConfig{
 		Durable:       lane.Consumer(),
 		Description:   "embedding workers, " + string(lane) + " lane",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -50,4 +66,9 @@ func WorkersConsumerConfig(lane Lane, o ConsumerOptions) jetstream.ConsumerConfi
 		MaxAckPending: 10_000,
 		MaxWaiting:    1024,
 	}
+	if lane == LaneInteractive && o.Prioritized {
+		c.PriorityPolicy = jetstream.PriorityPolicyPrioritized
+		c.PriorityGroups = []string{WorkersPriorityGroup}
+	}
+	return c
 }

@@ -13,20 +13,23 @@ import (
 
 	"github.com/waywo/embed/internal/backoff"
 	"github.com/waywo/embed/internal/engine"
+	"github.com/waywo/embed/internal/wire"
 )
 
 // awaitIdle waits for a ready endpoint to take the batch — one with no call
 // in flight if there is one now, one with room for another call if the
-// batch is full — telling JetStream the held jobs are in progress meanwhile.
-// It returns nil when stopping or when no endpoint is ready any more.
-func (w *Worker) awaitIdle(ctx context.Context, b *Batcher[*pending], held []*pending) (r *runner, waited bool) {
+// batch is full or more jobs waited than it holds — telling JetStream the
+// held jobs are in progress meanwhile. While it waits, the interactive
+// lane's standing pull brings the queries that arrive into the lanes. It
+// returns nil when stopping or when no endpoint is ready any more.
+func (w *Worker) awaitIdle(ctx context.Context, b *Batcher[*pending], l *lanes, s *pulls) (r *runner, waited bool) {
 	select {
 	case r := <-w.idle:
 		return r, false
 	default:
 	}
-	var extra chan *runner // nil, never ready, unless the batch is full
-	if b.Full() || len(held) > 0 {
+	var extra chan *runner // nil, never ready, unless more than the batch waits
+	if b.Full() || l.heldCount() > 0 {
 		extra = w.extra
 	}
 	select {
@@ -41,16 +44,29 @@ func (w *Worker) awaitIdle(ctx context.Context, b *Batcher[*pending], held []*pe
 		if !ok {
 			return nil, true
 		}
+		if err := s.openBusy(standingMax - len(l.held[wire.LaneInteractive])); err != nil {
+			w.log.Debug("standing pull on the interactive lane failed", zap.Error(err))
+		}
 		select {
 		case r := <-w.idle:
 			return r, true
 		case r := <-extra:
 			return r, true
+		case m, ok := <-s.busy.arrivals():
+			s.busy.received(ok)
+			if p := w.acceptArrival(m, ok); p != nil {
+				l.hold(p)
+			}
+		case m, ok := <-s.free.arrivals():
+			s.free.received(ok)
+			if p := w.acceptArrival(m, ok); p != nil {
+				l.hold(p)
+			}
 		case <-tick.C:
 			for _, p := range b.Items() {
 				_ = p.msg.InProgress()
 			}
-			for _, p := range held {
+			for _, p := range l.all() {
 				_ = p.msg.InProgress()
 			}
 		case <-ch:
@@ -85,13 +101,21 @@ func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
 		case offer <- r:
 			if b := <-r.work; len(b.items) > 0 {
 				inFlight++
+				w.setCalling(r, inFlight)
 				calls.Go(func() {
-					w.process(ctx, workCtx, r, b)
-					finished <- struct{}{}
+					// The runner is free for the next call once the server
+					// has computed this one's vectors (engine.Computed),
+					// while this call's reply is still read and settled;
+					// at the latest when the call ends.
+					var once sync.Once
+					free := func() { once.Do(func() { finished <- struct{}{} }) }
+					w.process(ctx, workCtx, r, b, free)
+					free()
 				})
 			}
 		case <-finished:
 			inFlight--
+			w.setCalling(r, inFlight)
 		case <-ch:
 		case <-ctx.Done():
 			return
@@ -149,6 +173,35 @@ func (w *Worker) setReady(r *runner, ready bool, reason string) {
 		w.log.Warn("endpoint not ready", zap.String("ollama", r.model.Host()), zap.String("reason", reason))
 	}
 	w.announce(false)
+}
+
+func (w *Worker) setCalling(r *runner, n int) {
+	w.mu.Lock()
+	if n < r.calling {
+		close(w.freed)
+		w.freed = make(chan struct{})
+	}
+	r.calling = n
+	w.mu.Unlock()
+}
+
+// freedSignal is closed when an endpoint next finishes a call.
+func (w *Worker) freedSignal() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.freed
+}
+
+// anyFree says whether a ready endpoint has room for a call now.
+func (w *Worker) anyFree() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range w.runners {
+		if r.ready && r.calling < w.opts.CallsPerHost {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *Worker) setBusy(r *runner, delta int) {

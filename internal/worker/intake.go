@@ -28,41 +28,92 @@ const idleWait = 250 * time.Millisecond
 type consumers struct {
 	w    *Worker
 	cons map[wire.Lane]jetstream.Consumer
+	// pulls are the interactive lane's open pulls.
+	pulls *pulls
 }
 
 func (c consumers) fetchNow(lane wire.Lane, n int) ([]*pending, int, error) {
-	mb, err := c.cons[lane].FetchNoWait(n)
-	if err != nil {
-		return nil, 0, err
-	}
 	var jobs []*pending
 	got := 0
+	if lane == wire.LaneInteractive {
+		for _, m := range c.pulls.take(n) {
+			got++
+			if p := c.w.accept(m, lane); p != nil {
+				jobs = append(jobs, p)
+			}
+		}
+		if got == n || c.pulls.covers() {
+			return jobs, got, nil // what the lane has came through the open pulls
+		}
+	}
+	// A failure with jobs in hand is not returned: the caller would drop
+	// them, and the next fetch finds it again.
+	mb, err := c.fetchNoWait(lane, n-got)
+	if err != nil {
+		return jobs, got, errUnlessAny(err, got)
+	}
+	fetched := 0
 	for m := range mb.Messages() {
-		got++
+		fetched++
 		if p := c.w.accept(m, lane); p != nil {
 			jobs = append(jobs, p)
 		}
 	}
-	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && got == 0 {
-		return nil, 0, err
+	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && fetched == 0 {
+		return jobs, got, errUnlessAny(err, got)
 	}
-	return jobs, got, nil
+	return jobs, got + fetched, nil
+}
+
+func errUnlessAny(err error, got int) error {
+	if got > 0 {
+		return nil
+	}
+	return err
+}
+
+// briefWait stands in for no_wait on a prioritized consumer, where every
+// pull must name its group and nats.go's FetchNoWait takes no options: a
+// pull that ends after this long, at once if it gets its batch.
+const briefWait = time.Millisecond
+
+// fetchNoWait pulls up to n messages lane has now.
+func (c consumers) fetchNoWait(lane wire.Lane, n int) (jetstream.MessageBatch, error) {
+	if lane == wire.LaneInteractive && c.pulls.prioritized {
+		return c.cons[lane].Fetch(n, c.pulls.options(briefWait, c.priority())...)
+	}
+	return c.cons[lane].FetchNoWait(n)
+}
+
+// priority is the priority of the worker's next pull on the interactive
+// lane: a free worker's while an endpoint has room for a call, a busy
+// one's otherwise (a busy worker fetches its next batch while its
+// endpoints compute).
+func (c consumers) priority() int {
+	if c.w.anyFree() {
+		return wire.PullIdle
+	}
+	return wire.PullBusy
 }
 
 // dispatch is the loop that owns the batcher and the lanes: it fetches the
 // next batch while the endpoints compute, then hands it to the first idle
 // one.
 func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Consumer) {
-	src := consumers{w: w, cons: cons}
+	src := consumers{w: w, cons: cons, pulls: &pulls{cons: cons[wire.LaneInteractive], now: w.opts.Now, prioritized: w.opts.Consumer.Prioritized}}
 	b := NewBatcher[*pending](w.opts.BatchSize, w.opts.BatchTokens, w.opts.BatchWait, w.opts.Now)
 	l := newLanes(src, w.opts.BatchSize, w.opts.Now)
-	defer func() { w.handBack(append(b.Flush(), l.release()...)) }()
+	handBackAll := func() {
+		w.handBack(append(b.Flush(), l.release()...))
+		w.handBackMsgs(src.pulls.stop())
+	}
+	defer handBackAll()
 	outage := &broker.Outage{What: "fetching jobs", Log: w.log, Counted: func() { w.opts.Observer.JobError("fetch_failed") }}
 
 	for ctx.Err() == nil {
 		if ch, ok := w.anyReady(); !ok {
 			// Take no work that no endpoint can do; let other workers have it.
-			w.handBack(append(b.Flush(), l.release()...))
+			handBackAll()
 			select {
 			case <-ch:
 			case <-ctx.Done():
@@ -74,7 +125,7 @@ func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Cons
 			// Nothing anywhere: block for an interactive job a while. A lone
 			// request then goes without another look at its own lane (and
 			// alone, three times in four; see lanes.fill).
-			p, behind, ferr := src.waitOne(wire.LaneInteractive, idleWait)
+			p, behind, ferr := src.waitInteractive(ctx)
 			if err = ferr; err == nil && p != nil {
 				b.Add(p, len(p.job.Documents), p.tokens)
 				l.took(p)
@@ -90,7 +141,7 @@ func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Cons
 			continue
 		}
 
-		r, waited := w.awaitIdle(ctx, b, l.all())
+		r, waited := w.awaitIdle(ctx, b, l, src.pulls)
 		if r == nil {
 			continue // stopping, or no endpoint ready: the loop top hands back
 		}
@@ -112,32 +163,53 @@ func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Cons
 	}
 }
 
-// waitOne blocks up to wait for one job of lane. behind is how many jobs
-// the lane held after it, as its delivery says. err is a failure to fetch
-// (the stream unavailable), not an empty lane.
-func (c consumers) waitOne(lane wire.Lane, wait time.Duration) (got *pending, behind uint64, err error) {
-	mb, err := c.cons[lane].Fetch(1, jetstream.FetchMaxWait(wait))
-	if err != nil {
-		return nil, 0, err
-	}
-	behind = 1
-	for m := range mb.Messages() {
-		if p := c.w.accept(m, lane); p != nil {
-			got = p
+// waitInteractive blocks a while for one interactive job: through the
+// free worker's pull while an endpoint has room for a call, through the
+// standing pull while none has, and from either while both are open. It
+// returns nil when the pull it waits on ends empty (idleWait, or
+// standingWait), so that the caller looks at the bulk lane again. behind
+// is how many jobs the lane held after the one returned, as its delivery
+// says (1 when unknown). err is a failure to fetch (the stream
+// unavailable), not an empty lane.
+func (c consumers) waitInteractive(ctx context.Context) (got *pending, behind uint64, err error) {
+	for {
+		freed := c.w.freedSignal()
+		if c.w.anyFree() || !c.pulls.prioritized {
+			err = c.pulls.openFree(idleWait)
+		} else {
+			err = c.pulls.openBusy(standingMax)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		select {
+		case m, ok := <-c.pulls.free.arrivals():
+			mb := c.pulls.free.mb
+			c.pulls.free.received(ok)
+			if !ok {
+				if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+					return nil, 0, err
+				}
+				return nil, 0, nil
+			}
+			behind = 1
 			if md, err := m.Metadata(); err == nil {
 				behind = md.NumPending
 			}
+			return c.w.accept(m, wire.LaneInteractive), behind, nil
+		case m, ok := <-c.pulls.busy.arrivals():
+			c.pulls.busy.received(ok)
+			return c.w.acceptArrival(m, ok), 1, nil
+		case <-freed: // an endpoint freed: pull as a free worker
+		case <-ctx.Done():
+			return nil, 0, nil
 		}
 	}
-	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && got == nil {
-		return nil, 0, err
-	}
-	return got, behind, nil
 }
 
 // linger waits up to wait for more interactive jobs (EMBED_BATCH_WAIT).
 func (c consumers) linger(b *Batcher[*pending], l *lanes, wait time.Duration) {
-	mb, err := c.cons[wire.LaneInteractive].Fetch(min(b.Room(), 16), jetstream.FetchMaxWait(wait))
+	mb, err := c.cons[wire.LaneInteractive].Fetch(min(b.Room(), 16), c.pulls.options(wait, c.priority())...)
 	if err != nil {
 		return
 	}
@@ -197,4 +269,23 @@ func (w *Worker) handBack(ps []*pending) {
 	if len(ps) > 0 {
 		w.log.Info("handed back unstarted jobs", zap.Int("jobs", len(ps)))
 	}
+}
+
+// handBackMsgs returns fetched, undecoded messages to the queue at once.
+func (w *Worker) handBackMsgs(ms []jetstream.Msg) {
+	for _, m := range ms {
+		_ = m.Nak()
+	}
+	if len(ms) > 0 {
+		w.log.Info("handed back unstarted jobs", zap.Int("jobs", len(ms)))
+	}
+}
+
+// acceptArrival decodes a receive from an open pull: nil for the end of
+// the pull and for a job dropped at once (see accept).
+func (w *Worker) acceptArrival(m jetstream.Msg, ok bool) *pending {
+	if !ok {
+		return nil
+	}
+	return w.accept(m, wire.LaneInteractive)
 }

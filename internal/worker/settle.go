@@ -25,8 +25,9 @@ import (
 // process embeds one batch on r and answers every job in it: requests
 // cancelled meanwhile are dropped, the rest go to the model in one call,
 // the batch is counted, and each job is answered and acked (or, when the
-// model failed, retried).
-func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
+// model failed, retried). computed runs once the server has computed the
+// batch's vectors, before their reply is read (see engine.WithComputed).
+func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch, computed func()) {
 	w.setBusy(r, +1)
 	defer w.setBusy(r, -1)
 	jobs := w.dropCancelled(b.items)
@@ -58,6 +59,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch) {
 	// never the other way round.
 	fp := r.model.Fingerprint()
 	callCtx, stall, done := w.callContext(r, workCtx)
+	callCtx = engine.WithComputed(callCtx, computed)
 	if stall.Err() != nil {
 		done()
 		w.giveBack(jobs)

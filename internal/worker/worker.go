@@ -40,6 +40,7 @@ type Worker struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when any runner's readiness changes
+	freed   chan struct{} // closed and replaced when a runner finishes a call
 }
 
 // runner is one model server and its state.
@@ -51,6 +52,7 @@ type runner struct {
 	ready    bool
 	reason   string
 	busy     int  // calls in flight
+	calling  int  // calls on the server (until it has computed them)
 	prepared bool // Prepare succeeded: probes keep it ready from then on
 	// stalled: the server stopped answering; it is ready again only once
 	// a test embedding answers. stall ends when a stall is seen, so that
@@ -97,6 +99,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, lo
 		idle:    make(chan *runner),
 		extra:   make(chan *runner),
 		changed: make(chan struct{}),
+		freed:   make(chan struct{}),
 	}
 	w.cancelled = newCancels(opts.Now)
 	w.tokens = newTokenRate()
@@ -145,6 +148,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	cons := map[wire.Lane]jetstream.Consumer{}
 	err = broker.Retry(ctx, "creating the workers' consumers (the api creates their streams)", w.log, func(ctx context.Context) error {
+		// Pull priorities need nats-server 2.12, known once connected;
+		// before it, the queries that arrive while the endpoints are busy
+		// are fetched when one frees.
+		version := w.nc.ConnectedServerVersion()
+		if version == "" {
+			return errors.New("not connected to NATS yet")
+		}
+		w.opts.Consumer.Prioritized = serverAtLeast(version, 2, 12)
 		for _, lane := range wire.Lanes {
 			c, err := EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Consumer)
 			if err != nil {
@@ -162,7 +173,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			wg.Go(func() { w.runLoop(ctx, workCtx, r) })
 		}
 		w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_host", w.opts.CallsPerHost),
-			zap.Int("batch_size", w.opts.BatchSize))
+			zap.Int("batch_size", w.opts.BatchSize), zap.Bool("prioritized_pulls", w.opts.Consumer.Prioritized))
 		w.dispatch(ctx, cons)
 		w.log.Info("worker stopping: finishing batches in flight", zap.Duration("timeout", w.opts.ShutdownTimeout))
 		stopTimer := time.AfterFunc(w.opts.ShutdownTimeout, cancelWork)

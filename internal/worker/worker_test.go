@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -94,6 +95,8 @@ func (p probed) Probe(ctx context.Context, full bool) (vector.Fingerprint, error
 func (p probed) Prepare(context.Context) error { return nil }
 
 type wopts struct {
+	id         string // default "w1"
+	ackWait    time.Duration
 	fake       *fakeOllama
 	probe      func(ctx context.Context, full bool) error
 	maxDeliver int
@@ -108,8 +111,8 @@ func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan erro
 	}
 	model := ollama.NewEndpoint(fakeURL("fake:1"), ollama.Options{Model: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true, Embedder: o.fake})
 	r := b.StartWorker(systemtest.WorkerOptions{
-		ID: "w1", Models: []worker.Model{probed{model, o.probe}},
-		BatchSize: 16, CallsPerHost: o.calls, AckWait: 3 * time.Second, MaxDeliver: o.maxDeliver,
+		ID: cmp.Or(o.id, "w1"), Models: []worker.Model{probed{model, o.probe}},
+		BatchSize: 16, CallsPerHost: o.calls, AckWait: cmp.Or(o.ackWait, 3*time.Second), MaxDeliver: o.maxDeliver,
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
 		Observer: worker.ObserverFuncs{OnBatch: o.onBatch},
 	})
