@@ -68,8 +68,8 @@ func busyWithBulk(t *testing.T, client *dispatch.Client, fake *fakeOllama) <-cha
 
 // A worker whose endpoints are all busy still pulls its next batch, but
 // below a free worker: while one waits, every query goes to it, none
-// waits behind the busy worker's call. Without the priorities each pull is
-// served in turn, and about half the queries would wait for the busy call.
+// waits behind the busy worker's call. Without the priorities the pulls are
+// served in turn, and in a trial all ten queries waited for the busy call.
 func TestBusyWorkerLeavesQueriesToAFreeOne(t *testing.T) {
 	t.Parallel()
 	b := systemtest.Setup(t, small)
