@@ -174,6 +174,10 @@ func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Cons
 func (c consumers) waitInteractive(ctx context.Context) (got *pending, behind uint64, err error) {
 	for {
 		freed := c.w.freedSignal()
+		readiness, ready := c.w.anyReady()
+		if !ready {
+			return nil, 0, nil // the caller's loop hands back what it holds
+		}
 		if c.w.anyFree() || !c.pulls.prioritized {
 			err = c.pulls.openFree(idleWait)
 		} else {
@@ -201,6 +205,7 @@ func (c consumers) waitInteractive(ctx context.Context) (got *pending, behind ui
 			c.pulls.busy.received(ok)
 			return c.w.acceptArrival(m, ok), 1, nil
 		case <-freed: // an endpoint freed: pull as a free worker
+		case <-readiness: // an endpoint became ready (or not): likewise
 		case <-ctx.Done():
 			return nil, 0, nil
 		}
