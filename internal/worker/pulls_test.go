@@ -85,7 +85,11 @@ func TestBusyWorkerLeavesQueriesToAFreeOne(t *testing.T) {
 		}
 		return vectorsFor(req), nil
 	}}
-	startWorker(b, wopts{id: "free", fake: free})
+	// Two calls per host: answering a query leaves the free worker an
+	// endpoint with room, so every pull it makes asks as a free worker's,
+	// and two waiting pulls always include one of its own (the busy
+	// worker keeps one open at a time).
+	startWorker(b, wopts{id: "free", fake: free, calls: 2})
 	b.WaitReady(2)
 
 	cons := interactiveConsumer(t, b.JS)
@@ -93,15 +97,22 @@ func TestBusyWorkerLeavesQueriesToAFreeOne(t *testing.T) {
 	var wg sync.WaitGroup
 	strays := 0
 	for i := range queries {
-		// Both workers have a pull waiting: the busy one's and the free
-		// one's. The free worker frees its endpoint just after it answers
-		// and pulls as a free worker again; the pause leaves it the time
-		// (a query in that gap goes to either, as it should).
-		time.Sleep(20 * time.Millisecond)
+		// Both workers have a pull waiting, seen in three looks in a row
+		// over several milliseconds: not the 1 ms pull with which the free
+		// worker looks for more queries after taking one, but the one it
+		// then waits on. (It renews that every quarter second; a query in
+		// the round trip between two may go to either, as it should: one
+		// such is allowed.)
+		steady := 0
 		require.Eventually(t, func() bool {
 			ci, err := cons.Info(context.Background())
-			return err == nil && ci.NumWaiting >= 2
-		}, 5*time.Second, time.Millisecond)
+			if err != nil || ci.NumWaiting < 2 {
+				steady = 0
+				return false
+			}
+			steady++
+			return steady >= 3
+		}, 5*time.Second, 2*time.Millisecond)
 		q := fmt.Sprintf("query %d", i)
 		answered := make(chan error, 1)
 		wg.Go(func() { _, err := b.Embed(30*time.Second, q); answered <- err })
