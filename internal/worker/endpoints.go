@@ -53,13 +53,11 @@ func (w *Worker) awaitIdle(ctx context.Context, b *Batcher[*pending], l *lanes, 
 		case r := <-extra:
 			return r, true
 		case m, ok := <-s.busy.arrivals():
-			s.busy.received(ok)
-			if p := w.acceptArrival(m, ok); p != nil {
+			if p := s.busy.job(w, m, ok); p != nil {
 				l.hold(p)
 			}
 		case m, ok := <-s.free.arrivals():
-			s.free.received(ok)
-			if p := w.acceptArrival(m, ok); p != nil {
+			if p := s.free.job(w, m, ok); p != nil {
 				l.hold(p)
 			}
 		case <-tick.C:
@@ -100,8 +98,7 @@ func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
 		select {
 		case offer <- r:
 			if b := <-r.work; len(b.items) > 0 {
-				inFlight++
-				w.setCalling(r, inFlight)
+				inFlight = w.addCalling(r, +1)
 				calls.Go(func() {
 					// The runner is free for the next call once the server
 					// has computed this one's vectors (engine.Computed),
@@ -114,8 +111,7 @@ func (w *Worker) runLoop(ctx, workCtx context.Context, r *runner) {
 				})
 			}
 		case <-finished:
-			inFlight--
-			w.setCalling(r, inFlight)
+			inFlight = w.addCalling(r, -1)
 		case <-ch:
 		case <-ctx.Done():
 			return
@@ -175,14 +171,18 @@ func (w *Worker) setReady(r *runner, ready bool, reason string) {
 	w.announce(false)
 }
 
-func (w *Worker) setCalling(r *runner, n int) {
+// addCalling counts a call r's server starts (+1) or has computed (-1),
+// waking the waits on freedSignal for the latter, and returns the calls it
+// has now.
+func (w *Worker) addCalling(r *runner, delta int) int {
 	w.mu.Lock()
-	if n < r.calling {
+	defer w.mu.Unlock()
+	if delta < 0 {
 		close(w.freed)
 		w.freed = make(chan struct{})
 	}
-	r.calling = n
-	w.mu.Unlock()
+	r.calling += delta
+	return r.calling
 }
 
 // freedSignal is closed when an endpoint next finishes a call.

@@ -104,8 +104,11 @@ func (w *Worker) dispatch(ctx context.Context, cons map[wire.Lane]jetstream.Cons
 	b := NewBatcher[*pending](w.opts.BatchSize, w.opts.BatchTokens, w.opts.BatchWait, w.opts.Now)
 	l := newLanes(src, w.opts.BatchSize, w.opts.Now)
 	handBackAll := func() {
-		w.handBack(append(b.Flush(), l.release()...))
-		w.handBackMsgs(src.pulls.stop())
+		ps := append(b.Flush(), l.release()...)
+		for _, m := range src.pulls.stop() {
+			ps = append(ps, &pending{msg: m, lane: wire.LaneInteractive})
+		}
+		w.handBack(ps)
 	}
 	defer handBackAll()
 	outage := &broker.Outage{What: "fetching jobs", Log: w.log, Counted: func() { w.opts.Observer.JobError("fetch_failed") }}
@@ -202,8 +205,7 @@ func (c consumers) waitInteractive(ctx context.Context) (got *pending, behind ui
 			}
 			return c.w.accept(m, wire.LaneInteractive), behind, nil
 		case m, ok := <-c.pulls.busy.arrivals():
-			c.pulls.busy.received(ok)
-			return c.w.acceptArrival(m, ok), 1, nil
+			return c.pulls.busy.job(c.w, m, ok), 1, nil
 		case <-freed: // an endpoint freed: pull as a free worker
 		case <-readiness: // an endpoint became ready (or not): likewise
 		case <-ctx.Done():
@@ -274,23 +276,4 @@ func (w *Worker) handBack(ps []*pending) {
 	if len(ps) > 0 {
 		w.log.Info("handed back unstarted jobs", zap.Int("jobs", len(ps)))
 	}
-}
-
-// handBackMsgs returns fetched, undecoded messages to the queue at once.
-func (w *Worker) handBackMsgs(ms []jetstream.Msg) {
-	for _, m := range ms {
-		_ = m.Nak()
-	}
-	if len(ms) > 0 {
-		w.log.Info("handed back unstarted jobs", zap.Int("jobs", len(ms)))
-	}
-}
-
-// acceptArrival decodes a receive from an open pull: nil for the end of
-// the pull and for a job dropped at once (see accept).
-func (w *Worker) acceptArrival(m jetstream.Msg, ok bool) *pending {
-	if !ok {
-		return nil
-	}
-	return w.accept(m, wire.LaneInteractive)
 }

@@ -51,6 +51,16 @@ func (p *openPull) received(ok bool) {
 	p.got++
 }
 
+// job notes a receive from arrivals and decodes its message: nil for the
+// end of the pull and for a job dropped at once (see Worker.accept).
+func (p *openPull) job(w *Worker, m jetstream.Msg, ok bool) *pending {
+	p.received(ok)
+	if !ok {
+		return nil
+	}
+	return w.accept(m, wire.LaneInteractive)
+}
+
 // pulls are the interactive lane's open pulls. Only the dispatcher uses
 // them.
 //
