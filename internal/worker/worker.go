@@ -147,15 +147,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		})
 	}
 	cons := map[wire.Lane]jetstream.Consumer{}
+	var natsVersion string
 	err = broker.Retry(ctx, "creating the workers' consumers (the api creates their streams)", w.log, func(ctx context.Context) error {
 		// Pull priorities need nats-server 2.12, known once connected;
 		// before it, the queries that arrive while the endpoints are busy
 		// are fetched when one frees.
-		version := w.nc.ConnectedServerVersion()
-		if version == "" {
+		natsVersion = w.nc.ConnectedServerVersion()
+		if natsVersion == "" {
 			return errors.New("not connected to NATS yet")
 		}
-		w.opts.Consumer.Prioritized = serverAtLeast(version, 2, 12)
+		w.opts.Consumer.Prioritized = serverAtLeast(natsVersion, 2, 12)
 		for _, lane := range wire.Lanes {
 			c, err := EnsureWorkersConsumer(ctx, w.js, lane, w.opts.Consumer)
 			if err != nil {
@@ -174,6 +175,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		w.log.Info("worker started", zap.Int("endpoints", len(w.runners)), zap.Int("calls_per_host", w.opts.CallsPerHost),
 			zap.Int("batch_size", w.opts.BatchSize), zap.Bool("prioritized_pulls", w.opts.Consumer.Prioritized))
+		if !w.opts.Consumer.Prioritized {
+			w.log.Warn("nats-server is older than 2.12: a busy worker may take queries a free one could start at once, and fetches them only when an endpoint frees; upgrade it for pull priorities",
+				zap.String("nats_server", natsVersion))
+		}
 		w.dispatch(ctx, cons)
 		w.log.Info("worker stopping: finishing batches in flight", zap.Duration("timeout", w.opts.ShutdownTimeout))
 		stopTimer := time.AfterFunc(w.opts.ShutdownTimeout, cancelWork)
