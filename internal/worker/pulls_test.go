@@ -232,13 +232,19 @@ func TestInteractiveConsumerBecomesPrioritized(t *testing.T) {
 		calls.Add(1)
 		return vectorsFor(req), nil
 	}}})
-	b.WaitReady(1)
-	ci, err := interactiveConsumer(t, b.JS).Info(ctx)
-	require.NoError(t, err)
+	// The worker says it is ready once its model is; its consumers are
+	// created beside that, so wait for both lanes' to exist.
+	var ci, bulk *jetstream.ConsumerInfo
+	require.Eventually(t, func() bool {
+		ci, err = consumerInfo(ctx, b.JS, wire.LaneInteractive)
+		if err != nil || ci.Config.PriorityPolicy == jetstream.PriorityPolicyNone {
+			return false
+		}
+		bulk, err = consumerInfo(ctx, b.JS, wire.LaneBulk)
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond, "the worker did not make the interactive consumer prioritized and create the bulk one")
 	require.Equal(t, jetstream.PriorityPolicyPrioritized, ci.Config.PriorityPolicy)
 	require.Equal(t, []string{wire.WorkersPriorityGroup}, ci.Config.PriorityGroups)
-	bulk, err := consumerInfo(ctx, b.JS, wire.LaneBulk)
-	require.NoError(t, err)
 	require.Equal(t, jetstream.PriorityPolicyNone, bulk.Config.PriorityPolicy, "the bulk lane's pulls need no priorities")
 	_, err = b.Embed(10*time.Second, "a query")
 	require.NoError(t, err)
