@@ -36,7 +36,10 @@ type Server struct {
 	floats   []byte // the vector, as a JSON array
 	srv      *http.Server
 
-	gpu   sync.Mutex // serial: one pass at a time
+	// gpu is held by the serial runner's call computing: calls are served
+	// in the order they came, all of a call's inputs before the next
+	// call's, as Ollama's runner semaphore (FIFO) serves them.
+	gpu   chan struct{}
 	clock time.Time  // when the modelled GPU's last pass ends
 	mu    sync.Mutex // batching: the queue
 	ready *sync.Cond
@@ -61,7 +64,7 @@ type Stats struct {
 // Start serves a modelled engine of model (its name and OpenAI model id)
 // answering dims-long vectors on a free loopback port.
 func Start(cost Cost, model string, dims int, batching bool) (*Server, error) {
-	s := &Server{cost: cost, model: model, dims: dims, batching: batching}
+	s := &Server{cost: cost, model: model, dims: dims, batching: batching, gpu: make(chan struct{}, 1)}
 	r := rand.New(rand.NewPCG(uint64(dims), 2))
 	v, norm := make([]float32, dims), 0.0
 	for i := range v {
@@ -117,15 +120,17 @@ func (s *Server) Stats() Stats {
 func (s *Server) compute(inputs []string) int {
 	total := 0
 	var done sync.WaitGroup
+	if !s.batching {
+		s.gpu <- struct{}{}
+		defer func() { <-s.gpu }()
+	}
 	for _, in := range inputs {
 		t := Tokens(in)
 		total += t
 		s.seqs.Add(1)
 		s.tokens.Add(int64(t))
 		if !s.batching {
-			s.gpu.Lock()
 			s.pass(t)
-			s.gpu.Unlock()
 			continue
 		}
 		done.Add(1)

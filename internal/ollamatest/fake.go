@@ -19,16 +19,20 @@ import (
 // Fake is an Ollama-compatible server that does no model work: the
 // zero-cost backend of transport benchmarks. /api/embed answers every input
 // with the same fixed unit vector. With PerInput set it spends that long per
-// input, one input at a time across all calls, as one GPU runner would.
+// input, one input at a time across all calls, as one GPU runner would:
+// calls are served first come, first served, all of a call's inputs before
+// the next call's, as Ollama's runner semaphore (FIFO) serves the inputs an
+// /api/embed call queues at once.
 type Fake struct {
 	URL string
 
 	model    string
 	dims     int
 	perInput time.Duration
-	vector   []byte // one vector, JSON-encoded
-	runner   sync.Mutex
-	busy     time.Duration // guarded by runner
+	vector   []byte        // one vector, JSON-encoded
+	runner   chan struct{} // held by the call computing; waiting senders are served in order
+	mu       sync.Mutex
+	busy     time.Duration // guarded by mu
 	calls    atomic.Int64
 	srv      *http.Server
 }
@@ -38,7 +42,7 @@ const FakeDigest = "sha256:fa4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef4ef
 
 // StartFake serves a fake Ollama on a free loopback port.
 func StartFake(model string, dims int, perInput time.Duration) (*Fake, error) {
-	f := &Fake{model: model, dims: dims, perInput: perInput}
+	f := &Fake{model: model, dims: dims, perInput: perInput, runner: make(chan struct{}, 1)}
 	// A unit vector of Gaussian values, like a real embedding, written as
 	// Ollama writes it (encoding/json's shortest float32 form, about 11
 	// characters a value): parsing them is the worker's main cost.
@@ -98,15 +102,17 @@ func (f *Fake) embed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.perInput > 0 {
+		f.runner <- struct{}{} // a channel's blocked senders go in the order they came
 		for range req.Input {
-			f.runner.Lock()
 			start := time.Now()
 			time.Sleep(f.perInput) // the modelled GPU time of one input
+			f.mu.Lock()
 			f.busy += time.Since(start)
-			f.runner.Unlock()
+			f.mu.Unlock()
 		}
+		<-f.runner
 	}
-	f.calls.Add(1) // not under runner: another call's input may hold it
+	f.calls.Add(1)
 	buf := AppendEmbedReply(nil, f.model, f.vector, len(req.Input), len(req.Input))
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf)
@@ -141,8 +147,8 @@ type RunnerStats struct {
 
 // Stats is what the runner has done so far.
 func (f *Fake) Stats() RunnerStats {
-	f.runner.Lock()
-	defer f.runner.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return RunnerStats{Busy: f.busy, Calls: int(f.calls.Load())}
 }
 

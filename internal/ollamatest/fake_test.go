@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ollama/ollama/api"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -52,4 +53,28 @@ func TestFakeRunnerStats(t *testing.T) {
 	require.Equal(t, 2, s.Calls)
 	require.GreaterOrEqual(t, s.Busy, 12*time.Millisecond, "six inputs at 2 ms each")
 	require.Less(t, s.Busy, time.Second)
+}
+
+// A call that arrives while another computes waits for all of the other's
+// inputs, as with Ollama, whose runner semaphore queues a call's inputs
+// together: it does not slip in between them.
+func TestFakeServesCallsInOrder(t *testing.T) {
+	t.Parallel()
+	f, err := StartFake("m", 8, 20*time.Millisecond)
+	require.NoError(t, err)
+	defer f.Stop()
+	u, _ := url.Parse(f.URL)
+	c := api.NewClient(u, http.DefaultClient)
+	order := make(chan string, 2)
+	embed := func(name string, inputs ...string) {
+		_, err := c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: inputs})
+		assert.NoError(t, err)
+		order <- name
+	}
+	go embed("first", "a", "b", "c", "d")
+	// The first call's first input has computed: three more follow.
+	require.Eventually(t, func() bool { return f.Stats().Busy > 0 }, 5*time.Second, time.Millisecond)
+	go embed("second", "e")
+	require.Equal(t, "first", <-order)
+	require.Equal(t, "second", <-order)
 }
