@@ -151,6 +151,19 @@ func parseBaseURLs(v string) ([]*url.URL, error) {
 	return out, nil
 }
 
+// autoDurationIn is durationIn that also takes "auto", stored as -1 for
+// Load to resolve from other settings.
+func autoDurationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
+	set := durationIn(field, lo, hi)
+	return func(c *Config, v string) error {
+		if v == "auto" {
+			*field(c) = -1
+			return nil
+		}
+		return set(c, v)
+	}
+}
+
 func durationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)

@@ -109,6 +109,7 @@ type WorkerOptions struct {
 	Models            []worker.Model
 	BatchSize         int           // default 32
 	CallsPerHost      int           // default 1
+	HandoverLead      time.Duration // default EMBED_HANDOVER_LEAD's; negative: off
 	AckWait           time.Duration // default 30 s
 	MaxDeliver        int           // default 5
 	HeartbeatInterval time.Duration // default 50 ms
@@ -136,6 +137,9 @@ func (b *Bundle) StartWorker(o WorkerOptions) *Running {
 	}
 	cfg.BatchSize = cmp.Or(o.BatchSize, 32)
 	cfg.CallsPerHost = cmp.Or(o.CallsPerHost, 1)
+	if o.HandoverLead != 0 {
+		cfg.HandoverLead = max(o.HandoverLead, 0)
+	}
 	cfg.AckWait = cmp.Or(o.AckWait, 30*time.Second)
 	cfg.MaxDeliver = cmp.Or(o.MaxDeliver, 5)
 	cfg.HeartbeatInterval = cmp.Or(o.HeartbeatInterval, 50*time.Millisecond)

@@ -50,7 +50,14 @@ type Options struct {
 	// most (default 1). A batch goes to an endpoint with none in flight if
 	// there is one; it queues behind another call only when it is full, so
 	// under light load batches keep growing while the model computes.
-	CallsPerHost      int
+	CallsPerHost int
+	// HandoverLead, when set, frees a call's place that long before its
+	// server is expected to have computed it (EMBED_HANDOVER_LEAD): the
+	// next call is on its way while the server finishes, for servers that
+	// compute one call at a time. The expectation is learned from the
+	// calls' times; until a few calls were seen, a place frees when the
+	// server's answer begins.
+	HandoverLead      time.Duration
 	Consumer          wire.ConsumerOptions
 	HeartbeatInterval time.Duration
 	ProbeTimeout      time.Duration // default 2s

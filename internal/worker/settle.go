@@ -59,16 +59,24 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch, compu
 	// never the other way round.
 	fp := r.model.Fingerprint()
 	callCtx, stall, done := w.callContext(r, workCtx)
-	callCtx = engine.WithComputed(callCtx, computed)
 	if stall.Err() != nil {
 		done()
 		w.giveBack(jobs)
 		return
 	}
+	// The call's place frees once the server has computed it, or, with the
+	// handover, just before it is expected to.
+	paced := r.pace.begin(w.opts.Now(), len(in.texts), in.tokens)
+	go paced.handOver(w.opts.Now, computed)
+	callCtx = engine.WithComputed(callCtx, func() {
+		paced.end(w.opts.Now(), true)
+		computed()
+	})
 	stop := w.keepInProgress(jobs)
 	endWatch := w.watch(r, len(in.texts))
 	_, call := tracing.ModelCall(trace.ContextWithSpan(callCtx, span), r.model.Provider(), r.model.Name(), r.model.Host(), len(in.texts))
 	out, err := r.model.EmbedAll(callCtx, in.texts)
+	paced.end(w.opts.Now(), false)
 	endWatch(err == nil)
 	tracing.EndModelCall(call, out.Tokens, w.opts.Dims, err)
 	done()
@@ -160,6 +168,7 @@ func (w *Worker) dropCancelled(items []*pending) []*pending {
 type inputs struct {
 	texts    []string
 	requests int       // distinct requests
+	tokens   int       // estimated
 	waits    []JobWait // each job's wait since its publish
 	bulk     int       // documents from the bulk lane
 }
@@ -178,6 +187,7 @@ func (w *Worker) modelInputs(jobs []*pending) inputs {
 		if p.lane == wire.LaneBulk {
 			in.bulk += len(p.job.Documents)
 		}
+		in.tokens += p.tokens
 		for _, d := range p.job.Documents {
 			if p.job.InputType == wire.InputQuery {
 				d = prompt.Query(w.opts.QueryTask, d)

@@ -61,6 +61,7 @@ type runner struct {
 	stall       context.Context
 	cancelStall context.CancelFunc
 	perInput    time.Duration // what an input took in recent calls (a moving average)
+	pace        *pace         // the calls sent to it, for the handover
 	restUntil   time.Time     // a 429 asked to leave it alone until then
 	answered    time.Time     // when it last answered a call
 }
@@ -105,7 +106,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, models []Model, opts Options, lo
 	w.tokens = newTokenRate()
 	w.dead = &deadletter.Writer{JS: js, Now: opts.Now, Log: w.log}
 	for _, m := range models {
-		r := &runner{model: m, work: make(chan batch, 1), reason: "preparing the model at " + m.Host()}
+		r := &runner{model: m, work: make(chan batch, 1), reason: "preparing the model at " + m.Host(), pace: &pace{lead: opts.HandoverLead}}
 		r.stall, r.cancelStall = context.WithCancel(context.Background())
 		w.runners = append(w.runners, r)
 	}

@@ -102,6 +102,8 @@ type wopts struct {
 	maxDeliver int
 	onBatch    func(worker.BatchInfo)
 	calls      int // CallsPerHost
+	batch      int // BatchSize, default 16
+	handover   time.Duration
 }
 
 func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan error) {
@@ -112,7 +114,7 @@ func startWorker(b *systemtest.Bundle, o wopts) (cancel func(), done <-chan erro
 	model := ollama.NewEndpoint(fakeURL("fake:1"), ollama.Options{Model: "fake", Dims: dims, MaxBatch: 16, Timeout: 10 * time.Second, KeepAlive: -1, Truncate: true, Embedder: o.fake})
 	r := b.StartWorker(systemtest.WorkerOptions{
 		ID: cmp.Or(o.id, "w1"), Models: []worker.Model{probed{model, o.probe}},
-		BatchSize: 16, CallsPerHost: o.calls, AckWait: cmp.Or(o.ackWait, 3*time.Second), MaxDeliver: o.maxDeliver,
+		BatchSize: cmp.Or(o.batch, 16), CallsPerHost: o.calls, HandoverLead: o.handover, AckWait: cmp.Or(o.ackWait, 3*time.Second), MaxDeliver: o.maxDeliver,
 		HeartbeatInterval: 20 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond,
 		Observer: worker.ObserverFuncs{OnBatch: o.onBatch},
 	})

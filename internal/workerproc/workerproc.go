@@ -42,6 +42,7 @@ func Options(cfg config.Config) worker.Options {
 		BatchTokens:       cfg.BatchTokens,
 		BatchWait:         cfg.BatchWait,
 		CallsPerHost:      cfg.CallsPerHost,
+		HandoverLead:      cfg.HandoverLead,
 		Consumer:          wire.ConsumerOptions{AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		StallTimeout:      cfg.StallTimeout,
