@@ -52,6 +52,7 @@ type Server struct {
 
 type seq struct {
 	tokens int
+	queued time.Time
 	done   *sync.WaitGroup
 }
 
@@ -120,6 +121,7 @@ func (s *Server) Stats() Stats {
 func (s *Server) compute(inputs []string) int {
 	total := 0
 	var done sync.WaitGroup
+	arrived := time.Now()
 	if !s.batching {
 		s.gpu <- struct{}{}
 		defer func() { <-s.gpu }()
@@ -130,12 +132,12 @@ func (s *Server) compute(inputs []string) int {
 		s.seqs.Add(1)
 		s.tokens.Add(int64(t))
 		if !s.batching {
-			s.pass(t)
+			s.pass(t, arrived)
 			continue
 		}
 		done.Add(1)
 		s.mu.Lock()
-		s.queue = append(s.queue, &seq{tokens: t, done: &done})
+		s.queue = append(s.queue, &seq{tokens: t, queued: arrived, done: &done})
 		s.ready.Signal()
 		s.mu.Unlock()
 	}
@@ -143,13 +145,15 @@ func (s *Server) compute(inputs []string) int {
 	return total
 }
 
-// pass spends one forward pass on the modelled GPU's clock: back-to-back
-// passes end at the sum of their modelled times, whatever a sleep
-// overshoots (a few hundred microseconds, a tenth of a short pass). Only
-// one goroutine at a time runs it (the serial mutex, or the scheduler).
-func (s *Server) pass(tokens int) {
+// pass spends one forward pass on the modelled GPU's clock, its sequences
+// all there since ready: it starts when the last pass ended, or at ready
+// if they came later, so that back-to-back passes end at the sum of their
+// modelled times whatever a sleep overshoots (a few hundred microseconds,
+// a tenth of a short pass). Only one goroutine at a time runs it (the
+// serial runner's holder, or the scheduler).
+func (s *Server) pass(tokens int, ready time.Time) {
 	d := s.cost.Pass(tokens)
-	start := time.Now()
+	start := ready
 	if s.clock.After(start) {
 		start = s.clock
 	}
@@ -172,14 +176,18 @@ func (s *Server) schedule() {
 			return
 		}
 		n, tokens := 0, 0
+		var ready time.Time
 		for n < len(s.queue) && (n == 0 || tokens+s.queue[n].tokens <= s.cost.PassTokens) {
 			tokens += s.queue[n].tokens
+			if s.queue[n].queued.After(ready) {
+				ready = s.queue[n].queued
+			}
 			n++
 		}
 		batch := s.queue[:n:n]
 		s.queue = s.queue[n:]
 		s.mu.Unlock()
-		s.pass(tokens)
+		s.pass(tokens, ready)
 		for _, q := range batch {
 			q.done.Done()
 		}

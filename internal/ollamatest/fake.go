@@ -33,6 +33,7 @@ type Fake struct {
 	runner   chan struct{} // held by the call computing; waiting senders are served in order
 	mu       sync.Mutex
 	busy     time.Duration // guarded by mu
+	clock    time.Time     // when the runner's last input ends; guarded by mu
 	calls    atomic.Int64
 	srv      *http.Server
 }
@@ -102,13 +103,24 @@ func (f *Fake) embed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.perInput > 0 {
+		arrived := time.Now()
 		f.runner <- struct{}{} // a channel's blocked senders go in the order they came
 		for range req.Input {
-			start := time.Now()
-			time.Sleep(f.perInput) // the modelled GPU time of one input
+			// The modelled GPU time of one input, on the runner's own clock:
+			// an input that was waiting when the last one ended starts when
+			// that one ended, so inputs back to back end perInput apart
+			// whatever a sleep overshoots (a sleep of 5 ms runs 5.25 ms
+			// here, more when it wakes an idle machine), as a GPU's would.
 			f.mu.Lock()
-			f.busy += time.Since(start)
+			start := arrived
+			if f.clock.After(start) {
+				start = f.clock
+			}
+			f.clock = start.Add(f.perInput)
+			f.busy += f.perInput
+			end := f.clock
 			f.mu.Unlock()
+			time.Sleep(time.Until(end))
 		}
 		<-f.runner
 	}
@@ -137,7 +149,7 @@ func AppendEmbedReply(buf []byte, model string, vector []byte, n, tokens int) []
 }
 
 // RunnerStats is what the fake's runner has done: the time it spent on
-// inputs (the sleeps as they ran, a little over perInput each) and the
+// inputs (perInput each, on its own clock) and the
 // /api/embed calls it answered. Over an interval, the rest of the wall
 // time is the runner waiting for the pipeline.
 type RunnerStats struct {
