@@ -26,8 +26,9 @@ const (
 	laneProjects = 10_000
 	lanePerInput = 5 * time.Millisecond // the stand-in backend: one input at a time
 	laneClients  = 4
-	// laneThink is a search client's pause between queries: a user types,
-	// reads, types again. Back to back, four clients would take most of the
+	// laneThink is a search client's mean pause between queries (drawn
+	// from half to one and a half times it): a user types, reads, types
+	// again. Back to back, four clients would take most of the
 	// model and leave a reindex half its throughput whatever the queue did.
 	laneThink = 200 * time.Millisecond
 	// laneBatchSize is EMBED_BATCH_SIZE's default, which the worker runs
@@ -70,7 +71,7 @@ func (r laneRun) idlePerCall() time.Duration {
 // else running; a reindex of 10,000 projects alone; and the two together,
 // with lanes and with EMBED_LANES=false.
 func (b *bench) lanes() error {
-	fmt.Printf("lanes: %d search clients (a query, then %s) and `api reindex --all` of %d projects, stand-in backend at %s per input\n",
+	fmt.Printf("lanes: %d search clients (a query, then %s on average) and `api reindex --all` of %d projects, stand-in backend at %s per input\n",
 		laneClients, laneThink, laneProjects, lanePerInput)
 	fake, err := ollamatest.StartFake(fakeModel, bigDims, lanePerInput)
 	if err != nil {

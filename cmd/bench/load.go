@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -61,7 +62,11 @@ func drive(ctx context.Context, c *corpus, clients, docsPer int, d time.Duration
 const warmUp = 300 * time.Millisecond
 
 // driveUntil is drive with a window that ends when stop closes, and a pause
-// of think after each request (a user's, between searches).
+// after each request of think on average (a user's, between searches),
+// drawn evenly from think/2 to 3·think/2: with one fixed pause the clients
+// fall in step with a backend whose calls take exact times (200 ms is five
+// 40 ms bulk batches of the lanes' stand-in), and every query meets the
+// same moment of the batch cycle, a lucky one or an unlucky one.
 func driveUntil(ctx context.Context, c *corpus, clients, docsPer int, think time.Duration, stop <-chan struct{}, do call) sample {
 	warm := time.Now().Add(warmUp)
 	var mu sync.Mutex
@@ -109,7 +114,7 @@ func driveUntil(ctx context.Context, c *corpus, clients, docsPer int, think time
 					select {
 					case <-stop:
 					case <-ctx.Done():
-					case <-time.After(think):
+					case <-time.After(think/2 + rand.N(think)):
 					}
 				}
 			}
