@@ -155,7 +155,7 @@ var settings = []setting{
 	}},
 	{"EMBED_BACKEND_API_KEY", "", "with EMBED_BACKEND=openai: sent to the engines as Authorization: Bearer <key> when set", str(func(c *Config) *string { return &c.BackendAPIKey }, nil)},
 	{"EMBED_CALLS_PER_HOST", "auto", "model calls a worker keeps in flight to each model server (a call counts until the server's answer begins: the worker reads and answers it while the next one computes); auto is 1 for Ollama, which computes one sequence at a time, and 16 for an openai engine, which packs the sequences of all calls in flight into its forward passes: a pass of 8192 tokens holds some 400 short queries, and the engine needs the next pass's sequences waiting while it computes one. With Ollama, 2 queues a second, full batch while the worker reads and answers the first: worth it when a batch takes milliseconds, not seconds", autoIntIn(func(c *Config) *int { return &c.CallsPerHost }, 1, 64)},
-	{"EMBED_HANDOVER_LEAD", "auto", "how long before a model server that computes one call at a time is expected to finish a call (from what its recent calls took, per input and per token) the worker sends it the next, so that it does not sit idle while one call's answer and the next call travel between them; a query that arrives in that moment waits for the call just sent. auto is 2ms for Ollama and 0, off, for an openai engine, which keeps EMBED_CALLS_PER_HOST calls in flight anyway", autoDurationIn(func(c *Config) *time.Duration { return &c.HandoverLead }, 0, time.Second)},
+	{"EMBED_HANDOVER_LEAD", "auto", "how long before a model server that computes one call at a time is expected to finish a call (from what its recent calls took, per input and per token) the worker sends it the next, so that it does not sit idle while one call's answer and the next call travel between them; a query that arrives in that moment waits for the call just sent. auto is 3ms for Ollama (what the round trip between two calls took here, with room to spare) and 0, off, for an openai engine, which keeps EMBED_CALLS_PER_HOST calls in flight anyway", autoDurationIn(func(c *Config) *time.Duration { return &c.HandoverLead }, 0, time.Second)},
 	{"EMBED_MODEL", "llama-embed-nemotron-8b", "the model: its Ollama name, or with EMBED_BACKEND=openai the engine's model id as its /v1/models lists it", str(func(c *Config) *string { return &c.Model }, nonEmpty)},
 	{"EMBED_DIMENSIONS", "4096", "vector length the model must return; checked at start and on every reply", intIn(func(c *Config) *int { return &c.Dimensions }, 1, 65536)},
 	{"EMBED_DATA_DIR", "./data", "data directory: the embedded JetStream store lives in jetstream/ under it. One api at a time: it holds embed.lock there, and a second api on the same directory refuses to start, naming the first (two would lose acknowledged events)", str(func(c *Config) *string { return &c.DataDir }, nonEmpty)},
@@ -290,7 +290,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		c.CallsPerHost = map[string]int{"ollama": 1, "openai": 16}[c.Backend]
 	}
 	if c.HandoverLead < 0 {
-		c.HandoverLead = map[string]time.Duration{"ollama": 2 * time.Millisecond, "openai": 0}[c.Backend]
+		c.HandoverLead = map[string]time.Duration{"ollama": 3 * time.Millisecond, "openai": 0}[c.Backend]
 	}
 	if c.BatchTokens < 0 {
 		c.BatchTokens = map[string]int{"ollama": 0, "openai": 8192}[c.Backend]

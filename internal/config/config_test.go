@@ -87,6 +87,7 @@ func TestLoadOverrides(t *testing.T) {
 			require.Equal(t, 32, c.BatchSize)
 			require.Equal(t, 1, c.CallsPerHost)
 			require.Zero(t, c.BatchTokens, "no token limit")
+			require.Equal(t, 3*time.Millisecond, c.HandoverLead)
 		}},
 		{"OpenAIEngines", map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "http://vllm:8000/v1, https://tei.example/v1", "EMBED_BACKEND_API_KEY": "sk-1"}, func(t *testing.T, c Config) {
 			require.Len(t, c.BackendURLs, 2)
@@ -95,9 +96,11 @@ func TestLoadOverrides(t *testing.T) {
 			require.Equal(t, 64, c.BatchSize)
 			require.Equal(t, 16, c.CallsPerHost)
 			require.Equal(t, 8192, c.BatchTokens)
+			require.Zero(t, c.HandoverLead, "an engine keeps many calls in flight: no handover")
 		}},
-		{"AutoGivesWayToAValue", map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "http://e/v1", "EMBED_CALLS_PER_HOST": "3", "EMBED_BATCH_TOKENS": "0", "EMBED_BATCH_SIZE": "8"}, func(t *testing.T, c Config) {
+		{"AutoGivesWayToAValue", map[string]string{"EMBED_BACKEND": "openai", "EMBED_BACKEND_URLS": "http://e/v1", "EMBED_CALLS_PER_HOST": "3", "EMBED_BATCH_TOKENS": "0", "EMBED_BATCH_SIZE": "8", "EMBED_HANDOVER_LEAD": "1ms"}, func(t *testing.T, c Config) {
 			require.Equal(t, 3, c.CallsPerHost)
+			require.Equal(t, time.Millisecond, c.HandoverLead)
 			require.Zero(t, c.BatchTokens)
 			require.Equal(t, 8, c.BatchSize)
 		}},
