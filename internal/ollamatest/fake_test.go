@@ -11,15 +11,22 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// startFakeClient starts a fake of an 8-d model "m" spending perInput per
+// input, stopped when the test ends, and an Ollama client of it.
+func startFakeClient(t *testing.T, perInput time.Duration) (*Fake, *api.Client) {
+	t.Helper()
+	f, err := StartFake("m", 8, perInput)
+	require.NoError(t, err)
+	t.Cleanup(f.Stop)
+	u, _ := url.Parse(f.URL)
+	return f, api.NewClient(u, http.DefaultClient)
+}
+
 func TestFakeSpeaksTheOllamaAPI(t *testing.T) {
 	t.Parallel()
-	f, err := StartFake("m", 8, 0)
-	require.NoError(t, err)
-	defer f.Stop()
-	u, _ := url.Parse(f.URL)
-	c := api.NewClient(u, http.DefaultClient)
+	_, c := startFakeClient(t, 0)
 	require.NoError(t, c.Heartbeat(context.Background()))
-	_, err = c.Show(context.Background(), &api.ShowRequest{Model: "m"})
+	_, err := c.Show(context.Background(), &api.ShowRequest{Model: "m"})
 	require.NoError(t, err)
 	_, err = c.Show(context.Background(), &api.ShowRequest{Model: "other"})
 	require.Error(t, err)
@@ -39,11 +46,7 @@ func TestFakeSpeaksTheOllamaAPI(t *testing.T) {
 
 func TestFakeRunnerStats(t *testing.T) {
 	t.Parallel()
-	f, err := StartFake("m", 8, 2*time.Millisecond)
-	require.NoError(t, err)
-	defer f.Stop()
-	u, _ := url.Parse(f.URL)
-	c := api.NewClient(u, http.DefaultClient)
+	f, c := startFakeClient(t, 2*time.Millisecond)
 	for range 2 {
 		_, err := c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: []string{"a", "b", "c"}})
 		require.NoError(t, err)
@@ -59,11 +62,7 @@ func TestFakeRunnerStats(t *testing.T) {
 // together: it does not slip in between them.
 func TestFakeServesCallsInOrder(t *testing.T) {
 	t.Parallel()
-	f, err := StartFake("m", 8, 20*time.Millisecond)
-	require.NoError(t, err)
-	defer f.Stop()
-	u, _ := url.Parse(f.URL)
-	c := api.NewClient(u, http.DefaultClient)
+	f, c := startFakeClient(t, 20*time.Millisecond)
 	first := make(chan error, 1)
 	go func() {
 		_, err := c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: []string{"a", "b", "c", "d"}})
@@ -71,7 +70,7 @@ func TestFakeServesCallsInOrder(t *testing.T) {
 	}()
 	// The first call holds the runner: its first input is computing.
 	require.Eventually(t, func() bool { return f.Stats().Busy > 0 }, 5*time.Second, time.Millisecond)
-	_, err = c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: []string{"e"}})
+	_, err := c.Embed(context.Background(), &api.EmbedRequest{Model: "m", Input: []string{"e"}})
 	require.NoError(t, err)
 	// Calls counts a call once its inputs are done: the first's were all
 	// done before the second's one was.
