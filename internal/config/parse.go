@@ -116,10 +116,9 @@ func intIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
 	}
 }
 
-// autoIntIn is intIn that also takes "auto", stored as -1 for Load to
+// orAuto is set that also takes "auto", stored in field as -1 for Load to
 // resolve from other settings.
-func autoIntIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
-	set := intIn(field, lo, hi)
+func orAuto[T int | time.Duration](field func(*Config) *T, set func(*Config, string) error) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		if v == "auto" {
 			*field(c) = -1
@@ -127,6 +126,16 @@ func autoIntIn(field func(*Config) *int, lo, hi int) func(*Config, string) error
 		}
 		return set(c, v)
 	}
+}
+
+// autoIntIn is intIn that also takes "auto".
+func autoIntIn(field func(*Config) *int, lo, hi int) func(*Config, string) error {
+	return orAuto(field, intIn(field, lo, hi))
+}
+
+// autoDurationIn is durationIn that also takes "auto".
+func autoDurationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
+	return orAuto(field, durationIn(field, lo, hi))
 }
 
 // parseBaseURLs reads comma-separated http(s) base URLs.
@@ -149,19 +158,6 @@ func parseBaseURLs(v string) ([]*url.URL, error) {
 		out = append(out, u)
 	}
 	return out, nil
-}
-
-// autoDurationIn is durationIn that also takes "auto", stored as -1 for
-// Load to resolve from other settings.
-func autoDurationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
-	set := durationIn(field, lo, hi)
-	return func(c *Config, v string) error {
-		if v == "auto" {
-			*field(c) = -1
-			return nil
-		}
-		return set(c, v)
-	}
 }
 
 func durationIn(field func(*Config) *time.Duration, lo, hi time.Duration) func(*Config, string) error {
