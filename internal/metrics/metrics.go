@@ -167,6 +167,7 @@ type Worker struct {
 	flushes    *prometheus.CounterVec
 	batchTime  prometheus.Histogram
 	modelCalls *prometheus.HistogramVec
+	handovers  *prometheus.CounterVec
 	tokens     prometheus.Counter
 	embedded   prometheus.Counter
 	errors     *prometheus.CounterVec
@@ -203,6 +204,10 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Help:    "Latency of one model call (Ollama's /api/embed, an engine's /v1/embeddings), by endpoint and result.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"endpoint", "result"}),
+		handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: "model", Name: "handovers_total",
+			Help: "Batches sent to a model server while it still computed the call before (EMBED_HANDOVER_LEAD), by endpoint: over the batches sent, the share of calls its server did not wait for.",
+		}, []string{"endpoint"}),
 		tokens: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: "model", Name: "tokens_total",
 			Help: "Prompt tokens embedded, as the model server reports them.",
@@ -225,7 +230,7 @@ func NewWorker(reg prometheus.Registerer) *Worker {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"lane"}),
 	}
-	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.tokens, m.embedded, m.errors, m.laneDocs, m.laneWait)
+	reg.MustRegister(m.batchDocs, m.batchJobs, m.flushes, m.batchTime, m.modelCalls, m.handovers, m.tokens, m.embedded, m.errors, m.laneDocs, m.laneWait)
 	// Every kind at 0 from the start, so that rate() and alerts over them
 	// work before the first failure.
 	for _, k := range []string{"retried", "failed", "rejected", "bad_job", "reply_failed", "cancelled", "handed_back", "fetch_failed"} {
@@ -243,6 +248,9 @@ func (m *Worker) Batch(b worker.BatchInfo) {
 	m.batchJobs.Observe(float64(b.Jobs))
 	m.flushes.WithLabelValues(string(b.Reason)).Inc()
 	m.batchTime.Observe(b.Took.Seconds())
+	if b.HandedOver {
+		m.handovers.WithLabelValues(b.Endpoint).Inc()
+	}
 	m.laneDocs.WithLabelValues(string(wire.LaneInteractive)).Add(float64(b.Documents - b.BulkDocuments))
 	m.laneDocs.WithLabelValues(string(wire.LaneBulk)).Add(float64(b.BulkDocuments))
 	for _, w := range b.Waits {

@@ -64,3 +64,11 @@ func TestQueueCollectorReportsDown(t *testing.T) {
 	_, hasMessages := got["embed_queue_messages"]
 	require.False(t, hasMessages, "no made-up queue figures when the queue cannot be read")
 }
+
+func TestWorkerCountsHandovers(t *testing.T) {
+	t.Parallel()
+	w := NewWorker(prometheus.NewRegistry())
+	w.Batch(worker.BatchInfo{Endpoint: "h", Jobs: 1, Documents: 8, Reason: worker.FlushFull, HandedOver: true})
+	w.Batch(worker.BatchInfo{Endpoint: "h", Jobs: 1, Documents: 8, Reason: worker.FlushFull})
+	require.Equal(t, 1.0, testutil.ToFloat64(w.handovers.WithLabelValues("h")), "the batch sent while its server computed the one before")
+}

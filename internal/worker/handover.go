@@ -89,7 +89,9 @@ type pacedCall struct {
 	// prev is the call the server computes before this one, nil when it
 	// had none computing when this was sent; guarded by p.mu and dropped
 	// once this call has computed.
-	prev     *pacedCall
+	prev *pacedCall
+	// behind: the server was computing another call when this was sent.
+	behind   bool
 	done     chan struct{} // closed once the server has computed it, or it ended
 	computed time.Time     // when done closed
 	due      time.Time     // when its handover is due; zero when none is
@@ -104,7 +106,7 @@ func (p *pace) begin(now time.Time, inputs, tokens int) *pacedCall {
 		select {
 		case <-l.done:
 		default:
-			c.prev = l
+			c.prev, c.behind = l, true
 		}
 	}
 	p.latest = c

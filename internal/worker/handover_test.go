@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/waywo/embed/internal/engine"
 	"github.com/waywo/embed/internal/systemtest"
 	"github.com/waywo/embed/internal/wire"
+	"github.com/waywo/embed/internal/worker"
 )
 
 // serialServer is a model server that computes one call at a time, in
@@ -70,7 +72,12 @@ func TestHandoverSendsTheNextCallBeforeTheLastComputes(t *testing.T) {
 			b := systemtest.Setup(t, small)
 			s := &serialServer{cost: 30 * time.Millisecond, queue: make(chan struct{}, 1)}
 			fake := &fakeOllama{ctxFn: s.embed}
-			startWorker(b, wopts{fake: fake, batch: wire.BulkJobDocuments, handover: lead})
+			var handedOver atomic.Int64
+			startWorker(b, wopts{fake: fake, batch: wire.BulkJobDocuments, handover: lead, onBatch: func(bi worker.BatchInfo) {
+				if bi.HandedOver {
+					handedOver.Add(1)
+				}
+			}})
 			docs := make([]string, 12*wire.BulkJobDocuments) // 12 calls of one job each
 			for i := range docs {
 				docs[i] = fmt.Sprintf("document %d", i)
@@ -84,10 +91,14 @@ func TestHandoverSendsTheNextCallBeforeTheLastComputes(t *testing.T) {
 			require.LessOrEqual(t, s.mostHeld, 2, "one call computing and at most one waiting")
 			if lead < 0 {
 				require.Zero(t, s.overlaps, "without the handover a call goes once the last has computed")
+				require.Zero(t, handedOver.Load(), "no batch reported handed over")
 				return
 			}
 			// The first calls teach the cost; most of the rest are handed over.
 			require.GreaterOrEqual(t, s.overlaps, 5, "calls that arrived while the last computed")
+			// A call sent before the worker saw the last one computed counts
+			// as handed over, also should the server just have finished it.
+			require.GreaterOrEqual(t, handedOver.Load(), int64(s.overlaps), "every call that arrived while another computed is reported handed over")
 		})
 	}
 }

@@ -121,8 +121,11 @@ type BatchInfo struct {
 	Calls    int // Ollama calls, bisection of rejected inputs included
 	Rejected int // documents the model refused
 	Tokens   int // prompt tokens Ollama reported
-	Took     time.Duration
-	Err      error
+	// HandedOver: the batch was sent while its server still computed the
+	// call before it (EMBED_HANDOVER_LEAD), so the server did not wait.
+	HandedOver bool
+	Took       time.Duration
+	Err        error
 }
 
 // JobWait is how long one job of a lane waited between its publish and

@@ -88,7 +88,7 @@ func (w *Worker) process(ctx, workCtx context.Context, r *runner, b batch, compu
 		w.giveBack(jobs)
 		return
 	}
-	w.observe(r, jobs, in, b.reason, out, took, err)
+	w.observe(r, jobs, in, b.reason, out, took, paced.behind, err)
 	if d, busy := engine.RetryAfter(err); busy {
 		// The server asked to be left alone: its batch goes to another
 		// server now, and this one takes none until the time is up.
@@ -200,7 +200,7 @@ func (w *Worker) modelInputs(jobs []*pending) inputs {
 }
 
 // observe tells the observer about the batch.
-func (w *Worker) observe(r *runner, jobs []*pending, in inputs, reason FlushReason, out engine.Output, took time.Duration, err error) {
+func (w *Worker) observe(r *runner, jobs []*pending, in inputs, reason FlushReason, out engine.Output, took time.Duration, handedOver bool, err error) {
 	rejected := 0
 	for _, e := range out.Rejected {
 		if e != nil {
@@ -208,7 +208,7 @@ func (w *Worker) observe(r *runner, jobs []*pending, in inputs, reason FlushReas
 		}
 	}
 	w.opts.Observer.Batch(BatchInfo{Endpoint: r.model.Host(), Jobs: len(jobs), Requests: in.requests,
-		Documents: len(in.texts), BulkDocuments: in.bulk, Waits: in.waits, Reason: reason, Calls: out.Calls, Rejected: rejected,
+		Documents: len(in.texts), BulkDocuments: in.bulk, Waits: in.waits, Reason: reason, Calls: out.Calls, Rejected: rejected, HandedOver: handedOver,
 		Tokens: out.Tokens, Took: took, Err: err})
 }
 
