@@ -47,22 +47,35 @@ func (c consumers) fetchNow(lane wire.Lane, n int) ([]*pending, int, error) {
 		}
 	}
 	// A failure with jobs in hand is not returned: the caller would drop
-	// them, and the next fetch finds it again.
-	mb, err := c.fetchNoWait(lane, n-got)
-	if err != nil {
-		return jobs, got, errUnlessAny(err, got)
-	}
-	fetched := 0
-	for m := range mb.Messages() {
-		fetched++
-		if p := c.w.accept(m, lane); p != nil {
-			jobs = append(jobs, p)
+	// them, and the next fetch finds it again. A fetch that ends short
+	// while its last delivery says more are pending (a brief pull that
+	// expired before they all arrived, on a loaded machine) is followed by
+	// another, so that got < n does say the lane had no more.
+	for got < n {
+		mb, err := c.fetchNoWait(lane, n-got)
+		if err != nil {
+			return jobs, got, errUnlessAny(err, got)
+		}
+		fetched, pending := 0, uint64(0)
+		for m := range mb.Messages() {
+			fetched++
+			pending = 0
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
+			}
+			if p := c.w.accept(m, lane); p != nil {
+				jobs = append(jobs, p)
+			}
+		}
+		if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && fetched == 0 {
+			return jobs, got, errUnlessAny(err, got)
+		}
+		got += fetched
+		if fetched == 0 || pending == 0 {
+			break
 		}
 	}
-	if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && fetched == 0 {
-		return jobs, got, errUnlessAny(err, got)
-	}
-	return jobs, got + fetched, nil
+	return jobs, got, nil
 }
 
 func errUnlessAny(err error, got int) error {
