@@ -56,10 +56,15 @@ func (w *Worker) probeAll(ctx context.Context) {
 				return
 			}
 			if err != nil {
-				if ctx.Err() == nil {
-					if busy > 0 {
-						w.stalled(r, fmt.Sprintf("its probe failed with calls in flight: %v", err))
-					}
+				switch {
+				case ctx.Err() != nil:
+				case busy > 0:
+					w.stalled(r, fmt.Sprintf("its probe failed with calls in flight: %v", err))
+				case stalled:
+					// It stays stalled: the reason says so, not only why the
+					// test embedding failed.
+					w.setReady(r, false, "stalled: its test embedding failed: "+err.Error())
+				default:
 					w.setReady(r, false, err.Error())
 				}
 				return
